@@ -1,0 +1,310 @@
+"""Recognise Core ML artifacts in a container's entries and account for every byte of it.
+
+Walking is cheap; this stage reads only what recognition needs (metadata.json, manifests, the head of
+model.mil, source model specs). Layout facts come from shared/domain/COREML-ON-DISK.md; anything under
+a Core ML cache whose layout is not known is reported as `unrecognised`, never guessed into a delete.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from mlcache_audit import models
+from mlcache_audit.sources.base import DIR, FILE, Container, Entry
+
+# Artifact kinds, in report order.
+COMPILE_LEFTOVER = "compile_leftover"
+SPECIALIZATION = "specialization"
+SPECIALIZATION_PARTIAL = "specialization_partial"
+COMPILED_MODEL = "compiled_model"
+SOURCE_MODEL = "source_model"
+EXECUTORCH_ASSET = "executorch_asset"
+METAL_CACHE = "metal_shader_cache"
+UNRECOGNISED = "unrecognised"
+KINDS = (COMPILE_LEFTOVER, SPECIALIZATION, SPECIALIZATION_PARTIAL, COMPILED_MODEL, SOURCE_MODEL,
+         EXECUTORCH_ASSET, METAL_CACHE, UNRECOGNISED)
+MODEL_KINDS = (COMPILE_LEFTOVER, COMPILED_MODEL, SOURCE_MODEL, EXECUTORCH_ASSET)
+
+E5_CACHE = "com.apple.e5rt.e5bundlecache"
+_UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+# NSProcessInfo.globallyUniqueString: <UUID>-<pid>-<16 hex>, as the TFLite Core ML delegate names files.
+GUS = re.compile(rf"^({_UUID})-(\d+)-([0-9A-Fa-f]{{16}})$")
+_ORT = re.compile(rf"^onnxruntime-{_UUID}-(\d+)-[0-9A-Fa-f]{{16}}")
+_STEM_UUID = re.compile(rf"^(.+)_({_UUID})\.mlmodelc$")
+_LEGACY_PID = re.compile(r"^model_(\d+)_.*\.mlmodelc$")
+_BUILD = re.compile(r"^\d{2}[A-Z]\d{1,5}[a-z]?$")
+_HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
+_TMP_BUNDLE = re.compile(r"\.tmp\.\d+\.bundle$")
+_HEX_ANY = re.compile(r"[0-9A-Fa-f]{64}")
+
+AREAS = ("Documents", "Library/Application Support", "Library/Caches", "Library/Preferences", "Library", "tmp")
+
+
+def area_of(path: str) -> str:
+    """The standard container area a path lies in (`other` for anything outside them)."""
+    for area in AREAS:
+        if path == area or path.startswith(area + "/"):
+            return area
+    return "other"
+
+
+@dataclass
+class Artifact:
+    """One Core ML thing on disk: a bundle, a cache entry, a leftover file."""
+
+    kind: str
+    path: str
+    is_dir: bool
+    producer: str | None = None
+    bytes: int = 0
+    files: int = 0
+    oldest_mtime: float | None = None
+    newest_mtime: float | None = None
+    model: dict = field(default_factory=dict)
+    detail: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    members: list[Entry] = field(default_factory=list)  # the files counted in `bytes`
+
+    @property
+    def area(self) -> str:
+        return area_of(self.path)
+
+    def rel(self, entry: Entry) -> str:
+        """A member's path relative to the artifact (its own name for a single-file artifact)."""
+        return entry.path[len(self.path) + 1:] if self.is_dir else entry.name
+
+
+@dataclass
+class ScanResult:
+    """A container's artifacts and its byte accounting."""
+
+    container: Container
+    artifacts: list[Artifact]
+    total_bytes: int
+    file_count: int
+    other_bytes_by_area: dict[str, int]
+    index_keys: dict[str, set[str] | None]  # store name -> keys its index knows (None: unreadable)
+
+    @property
+    def bytes_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for a in self.artifacts:
+            out[a.kind] += a.bytes
+        return {k: out[k] for k in KINDS if k in out}
+
+    @property
+    def coreml_bytes(self) -> int:
+        return sum(a.bytes for a in self.artifacts)
+
+    def timeline(self) -> list[tuple[str, int]]:
+        """Core ML bytes added per UTC day, from file modification times."""
+        days: dict[str, int] = defaultdict(int)
+        for a in self.artifacts:
+            for e in a.members:
+                if e.mtime is not None:
+                    days[datetime.fromtimestamp(e.mtime, timezone.utc).date().isoformat()] += e.size
+        return sorted(days.items())
+
+
+def scan_container(container: Container, progress: Callable[[int], None] | None = None) -> ScanResult:
+    """Walk the container once, recognise artifacts, and account for every byte."""
+    entries = container.entries()
+    if progress:
+        progress(len(entries))
+    seen_inodes: set[tuple] = set()
+    artifacts: list[Artifact] = []
+    stack: list[Artifact] = []
+    other: dict[str, int] = defaultdict(int)
+    total = 0
+    files = 0
+    for e in entries:
+        while stack and not e.path.startswith(stack[-1].path + "/"):
+            stack.pop()
+        new = _classify(e, stack[-1] if stack else None)
+        if new is not None:
+            artifacts.append(new)
+            if new.is_dir:
+                stack.append(new)
+            else:
+                size = _counted_size(e, seen_inodes)
+                _add_member(new, e, None, size)
+                total += size
+                files += 1
+            continue
+        if e.type != FILE:
+            continue
+        files += 1
+        size = _counted_size(e, seen_inodes)
+        total += size
+        if stack:
+            _add_member(stack[-1], e, None, size)
+        else:
+            other[area_of(e.path)] += size
+    for a in artifacts:
+        _describe(container, a)
+    return ScanResult(container, artifacts, total, files, dict(other), _read_indexes(container, artifacts))
+
+
+def _counted_size(e: Entry, seen: set[tuple] | None) -> int:
+    """Size of a file, counting a hardlinked inode once per container (as `du` does)."""
+    if seen is not None and e.nlink > 1 and e.inode is not None:
+        key = (e.dev, e.inode)
+        if key in seen:
+            return 0
+        seen.add(key)
+    return e.size
+
+
+def _add_member(a: Artifact, e: Entry, seen: set[tuple] | None, size: int | None = None) -> None:
+    if size is None:
+        size = _counted_size(e, seen)
+    a.members.append(e)
+    a.bytes += size
+    a.files += 1
+    if e.mtime is not None:
+        a.oldest_mtime = e.mtime if a.oldest_mtime is None else min(a.oldest_mtime, e.mtime)
+        a.newest_mtime = e.mtime if a.newest_mtime is None else max(a.newest_mtime, e.mtime)
+
+
+def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:
+    """Does this entry start an artifact? Only directories and regular files can."""
+    if e.type not in (FILE, DIR):
+        return None
+    is_dir = e.type == DIR
+    name = e.name
+    if parent is not None:
+        # The one nesting allowed: an interrupted write inside a specialization entry.
+        if parent.kind == SPECIALIZATION and is_dir and _TMP_BUNDLE.search(name):
+            return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)", detail=dict(parent.detail))
+        return None
+    parts = e.path.split("/")
+    if E5_CACHE in parts[:-1]:
+        return _classify_e5(e, parts, is_dir)
+    if is_dir and name in ("com.apple.metal", "com.apple.metalfe") and area_of(e.path) == "Library/Caches":
+        return Artifact(METAL_CACHE, e.path, True, "Metal")
+    if len(parts) >= 2 and parts[-2] == "models" and "executorchcoreml" in parts[:-2] and \
+            area_of(e.path) == "Library/Caches":
+        return Artifact(EXECUTORCH_ASSET, e.path, is_dir, "ExecuTorch", detail={"asset_id": name.split(".")[0]})
+    in_tmp = parts[0] == "tmp"
+    if in_tmp:
+        leftover = _classify_tmp(e, parts, is_dir)
+        if leftover is not None:
+            return leftover
+    if is_dir and name.endswith(".mlmodelc"):
+        producer = "Hugging Face hub" if "huggingface" in parts else None
+        return Artifact(COMPILED_MODEL, e.path, True, producer)
+    if (is_dir and name.endswith(".mlpackage")) or (not is_dir and name.endswith(".mlmodel")):
+        return Artifact(SOURCE_MODEL, e.path, is_dir, detail={"format": "mlpackage" if is_dir else "mlmodel"})
+    return None
+
+
+def _classify_e5(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
+    """`<cache>/<OS build>/<64 hex>/...`: one artifact per entry; anything else is unrecognised."""
+    depth = len(parts) - 1 - parts.index(E5_CACHE)
+    build = parts[parts.index(E5_CACHE) + 1]
+    if _TMP_BUNDLE.search(e.name) and is_dir:
+        return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)", detail={"build": build})
+    if depth == 1:
+        if is_dir and _BUILD.match(e.name):
+            return None  # the build folder itself: its entries are the artifacts
+        return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "not an OS build folder"})
+    if depth == 2 and is_dir and _HEX64.match(e.name) and _BUILD.match(build):
+        return Artifact(SPECIALIZATION, e.path, True, "Core ML (e5rt)", detail={"build": build, "entry": e.name})
+    return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "unknown specialization cache layout"})
+
+
+def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
+    """On-device compile output in tmp/ (see the producer table in COREML-ON-DISK.md)."""
+    name = e.name
+    if len(parts) >= 2 and parts[1] == "executorchcoreml":
+        if len(parts) == 3 or (len(parts) == 4 and parts[2] == "models"):
+            return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "ExecuTorch", detail={"leftover": "trash"})
+        return None
+    if len(parts) != 2:
+        return None
+    stem = name[: -len(".mlmodelc")] if name.endswith(".mlmodelc") else None
+    if stem is not None and is_dir and (m := GUS.match(stem)):
+        return Artifact(COMPILE_LEFTOVER, e.path, True, "TensorFlow Lite Core ML delegate",
+                        detail={"leftover": "bundle", "pid": int(m.group(2))})
+    if not is_dir and (m := GUS.match(name)):
+        return Artifact(COMPILE_LEFTOVER, e.path, False, "TensorFlow Lite Core ML delegate",
+                        detail={"leftover": "spec", "pid": int(m.group(2))})
+    if m := _ORT.match(name):
+        return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "ONNX Runtime Core ML EP",
+                        detail={"leftover": "bundle" if name.endswith(".mlmodelc") else "spec", "pid": int(m.group(1))})
+    if is_dir and (m := _STEM_UUID.match(name)):
+        return Artifact(COMPILE_LEFTOVER, e.path, True, "MLModel.compileModel(at:)",
+                        detail={"leftover": "bundle", "stem": m.group(1)})
+    if is_dir and (m := _LEGACY_PID.match(name)):
+        return Artifact(COMPILE_LEFTOVER, e.path, True, "PyTorch Core ML backend (legacy)",
+                        detail={"leftover": "bundle", "pid": int(m.group(1))})
+    if is_dir and name.endswith(".mlmodelc"):
+        return Artifact(COMPILE_LEFTOVER, e.path, True, "MLModel.compileModel(at:)", detail={"leftover": "bundle"})
+    return None
+
+
+def _describe(container: Container, a: Artifact) -> None:
+    """Read what recognition needs to say what a bundle or source model is."""
+    names = {a.rel(e) for e in a.members}
+    is_bundle = a.is_dir and (a.path.endswith(".mlmodelc") or "coremldata.bin" in names)
+    if is_bundle and a.kind in (COMPILED_MODEL, COMPILE_LEFTOVER, EXECUTORCH_ASSET):
+        if "coremldata.bin" not in names:
+            a.notes.append("no coremldata.bin at the top: not a complete compiled bundle")
+        summary, notes = models.summarize_metadata(
+            container.read(f"{a.path}/metadata.json") if "metadata.json" in names else None)
+        a.notes.extend(notes)
+        if "analytics/coremldata.bin" in names and (h := models.net_hash(container.read(f"{a.path}/analytics/coremldata.bin"))):
+            summary["net_hash"] = h
+        if "model.mil" in names:
+            summary.update(models.mil_build_info(container.read(f"{a.path}/model.mil", 4096)))
+            summary.setdefault("type", "mlprogram")
+        elif "model.espresso.net" in names:
+            summary.setdefault("type", "neuralnetwork")
+        if any(n.startswith("model0/") for n in names):
+            summary.setdefault("type", "pipeline")
+        a.model = summary
+        a.detail["bundle"] = True
+    elif a.kind == SOURCE_MODEL or (a.kind == COMPILE_LEFTOVER and a.detail.get("leftover") == "spec"):
+        spec_path = a.path
+        if a.is_dir:
+            root, notes = models.mlpackage_root_model(
+                container.read(f"{a.path}/Manifest.json") if "Manifest.json" in names else None)
+            a.notes.extend(notes)
+            spec_path = f"{a.path}/{root}" if root and root in names else None
+        size = next((e.size for e in a.members if e.path == spec_path), 0) if spec_path else 0
+        if spec_path and size > models.MAX_SPEC_BYTES:
+            a.notes.append("source model not inspected: larger than 256 MB")
+        elif spec_path:
+            data = container.read(spec_path, models.MAX_SPEC_BYTES)
+            if data is not None:
+                a.model, notes = models.inspect_source_spec(data)
+                a.notes.extend(notes)
+    elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL):
+        # The inner names carry the function, input shape and compute path (main_480x272/main_ane).
+        a.detail["layout"] = sorted({_HEX_ANY.sub("<hex>", a.rel(e)) for e in a.members})
+
+
+def _read_indexes(container: Container, artifacts: list[Artifact]) -> dict[str, set[str] | None]:
+    """Keys of the ExecuTorch asset store's index (`MODEL_ASSETS_STORE` in assets.db), if present."""
+    if not any(a.kind == EXECUTORCH_ASSET for a in artifacts):
+        return {}
+    import sqlite3
+
+    data = container.read("Library/Application Support/executorchcoreml/assets.db", 256 * 1024**2)
+    if not data or not data.startswith(b"SQLite format 3\x00"):
+        container.notes.append("ExecuTorch assets.db missing or unreadable: orphaned assets cannot be told")
+        return {"executorch": None}
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.deserialize(data)
+        keys = {row[0] for row in conn.execute("SELECT ENTRY_KEY FROM MODEL_ASSETS_STORE")}
+    except sqlite3.DatabaseError:
+        container.notes.append("ExecuTorch assets.db has no MODEL_ASSETS_STORE table: orphaned assets cannot be told")
+        return {"executorch": None}
+    finally:
+        conn.close()
+    return {"executorch": {str(k) for k in keys}}

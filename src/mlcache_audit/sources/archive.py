@@ -1,0 +1,222 @@
+"""Zip and tar archives as read-only stores: members are listed and streamed in place, never extracted."""
+
+from __future__ import annotations
+
+import posixpath
+import stat
+import tarfile
+import unicodedata
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
+from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
+
+# Zip-bomb guards: what an archive may declare before mlcache refuses to read it.
+DEFAULT_MAX_MEMBERS = 1_000_000
+DEFAULT_MAX_BYTES = 256 * 1024**3
+
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError)
+
+
+@dataclass(slots=True)
+class _Member:
+    order: int
+    size: int
+    mtime: float | None
+    is_dir: bool
+    ref: object  # ZipInfo or TarInfo
+
+
+def is_archive(path: Path) -> str | None:
+    """'zip' or 'tar' by content (not by name), else None."""
+    try:
+        if zipfile.is_zipfile(path):
+            return "zip"
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except OSError:
+        return None
+    return None
+
+
+def clean_member_name(raw: str) -> tuple[str | None, str | None]:
+    """(normalised name, None) for a safe member name, or (None, reason) for one to skip.
+
+    Names are NFC-normalised (macOS writes NFD), `./` prefixes dropped; absolute names and names
+    with `..` parts are refused, and macOS Archive Utility's `__MACOSX/` and `._*` entries skipped.
+    """
+    name = unicodedata.normalize("NFC", raw.replace("\\", "/"))
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None, "absolute name"
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        return None, "name climbs out with '..'"
+    if not parts:
+        return None, "empty name"
+    if parts[0] == "__MACOSX" or parts[-1].startswith("._"):
+        return None, ""
+    return "/".join(parts), None
+
+
+class ArchiveStore:
+    """An index of a zip or tar archive's members; contents are streamed on demand."""
+
+    def __init__(self, path: Path, kind: str, *, max_members: int = DEFAULT_MAX_MEMBERS,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        self.path = path
+        self.kind = kind
+        self.label = str(path)
+        self.notes: list[str] = []
+        self._members: dict[str, _Member] = {}
+        self._children: dict[str, dict[str, bool]] = {"": {}}
+        try:
+            if kind == "zip":
+                self._handle: zipfile.ZipFile | tarfile.TarFile = zipfile.ZipFile(path)
+                raw = self._zip_members(max_members)
+            else:
+                self._handle = tarfile.open(path, "r:*")
+                raw = self._tar_members(max_members)
+            self._index(raw, max_members, max_bytes)
+        except ArchiveLimitExceeded:
+            raise
+        except READ_ERRORS as exc:
+            raise CorruptInput(f"cannot read archive {path}: {exc}") from None
+
+    # -- index -------------------------------------------------------------------------------
+    def _zip_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
+        infos = self._handle.infolist()  # type: ignore[union-attr]
+        if len(infos) > max_members:
+            raise ArchiveLimitExceeded(
+                f"archive has {len(infos)} members, over the cap of {max_members}",
+                hint="raise --max-archive-members if this archive is trusted")
+        for info in infos:
+            mode = info.external_attr >> 16
+            if info.is_dir():
+                kind = "dir"
+            elif stat.S_ISLNK(mode):
+                kind = "symlink"
+            elif mode and not stat.S_ISREG(mode):
+                kind = "device"
+            else:
+                kind = "file"
+            mtime = _dos_time(info.date_time)
+            yield info.filename, info.file_size, mtime, kind, info
+
+    def _tar_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
+        count = 0
+        for info in self._handle:  # type: ignore[union-attr]
+            count += 1
+            if count > max_members:
+                raise ArchiveLimitExceeded(
+                    f"archive has more than {max_members} members, the cap",
+                    hint="raise --max-archive-members if this archive is trusted")
+            if info.isdir():
+                kind = "dir"
+            elif info.issym() or info.islnk():
+                kind = "symlink" if info.issym() else "hardlink"
+            elif info.isreg():
+                kind = "file"
+            else:
+                kind = "device"
+            yield info.name, info.size, float(info.mtime), kind, info
+
+    def _index(self, raw, max_members: int, max_bytes: int) -> None:
+        total = 0
+        for order, (raw_name, size, mtime, kind, ref) in enumerate(raw):
+            name, reason = clean_member_name(raw_name)
+            if name is None:
+                if reason:
+                    self.notes.append(f"archive member skipped ({reason}): {display_path(raw_name)}")
+                continue
+            if kind in ("symlink", "hardlink", "device"):
+                self.notes.append(f"archive member skipped ({kind} member): {display_path(name)}")
+                continue
+            if name in self._members:
+                if not (kind == "dir" and self._members[name].is_dir):
+                    self.notes.append(f"archive member skipped (duplicate name): {display_path(name)}")
+                continue
+            is_dir = kind == "dir"
+            if not is_dir:
+                total += size
+                if total > max_bytes:
+                    raise ArchiveLimitExceeded(
+                        f"archive declares more than {max_bytes} uncompressed bytes, the cap",
+                        hint="raise --max-archive-bytes if this archive is trusted")
+            self._members[name] = _Member(order, 0 if is_dir else size, mtime, is_dir, ref)
+            self._link(name, is_dir)
+
+    def _link(self, name: str, is_dir: bool) -> None:
+        parent, _, base = name.rpartition("/")
+        self._children.setdefault(parent, {})[base] = is_dir or self._children.get(parent, {}).get(base, False)
+        if is_dir:
+            self._children.setdefault(name, {})
+        while parent:
+            grand, _, pbase = parent.rpartition("/")
+            self._children.setdefault(grand, {})[pbase] = True
+            self._children.setdefault(parent, {})
+            parent = grand
+
+    # -- Store protocol ----------------------------------------------------------------------
+    def list_dir(self, rel: str) -> dict[str, bool] | None:
+        children = self._children.get(rel)
+        return dict(children) if children is not None else None
+
+    def read(self, rel: str, limit: int = 1 << 20) -> bytes | None:
+        for _, fh in self.stream([rel]):
+            if fh is None:
+                return None
+            try:
+                return fh.read(limit)
+            except READ_ERRORS:
+                return None
+        return None
+
+    def walk(self, rel: str, notes: list[str]) -> Iterator[Entry]:
+        notes.extend(self.notes)
+        prefix = rel + "/" if rel else ""
+        for name, m in self._members.items():
+            if not name.startswith(prefix) or name == rel:
+                continue
+            yield Entry(name[len(prefix):], DIR if m.is_dir else FILE, m.size, m.mtime)
+        # Folders implied by member names but not stored as members.
+        for name in self._children:
+            if name and name.startswith(prefix) and name not in self._members:
+                yield Entry(name[len(prefix):], DIR, 0, None)
+
+    def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
+        # Archive order: a compressed tar then decompresses once, forwards, whatever is asked.
+        known = sorted((self._members[r].order, r) for r in rels if r in self._members and not self._members[r].is_dir)
+        for r in rels:
+            if r not in self._members or self._members[r].is_dir:
+                yield r, None
+        for _, rel in known:
+            ref = self._members[rel].ref
+            try:
+                if self.kind == "zip":
+                    fh = self._handle.open(ref)  # type: ignore[arg-type, union-attr]
+                else:
+                    fh = self._handle.extractfile(ref)  # type: ignore[arg-type, union-attr]
+            except READ_ERRORS:
+                yield rel, None
+                continue
+            try:
+                yield rel, fh
+            finally:
+                if fh is not None:
+                    fh.close()
+
+    def hash_key(self, rel: str, entry: Entry) -> tuple | None:
+        return None  # archives are read once per run; no cross-run cache
+
+
+def _dos_time(date_time: tuple) -> float | None:
+    try:
+        return datetime(*date_time, tzinfo=timezone.utc).timestamp()
+    except (ValueError, TypeError):
+        return None

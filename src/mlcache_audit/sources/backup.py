@@ -1,0 +1,187 @@
+"""Device backups (Finder, iTunes, idevicebackup2, pymobiledevice3): one container per app domain.
+
+Format: Manifest.db is SQLite with `Files(fileID, domain, relativePath, flags, file)`; `file` is an
+NSKeyedArchiver plist of an `MBFile`; payloads live at `<fileID[:2]>/<fileID>`. The database is opened
+read-only and immutable so that no `-wal`/`-shm` file ever appears beside a customer's backup.
+"""
+
+from __future__ import annotations
+
+import plistlib
+import posixpath
+import re
+import sqlite3
+import urllib.parse
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from mlcache_audit.errors import CorruptInput, EncryptedBackup
+from mlcache_audit.sources.base import DIR, FILE, SYMLINK, Container, Entry, display_path
+
+APP_DOMAIN_PREFIXES = ("AppDomain-", "AppDomainGroup-", "AppDomainPlugin-")
+_FILE_ID = re.compile(r"^[0-9a-f]{40}$")
+_MAX_MANIFEST_BYTES = 4 * 1024**3
+BACKUP_NOT_OBSERVABLE = ["tmp", "Library/Caches"]  # never backed up (Apple's backup rules)
+
+
+@dataclass(slots=True)
+class _Row:
+    file_id: str
+    path: str
+    flags: int
+    meta: dict
+
+
+def looks_like_backup(children: dict[str, bool]) -> bool:
+    return "Manifest.db" in children and ("Manifest.plist" in children or "Info.plist" in children)
+
+
+def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
+    """One container per app domain of the backup at `rel` in `store` (optionally only one app)."""
+    base = store.label if not rel else f"{store.label}!{rel}" if store.kind != "folder" else posixpath.join(store.label, rel)
+    manifest_plist = _plist(store.read(_join(rel, "Manifest.plist")))
+    if manifest_plist.get("IsEncrypted"):
+        raise EncryptedBackup(f"{base} is an encrypted backup: its Manifest.db cannot be read without the password",
+                              hint="make an unencrypted backup, or decrypt it first")
+    info_plist = _plist(store.read(_join(rel, "Info.plist")))
+    rows = _read_manifest(store, rel, base)
+    domains: dict[str, list[_Row]] = defaultdict(list)
+    notes: list[str] = []
+    for file_id, domain, rel_path, flags, blob in rows:
+        if not isinstance(domain, str) or not domain.startswith(APP_DOMAIN_PREFIXES):
+            continue
+        if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
+            notes.append(f"backup row skipped (fileID is not 40 hex digits): {display_path(str(file_id))}")
+            continue
+        path = rel_path or ""
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if path.startswith("/") or ".." in parts:
+            notes.append(f"backup row skipped (relativePath leaves the domain): {display_path(path)}")
+            continue
+        if not parts:
+            continue
+        domains[domain].append(_Row(file_id, "/".join(parts), int(flags or 0), _mbfile(blob)))
+    device = {
+        "device_name": info_plist.get("Device Name"),
+        "product_type": info_plist.get("Product Type"),
+        "ios_version": info_plist.get("Product Version"),
+        "ios_build": info_plist.get("Build Version"),
+        "backup_date": _iso(info_plist.get("Last Backup Date")),
+    }
+    containers = []
+    for domain in sorted(domains):
+        app_id = domain.split("-", 1)[1]
+        if bundle_id and app_id != bundle_id:
+            continue
+        containers.append(BackupContainer(
+            store=store, root=rel, form="backup", bundle_id=app_id, label=f"{base} [{domain}]",
+            not_observable=list(BACKUP_NOT_OBSERVABLE), notes=list(notes),
+            info={"domain": domain, **{k: v for k, v in device.items() if v is not None}},
+            rows=domains[domain]))
+    return containers
+
+
+class BackupContainer(Container):
+    """An app domain of a backup; entries come from Manifest.db rows, contents from payload files."""
+
+    def __init__(self, *, rows: list[_Row], **kwargs):
+        super().__init__(**kwargs)
+        self._rows = {r.path: r for r in rows}
+
+    def _walk(self) -> Iterator[Entry]:
+        present: dict[str, set[str]] = {}
+        for row in self._rows.values():
+            m = row.meta
+            mtime = m.get("LastModified")
+            if row.flags == 2:
+                yield Entry(row.path, DIR, 0, mtime, m.get("InodeNumber"))
+            elif row.flags == 4:
+                yield Entry(row.path, SYMLINK, 0, mtime, m.get("InodeNumber"), target=m.get("Target"))
+            elif row.flags == 1:
+                bucket = row.file_id[:2]
+                if bucket not in present:
+                    present[bucket] = set(self.store.list_dir(_join(self.root, bucket)) or ())
+                if row.file_id not in present[bucket]:
+                    self.notes.append(f"payload missing from the backup: {display_path(row.path)} ({row.file_id})")
+                yield Entry(row.path, FILE, int(m.get("Size") or 0), mtime, m.get("InodeNumber"))
+
+    def _store_path(self, rel: str) -> str:
+        row = self._rows.get(rel)
+        file_id = row.file_id if row else "0" * 40
+        return _join(self.root, f"{file_id[:2]}/{file_id}")
+
+    def hash_key(self, entry: Entry) -> tuple | None:
+        return None
+
+
+def _read_manifest(store, rel: str, base: str) -> list[tuple]:
+    db_rel = _join(rel, "Manifest.db")
+    try:
+        if store.kind == "folder":
+            head = store.read(db_rel, 16) or b""
+            _check_header(head, base)
+            uri = "file:" + urllib.parse.quote(store.real(db_rel)) + "?mode=ro&immutable=1"
+            conn = sqlite3.connect(uri, uri=True)
+        else:
+            data = store.read(db_rel, _MAX_MANIFEST_BYTES) or b""
+            _check_header(data[:16], base)
+            conn = sqlite3.connect(":memory:")
+            conn.deserialize(data)  # kept in memory: nothing is written anywhere
+        try:
+            return conn.execute("SELECT fileID, domain, relativePath, flags, file FROM Files").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CorruptInput(f"{base}: Manifest.db cannot be read ({exc})",
+                           hint="the backup may be truncated or still being written") from None
+
+
+def _check_header(head: bytes, base: str) -> None:
+    if not head.startswith(b"SQLite format 3\x00"):
+        raise CorruptInput(f"{base}: Manifest.db is not an SQLite database (truncated, or encrypted)",
+                           hint="if the backup is encrypted, make an unencrypted one")
+
+
+def _plist(data: bytes | None) -> dict:
+    if not data:
+        return {}
+    try:
+        value = plistlib.loads(data)
+    except Exception:  # noqa: BLE001 - plistlib raises several unrelated types on bad input
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _mbfile(blob: bytes | None) -> dict:
+    """Size, LastModified, InodeNumber, Mode, Target of an NSKeyedArchiver `MBFile` record."""
+    archive = _plist(blob)
+    objects = archive.get("$objects")
+    top = archive.get("$top", {}).get("root") if isinstance(archive.get("$top"), dict) else None
+    if not isinstance(objects, list) or not isinstance(top, plistlib.UID) or top.data >= len(objects):
+        return {}
+    record = objects[top.data]
+    if not isinstance(record, dict):
+        return {}
+    out: dict = {}
+    for key in ("Size", "InodeNumber", "Mode"):
+        if isinstance(record.get(key), int):
+            out[key] = record[key]
+    modified = record.get("LastModified")
+    if isinstance(modified, int | float):
+        out["LastModified"] = float(modified)
+    elif isinstance(modified, datetime):
+        out["LastModified"] = modified.timestamp()
+    target = record.get("Target")
+    if isinstance(target, plistlib.UID) and target.data < len(objects) and isinstance(objects[target.data], str):
+        out["Target"] = objects[target.data]
+    return out
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None
+
+
+def _join(rel: str, name: str) -> str:
+    return posixpath.join(rel, name) if rel else name

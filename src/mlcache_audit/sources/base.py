@@ -1,0 +1,113 @@
+"""The read-only view every source presents: entries (path, type, size, times) and file contents."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
+
+FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
+
+# Areas a container may lack; a form that cannot show one lists it as not observable.
+OBSERVABLE_AREAS = ("tmp", "Library/Caches")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One thing in a container. `path` is relative to the container root, `/`-separated."""
+
+    path: str
+    type: str
+    size: int = 0
+    mtime: float | None = None
+    inode: int | None = None
+    dev: int | None = None
+    nlink: int = 1
+    mtime_ns: int | None = None
+    target: str | None = None  # symlink target, as stored
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+
+class Store(Protocol):
+    """Raw, read-only access to the bytes a path holds: a folder, or the members of an archive."""
+
+    label: str
+    kind: str  # "folder" | "zip" | "tar"
+
+    def list_dir(self, rel: str) -> dict[str, bool] | None:
+        """Names in a directory mapped to is-a-directory (symlinks are not directories); None if absent."""
+
+    def read(self, rel: str, limit: int = 1 << 20) -> bytes | None:
+        """Up to `limit` bytes of a regular file, or None if it is absent or unreadable."""
+
+    def walk(self, rel: str, notes: list[str]) -> Iterator[Entry]:
+        """Every entry below `rel`, paths relative to it; problems are appended to `notes`."""
+
+    def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
+        """Open files for reading, in the order cheapest for the store (archive order for a tar)."""
+
+    def hash_key(self, rel: str, entry: Entry) -> tuple | None:
+        """A key under which a content hash of this file may be cached across runs, or None."""
+
+
+@dataclass
+class Container:
+    """One app's data container as found in some source: its entries and how to read them."""
+
+    store: Store
+    root: str  # path of the container root inside the store ("" for the store's top)
+    form: str  # raw | xcappdata | device-hub | simulator | macos-container | backup
+    bundle_id: str | None
+    label: str  # what the user sees as the root: an absolute path, or archive!inner/path
+    not_observable: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    _entries: list[Entry] | None = None
+
+    @property
+    def source(self) -> str:
+        return "backup" if self.form == "backup" else self.store.kind
+
+    @property
+    def cleanable_in_place(self) -> bool:
+        """Only folder copies can be cleaned; backups and archives are read-only evidence."""
+        return self.store.kind == "folder" and self.form != "backup"
+
+    @property
+    def live(self) -> bool:
+        """A container an app may be running against right now (simulator, macOS sandbox)."""
+        return self.form in ("simulator", "macos-container")
+
+    def entries(self) -> list[Entry]:
+        """Walk the container once; later calls return the same list."""
+        if self._entries is None:
+            # Tree order (by path parts), so that a folder's descendants follow it directly.
+            self._entries = sorted(self._walk(), key=lambda e: e.path.split("/"))
+        return self._entries
+
+    def _walk(self) -> Iterator[Entry]:
+        return self.store.walk(self.root, self.notes)
+
+    def _store_path(self, rel: str) -> str:
+        return posixpath.join(self.root, rel) if self.root else rel
+
+    def read(self, rel: str, limit: int = 1 << 20) -> bytes | None:
+        return self.store.read(self._store_path(rel), limit)
+
+    def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
+        mapping = {self._store_path(r): r for r in rels}
+        for store_rel, fh in self.store.stream(list(mapping)):
+            yield mapping[store_rel], fh
+
+    def hash_key(self, entry: Entry) -> tuple | None:
+        return self.store.hash_key(self._store_path(entry.path), entry)
+
+
+def display_path(path: str) -> str:
+    """A path safe to print on one line: undecodable bytes and control characters escaped."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")

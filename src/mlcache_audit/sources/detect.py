@@ -1,0 +1,196 @@
+"""Recognise which form a path is (see shared/domain/CONTAINER-FORMS.md) and open its containers."""
+
+from __future__ import annotations
+
+import os
+import plistlib
+import posixpath
+import re
+from pathlib import Path
+
+from mlcache_audit.errors import NotAContainer, PathNotFound
+from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, ArchiveStore, is_archive
+from mlcache_audit.sources.backup import looks_like_backup, open_backup
+from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container
+from mlcache_audit.sources.folder import FolderStore
+
+IOS_METADATA_PLIST = ".com.apple.mobile_container_manager.metadata.plist"
+MACOS_METADATA_PLIST = ".com.apple.containermanagerd.metadata.plist"
+STANDARD_DIRS = ("Documents", "Library", "tmp")
+_BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_E5_CACHE = "com.apple.e5rt.e5bundlecache"
+_MAX_GENERIC_DEPTH = 2  # a folder of pulled containers, or an archive's top folder
+_MAX_PROBES = 5000
+
+
+def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
+                    max_archive_members: int = DEFAULT_MAX_MEMBERS,
+                    max_archive_bytes: int = DEFAULT_MAX_BYTES) -> list[Container]:
+    """Every app container at `path`: a folder of any form, a backup, or an archive of either."""
+    p = Path(path)
+    if not os.path.lexists(p):
+        raise PathNotFound(f"no such file or folder: {path}")
+    p = Path(os.path.realpath(p))
+    if p.is_dir():
+        store = FolderStore(p)
+    elif p.is_file():
+        kind = is_archive(p)
+        if kind is None:
+            raise NotAContainer(f"{path} is a file but not a zip or tar archive",
+                                hint="give a container folder, an .xcappdata, a backup folder or an archive")
+        store = ArchiveStore(p, kind, max_members=max_archive_members, max_bytes=max_archive_bytes)
+    else:
+        raise NotAContainer(f"{path} is neither a folder nor a file")
+    found = _Finder(store).find("", 0)
+    containers: list[Container] = []
+    for rel, form, bid in found:
+        if form == "backup":
+            containers.extend(open_backup(store, rel, bundle_id))
+            continue
+        if bundle_id and bid != bundle_id:
+            continue
+        label = posixpath.join(store.label, rel) if store.kind == "folder" else f"{store.label}!{rel or '.'}"
+        c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label)
+        children = store.list_dir(rel) or {}
+        library = store.list_dir(posixpath.join(rel, "Library") if rel else "Library") or {}
+        if not children.get("tmp"):
+            c.not_observable.append("tmp")
+        if not library.get("Caches"):
+            c.not_observable.append("Library/Caches")
+        for area in c.not_observable:
+            c.notes.append(f"{area}/ is absent from this copy: its contents cannot be judged")
+        containers.append(c)
+    if not containers:
+        if bundle_id and found:
+            raise NotAContainer(f"no container for bundle id {bundle_id} in {path}")
+        raise NotAContainer(f"{path} holds no app container",
+                            hint="expected Documents/, Library/ and tmp/, an .xcappdata, a simulator tree or a backup")
+    return containers
+
+
+class _Finder:
+    """Walks down from the top just far enough to find container roots; never into a container."""
+
+    def __init__(self, store):
+        self.store = store
+        self.probes = 0
+
+    def find(self, rel: str, depth: int) -> list[tuple[str, str, str | None]]:
+        self.probes += 1
+        if self.probes > _MAX_PROBES:
+            return []
+        children = self.store.list_dir(rel)
+        if children is None:
+            return []
+        dirs = {n for n, d in children.items() if d}
+        name = posixpath.basename(rel) if rel else _top_name(self.store)
+        if looks_like_backup(children):
+            return [(rel, "backup", None)]
+        if "AppData" in dirs and (name.endswith(".xcappdata") or "AppDataInfo.plist" in children):
+            info = self._plist(_join(rel, "AppDataInfo.plist"))
+            return [(_join(rel, "AppData"), "xcappdata", _str(info.get("CFBundleIdentifier")) or self._cache_id(_join(rel, "AppData")))]
+        if "Data" in dirs and MACOS_METADATA_PLIST in children:
+            meta = self._plist(_join(rel, MACOS_METADATA_PLIST))
+            bid = _str(meta.get("MCMMetadataIdentifier")) or (name if _BUNDLE_ID.match(name) else None)
+            return [(_join(rel, "Data"), "macos-container", bid or self._cache_id(_join(rel, "Data")))]
+        sim = self._simulator_apps(rel, dirs)
+        if sim is not None:
+            return sim
+        if self._looks_raw(children, dirs):
+            return [(rel, self._raw_form(rel, name), self._bundle_id(rel, children, name))]
+        if depth >= _MAX_GENERIC_DEPTH:
+            return []
+        out = []
+        for d in sorted(dirs):
+            out.extend(self.find(_join(rel, d), depth + 1))
+        return out
+
+    def _simulator_apps(self, rel: str, dirs: set[str]) -> list | None:
+        """A simulator tree (Devices/, <UDID>/, data/, Containers/Data/Application/): one per app."""
+        for route in (("Devices",), ("data",), ("Containers", "Data", "Application"), ("Data", "Application"),
+                      ("Application",)):
+            if route[0] not in dirs:
+                continue
+            target = rel
+            ok = True
+            for part in route:
+                kids = self.store.list_dir(target) or {}
+                if not kids.get(part):
+                    ok = False
+                    break
+                target = _join(target, part)
+            if not ok:
+                continue
+            if route[0] == "Devices":
+                out = []
+                for udid in sorted(n for n, d in (self.store.list_dir(target) or {}).items() if d):
+                    out.extend(self._simulator_apps(_join(target, udid), {"data"}) or [])
+                return out
+            if route[0] == "data":
+                kids = {n for n, d in (self.store.list_dir(target) or {}).items() if d}
+                return self._simulator_apps(target, kids) if "Containers" in kids else None
+            out = []
+            for uuid in sorted(n for n, d in (self.store.list_dir(target) or {}).items() if d):
+                app = _join(target, uuid)
+                kids = self.store.list_dir(app) or {}
+                if self._looks_raw(kids, {n for n, d in kids.items() if d}):
+                    out.append((app, "simulator", self._bundle_id(app, kids, uuid)))
+            return out
+        return None
+
+    @staticmethod
+    def _looks_raw(children: dict[str, bool], dirs: set[str]) -> bool:
+        standard = sum(1 for d in STANDARD_DIRS if d in dirs)
+        return "Containers" not in dirs and (standard >= 2 or (standard >= 1 and IOS_METADATA_PLIST in children))
+
+    @staticmethod
+    def _raw_form(rel: str, name: str) -> str:
+        if "/Containers/Data/Application/" in "/" + rel:
+            return "simulator"
+        return "device-hub" if _BUNDLE_ID.match(name) and not name.endswith((".xcappdata", ".zip")) else "raw"
+
+    def _bundle_id(self, rel: str, children: dict[str, bool], name: str) -> str | None:
+        if IOS_METADATA_PLIST in children:
+            bid = _str(self._plist(_join(rel, IOS_METADATA_PLIST)).get("MCMMetadataIdentifier"))
+            if bid:
+                return bid
+        if _BUNDLE_ID.match(name) and self._raw_form(rel, name) == "device-hub":
+            return name
+        return self._cache_id(rel)
+
+    def _cache_id(self, rel: str) -> str | None:
+        """The `Library/Caches/<bundle-id>/` folder that holds Core ML's specialization cache."""
+        caches = _join(rel, "Library/Caches")
+        for child, is_dir in sorted((self.store.list_dir(caches) or {}).items()):
+            if is_dir and _BUNDLE_ID.match(child) and (self.store.list_dir(_join(caches, child)) or {}).get(_E5_CACHE):
+                return child
+        return None
+
+    def _plist(self, rel: str) -> dict:
+        data = self.store.read(rel, 1 << 20)
+        if not data:
+            return {}
+        try:
+            value = plistlib.loads(data)
+        except Exception:  # noqa: BLE001 - a damaged plist only costs us the bundle id
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+def _top_name(store) -> str:
+    name = Path(store.label).name
+    for suffix in (".zip", ".tgz", ".tar.gz", ".tar"):
+        if store.kind != "folder" and name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _str(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _join(rel: str, name: str) -> str:
+    return posixpath.join(rel, name) if rel else name
+
+
+__all__ = ["open_containers", "OBSERVABLE_AREAS"]
