@@ -74,8 +74,9 @@ class Artifact:
         return area_of(self.path)
 
     def rel(self, entry: Entry) -> str:
-        """A member's path relative to the artifact (its own name for a single-file artifact)."""
-        return entry.path[len(self.path) + 1:] if self.is_dir else entry.name
+        """A member's path relative to the artifact ("" for a single-file artifact: its outer name,
+        like a bundle's, is not part of what the model is)."""
+        return entry.path[len(self.path) + 1:] if self.is_dir else ""
 
 
 @dataclass

@@ -49,7 +49,8 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
             continue
         if bundle_id and bid != bundle_id:
             continue
-        label = posixpath.join(store.label, rel) if store.kind == "folder" else f"{store.label}!{rel or '.'}"
+        label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == "folder" \
+            else f"{store.label}!{rel or '.'}"
         c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label)
         children = store.list_dir(rel) or {}
         library = store.list_dir(posixpath.join(rel, "Library") if rel else "Library") or {}

@@ -1,0 +1,213 @@
+"""Three views of every artifact: as Core ML sees it (path + metadata), by content, by model/config.
+
+Hashing is the whole cost, so it is tiered: artifacts are grouped by structure (relative names and
+sizes) first; only groups of two or more get a partial read (first and last 4 KiB of each file); only
+groups still alike after that get a full xxh3-128 hash. A file is hashed at most once per run (memo
+keyed by inode or path) and, in live folders, at most once across runs (the hash cache).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import xxhash
+
+from mlcache_audit.hashcache import HashCache
+from mlcache_audit.scan import MODEL_KINDS, Artifact, ScanResult
+from mlcache_audit.sources.archive import READ_ERRORS
+from mlcache_audit.sources.base import Container, Entry
+
+PARTIAL_BYTES = 4096
+CHUNK = 1 << 20
+
+
+@dataclass
+class HashStats:
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    partial_reads: int = 0
+    cache_hits: int = 0
+
+
+@dataclass
+class RunHashes:
+    """What one run has hashed, shared by every container it scans: nothing is hashed twice."""
+
+    cache: HashCache | None = None
+    full: dict[tuple, str] = field(default_factory=dict)
+    partial: dict[tuple, str] = field(default_factory=dict)
+    stats: HashStats = field(default_factory=HashStats)
+
+
+@dataclass
+class Fingerprints:
+    """Per artifact path: structure id, content hash (or why none was needed), model/config key."""
+
+    structure: dict[str, str]
+    content: dict[str, str]
+    content_basis: dict[str, str]  # full | unique-structure | unique-partial | unreadable
+    metadata: dict[str, str]
+    model_key: dict[str, str]
+
+
+def metadata_identity(a: Artifact) -> str:
+    """How Core ML tells models apart: path, size and modification time (not content)."""
+    return xxhash.xxh3_64_hexdigest(f"{a.path}\0{a.bytes}\0{a.newest_mtime}".encode())
+
+
+def structure_id(a: Artifact) -> str:
+    h = xxhash.xxh3_64()
+    for e in sorted(a.members, key=lambda m: a.rel(m)):
+        h.update(f"{a.rel(e)}\0{e.size}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def model_key(a: Artifact) -> str | None:
+    """What the model is, independent of bytes: type, class, inputs and outputs."""
+    m = a.model
+    if not m:
+        return None
+    parts = [m.get("type"), m.get("class_name"), m.get("spec_version"), m.get("inputs"), m.get("outputs")]
+    return xxhash.xxh3_64_hexdigest(repr(parts).encode())
+
+
+def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None] | None = None) -> Fingerprints:
+    """Compute the three views; content hashes only for artifacts that might be copies of another."""
+    c = scan.container
+    candidates = [a for a in scan.artifacts if a.kind in MODEL_KINDS and a.members]
+    fp = Fingerprints({}, {}, {}, {}, {})
+    for a in scan.artifacts:
+        fp.metadata[a.path] = metadata_identity(a)
+        fp.structure[a.path] = structure_id(a)
+        if (k := model_key(a)) is not None:
+            fp.model_key[a.path] = k
+    groups: dict[str, list[Artifact]] = defaultdict(list)
+    for a in candidates:
+        groups[fp.structure[a.path]].append(a)
+    still: list[list[Artifact]] = []
+    partial_ok = c.store.kind == "folder"  # a tail read in a compressed archive costs a full read
+    for group in groups.values():
+        if len(group) < 2:
+            for a in group:
+                fp.content_basis[a.path] = "unique-structure"
+            continue
+        if not partial_ok or _all_cached(c, group, run):
+            still.append(group)
+            continue
+        by_partial: dict[str, list[Artifact]] = defaultdict(list)
+        for a in group:
+            by_partial[_artifact_partial(c, a, run)].append(a)
+        for sub in by_partial.values():
+            if len(sub) < 2:
+                fp.content_basis[sub[0].path] = "unique-partial"
+            else:
+                still.append(sub)
+    wanted = [e for group in still for a in group for e in a.members]
+    _hash_full(c, wanted, run, progress)
+    for group in still:
+        for a in group:
+            digest = _artifact_digest(c, a, run)
+            if digest is None:
+                fp.content_basis[a.path] = "unreadable"
+            else:
+                fp.content[a.path] = digest
+                fp.content_basis[a.path] = "full"
+    if run.cache is not None:
+        run.cache.flush()
+    return fp
+
+
+def _key(c: Container, e: Entry) -> tuple:
+    return c.hash_key(e) or ("path", c.label, e.path)
+
+
+def _all_cached(c: Container, group: list[Artifact], run: RunHashes) -> bool:
+    """True when every file's full digest is already known: the partial tier would be wasted reads."""
+    keys = [_key(c, e) for a in group for e in a.members]
+    missing = [k for k in keys if k not in run.full]
+    if missing and run.cache is not None:
+        cacheable = [k for k in missing if k[0] != "path"]
+        hits = run.cache.get_many(cacheable)
+        run.stats.cache_hits += len(hits)
+        run.full.update(hits)
+        missing = [k for k in missing if k not in run.full]
+    return not missing
+
+
+def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
+    h = xxhash.xxh3_128()
+    todo = [e for e in a.members if _key(c, e) not in run.full and _key(c, e) not in run.partial]
+    by_path = {e.path: e for e in todo}
+    for path, fh in c.stream([e.path for e in todo]):
+        e = by_path[path]
+        key = _key(c, e)
+        if fh is None:
+            run.partial[key] = "unreadable"
+            continue
+        try:
+            if e.size <= 2 * PARTIAL_BYTES:
+                data = fh.read()
+                run.full[key] = _store_full(run, key, xxhash.xxh3_128_hexdigest(data), len(data))
+            else:
+                head = fh.read(PARTIAL_BYTES)
+                fh.seek(-PARTIAL_BYTES, 2)
+                run.partial[key] = xxhash.xxh3_128_hexdigest(head + fh.read(PARTIAL_BYTES))
+                run.stats.partial_reads += 1
+        except READ_ERRORS:
+            run.partial[key] = "unreadable"
+    for e in sorted(a.members, key=lambda m: a.rel(m)):
+        key = _key(c, e)
+        h.update(f"{a.rel(e)}\0{e.size}\0{run.full.get(key) or run.partial.get(key)}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _store_full(run: RunHashes, key: tuple, digest: str, size: int) -> str:
+    run.stats.files_hashed += 1
+    run.stats.bytes_hashed += size
+    if run.cache is not None and key[0] != "path":
+        run.cache.put(key, digest)
+    return digest
+
+
+def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> None:
+    todo: dict[str, Entry] = {}
+    for e in entries:
+        key = _key(c, e)
+        if key not in run.full and e.path not in todo:
+            todo[e.path] = e
+    if todo and run.cache is not None:
+        hits = run.cache.get_many([k for k in (_key(c, e) for e in todo.values()) if k[0] != "path"])
+        run.stats.cache_hits += len(hits)
+        run.full.update(hits)
+    for path, fh in c.stream([p for p, e in todo.items() if _key(c, e) not in run.full]):
+        e = todo[path]
+        key = _key(c, e)
+        if key in run.full:  # a hardlink to a file already hashed in this batch
+            continue
+        if fh is None:
+            c.notes.append(f"cannot read {path}: not hashed")
+            continue
+        h = xxhash.xxh3_128()
+        n = 0
+        try:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+                n += len(chunk)
+        except READ_ERRORS as exc:
+            c.notes.append(f"cannot read {path}: {exc}")
+            continue
+        run.full[key] = _store_full(run, key, h.hexdigest(), n)
+        if progress:
+            progress(n)
+
+
+def _artifact_digest(c: Container, a: Artifact, run: RunHashes) -> str | None:
+    h = xxhash.xxh3_128()
+    for e in sorted(a.members, key=lambda m: a.rel(m)):
+        digest = run.full.get(_key(c, e))
+        if digest is None:
+            return None
+        h.update(f"{a.rel(e)}\0{e.size}\0{digest}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()

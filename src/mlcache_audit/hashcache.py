@@ -1,0 +1,86 @@
+"""A persistent cache of content hashes for live folders, keyed by (device, inode, size, mtime_ns).
+
+It lives in the user's cache folder (`~/Library/Caches/mlcache` on macOS, `$XDG_CACHE_HOME/mlcache`
+or `~/.cache/mlcache` elsewhere; `MLCACHE_CACHE_DIR` overrides it) and never inside a container.
+`--no-hash-cache` turns it off. Any failure to open or write it only turns it off for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+CACHE_FILE = "hashes-v1.sqlite3"
+
+
+def default_cache_dir() -> Path:
+    if env := os.environ.get("MLCACHE_CACHE_DIR"):
+        return Path(env)
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "mlcache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlcache"
+
+
+class HashCache:
+    """Full-content digests of files seen before; a hit means the file is not read again."""
+
+    def __init__(self, directory: Path | None = None):
+        self.path = (directory or default_cache_dir()) / CACHE_FILE
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple] = []
+        self.disabled_reason: str | None = None
+
+    def _open(self) -> sqlite3.Connection | None:
+        if self._conn is None and self.disabled_reason is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=2)
+                self._conn.execute("CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, "
+                                   "mtime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))")
+            except (OSError, sqlite3.Error) as exc:
+                self.disabled_reason = f"hash cache off: {exc}"
+                self._conn = None
+        return self._conn
+
+    def get_many(self, keys: list[tuple]) -> dict[tuple, str]:
+        conn = self._open()
+        if conn is None or not keys:
+            return {}
+        found: dict[tuple, str] = {}
+        try:
+            for i in range(0, len(keys), 400):
+                chunk = keys[i:i + 400]
+                where = " OR ".join(["(dev=? AND ino=?)"] * len(chunk))
+                args = [v for k in chunk for v in k[:2]]
+                wanted = {(k[0], k[1]): k for k in chunk}
+                for dev, ino, size, mtime_ns, digest in conn.execute(
+                        f"SELECT dev, ino, size, mtime_ns, digest FROM hashes WHERE {where}", args):
+                    key = wanted.get((dev, ino))
+                    if key is not None and key[2] == size and key[3] == mtime_ns:
+                        found[key] = digest
+        except sqlite3.Error as exc:
+            self.disabled_reason = f"hash cache off: {exc}"
+            return {}
+        return found
+
+    def put(self, key: tuple, digest: str) -> None:
+        self._pending.append((*key, digest))
+
+    def flush(self) -> None:
+        conn = self._open()
+        if conn is None or not self._pending:
+            return
+        try:
+            with conn:
+                conn.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", self._pending)
+        except sqlite3.Error as exc:
+            self.disabled_reason = f"hash cache not saved: {exc}"
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

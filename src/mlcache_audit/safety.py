@@ -1,0 +1,29 @@
+"""Pure predicates that say which paths mlcache may ever act on; shared by plan and apply."""
+
+from __future__ import annotations
+
+from mlcache_audit.sources.detect import IOS_METADATA_PLIST, MACOS_METADATA_PLIST
+
+# Never touched, whatever a plan or an option says.
+PROTECTED_PREFIXES = ("Documents", "Library/Preferences")
+PROTECTED_FILES = (IOS_METADATA_PLIST, MACOS_METADATA_PLIST, "AppDataInfo.plist")
+
+
+def is_safe_relative(path: str) -> bool:
+    """A non-empty relative `/`-separated path that cannot leave its root (no `..`, `.`, or empty part)."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\x00" in path or "\\" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def is_protected(path: str) -> bool:
+    """Documents/, Library/Preferences/ and the container's metadata plists are never acted on."""
+    for prefix in PROTECTED_PREFIXES:
+        if path == prefix or path.startswith(prefix + "/") or prefix.startswith(path + "/"):
+            return True
+    return path in PROTECTED_FILES or path.rsplit("/", 1)[-1] in PROTECTED_FILES
+
+
+def may_act_on(path: str) -> bool:
+    """The one test every planned path must pass, at plan time and again right before acting."""
+    return is_safe_relative(path) and not is_protected(path)
