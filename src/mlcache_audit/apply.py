@@ -288,6 +288,26 @@ def _delete_aside(parent_fd: int, trash: str, is_dir: bool) -> str:
     return errors[0] if errors else ""
 
 
+def _finish_removal(parent: str, trash: str) -> list[str]:
+    """Remove what an interrupted run had already renamed aside (a `.mlcache-removing-*` entry)."""
+    errors: list[str] = []
+    try:
+        fd = os.open(parent, _DIRFLAGS)
+    except OSError as exc:
+        return [exc.strerror or str(exc)]
+    try:
+        st = os.stat(trash, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            errors.append(_delete_aside(fd, trash, True))
+        else:
+            os.unlink(trash, dir_fd=fd)
+    except OSError as exc:
+        errors.append(exc.strerror or str(exc))
+    finally:
+        os.close(fd)
+    return [e for e in errors if e]
+
+
 def _rmtree_nofollow(parent_fd: int, name: str, errors: list[str]) -> None:
     """Remove a folder tree with *at() calls only, never following a symlink (rmtree's fallback)."""
     try:
@@ -391,9 +411,7 @@ class _Journal:
             parent = os.path.join(self.root, *p.split("/")[:-1])
             aside = os.path.join(parent, trash) if trash else None
             if aside and os.path.lexists(aside) and os.path.basename(aside).startswith(TRASH_PREFIX):
-                errors: list[str] = []
-                shutil.rmtree(aside, onerror=lambda f, q, e: errors.append(str(e[1]))) if os.path.isdir(aside) \
-                    and not os.path.islink(aside) else os.unlink(aside)
+                errors = _finish_removal(parent, os.path.basename(aside))
                 notes.append(f"{p}: the interrupted run had moved it aside; removal finished now"
                              + (f" with errors ({errors[0]})" if errors else ""))
             elif os.path.lexists(os.path.join(self.root, p)):

@@ -251,7 +251,8 @@ def snapshot(path: str, output: Path | None, **kwargs) -> None:
 
 
 def _snapshot_of(term, path: str) -> dict:
-    from mlcache_audit.gate import is_snapshot_file, load_snapshot, snapshot as make_snapshot
+    from mlcache_audit.gate import is_snapshot_file, load_snapshot
+    from mlcache_audit.gate import snapshot as make_snapshot
 
     p = Path(path)
     if is_snapshot_file(p):
@@ -298,8 +299,18 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
     """
     from mlcache_audit.errors import BudgetConfigError
     from mlcache_audit.gate import (
-        budgets_from, check as run_check, github_annotations, junit_xml, load_config, load_snapshot,
-        snapshot as make_snapshot, write_github_summary,
+        budgets_from,
+        github_annotations,
+        junit_xml,
+        load_config,
+        load_snapshot,
+        write_github_summary,
+    )
+    from mlcache_audit.gate import (
+        check as run_check,
+    )
+    from mlcache_audit.gate import (
+        snapshot as make_snapshot,
     )
     from mlcache_audit.report import render_check
 

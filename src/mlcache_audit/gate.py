@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -281,20 +282,24 @@ def check(current: dict, budgets: Budgets, baseline: dict | None) -> CheckResult
 
 # -- CI reports ---------------------------------------------------------------------------------
 def junit_xml(result: CheckResult) -> str:
-    """One testcase per budget, <failure> on breach: the JUnit shape Jenkins, GitLab and GitHub read."""
+    """One testcase per budget, <failure> on breach, in the Ant JUnit shape that Jenkins, GitLab,
+    Azure and the GitHub test-report actions read (strict: properties, system-out and system-err
+    present, no attributes on <testsuites>)."""
     failures = sum(not r.passed for r in result.results)
-    suites = ET.Element("testsuites", name="mlcache", tests=str(len(result.results)), failures=str(failures),
-                        errors="0", time="0")
-    suite = ET.SubElement(suites, "testsuite", name="mlcache budgets", tests=str(len(result.results)),
-                          failures=str(failures), errors="0", skipped="0", time="0",
-                          timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(suites, "testsuite", name="mlcache budgets", package="mlcache", id="0",
+                          timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                          hostname=socket.gethostname() or "localhost", tests=str(len(result.results)),
+                          failures=str(failures), errors="0", skipped="0", time="0")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="path", value=result.path)
     for r in result.results:
         case = ET.SubElement(suite, "testcase", classname="mlcache.budget", name=r.name, time="0")
         if not r.passed:
             failure = ET.SubElement(case, "failure", message=r.message, type="BudgetExceeded")
             failure.text = f"{r.name}: actual {r.actual}, limit {r.limit}\n{r.message}"
-    if result.notes:
-        ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
+    ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
+    ET.SubElement(suite, "system-err").text = ""
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

@@ -13,8 +13,16 @@ from dataclasses import dataclass, field
 
 from mlcache_audit.fingerprint import Fingerprints
 from mlcache_audit.scan import (
-    COMPILE_LEFTOVER, COMPILED_MODEL, E5_CACHE, EXECUTORCH_ASSET, SOURCE_MODEL, SPECIALIZATION,
-    SPECIALIZATION_PARTIAL, UNRECOGNISED, Artifact, ScanResult,
+    COMPILE_LEFTOVER,
+    COMPILED_MODEL,
+    E5_CACHE,
+    EXECUTORCH_ASSET,
+    SOURCE_MODEL,
+    SPECIALIZATION,
+    SPECIALIZATION_PARTIAL,
+    UNRECOGNISED,
+    Artifact,
+    ScanResult,
 )
 
 DAY = 86400.0

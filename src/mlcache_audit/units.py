@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from mlcache_audit.errors import BudgetConfigError
 
@@ -39,7 +40,7 @@ def parse_size(text: str | int) -> int:
         raise BudgetConfigError(
             f"cannot read size {text!r}", hint="use a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. 500KB"
         )
-    return int(round(float(match.group(1)) * _UNITS[match.group(2).lower()]))
+    return int((Decimal(match.group(1)) * _UNITS[match.group(2).lower()]).to_integral_value())
 
 
 def format_size(n: int) -> str:

@@ -1,0 +1,174 @@
+"""Forms, bundle ids, and bad input: every form a container arrives in as a folder."""
+
+import os
+import plistlib
+from pathlib import Path
+
+import pytest
+
+from conftest import run, scan_json
+from mlcache_audit.errors import NotAContainer, PathNotFound
+from mlcache_audit.sources import open_containers
+
+
+def test_each_folder_form_is_recognised_with_its_bundle_id(built):
+    expected = {
+        "recompile": [("raw", "com.example.recompile")],
+        "healthy": [("device-hub", "com.example.healthy")],
+        "studio": [("xcappdata", "com.example.studio")],
+        "simulator": [("simulator", "com.example.simleak"), ("simulator", "com.example.simcalm")],
+        "macos": [("macos-container", "com.example.macapp")],
+    }
+    for key, forms in expected.items():
+        got = [(c.form, c.bundle_id) for c in open_containers(built[key])]
+        assert sorted(got) == sorted(forms), key
+
+
+def test_simulator_application_folder_alone_gives_one_container_per_app(built):
+    apps = next(built["simulator"].rglob("Application"))
+    assert sorted(c.bundle_id for c in open_containers(apps)) == ["com.example.simcalm", "com.example.simleak"]
+
+
+def test_xcappdata_root_is_appdata(built):
+    (c,) = open_containers(built["studio"])
+    assert c.label.endswith("Studio.xcappdata/AppData")
+
+
+def test_bundle_id_falls_back_to_the_caches_folder(fx):
+    root = fx("recompile")
+    (root / ".com.apple.mobile_container_manager.metadata.plist").unlink()
+    (c,) = open_containers(root)
+    assert c.bundle_id == "com.example.recompile"
+
+
+def test_bundle_id_unknown_when_nothing_names_it(tmp_path):
+    for d in ("Documents", "Library", "tmp"):
+        (tmp_path / "c" / d).mkdir(parents=True)
+    (c,) = open_containers(tmp_path / "c")
+    assert c.bundle_id is None and c.form == "raw"
+
+
+def test_a_folder_of_several_pulled_containers_gives_each(built, tmp_path):
+    import shutil
+
+    shutil.copytree(built["recompile"], tmp_path / "pulls" / "a", symlinks=True)
+    shutil.copytree(built["healthy"], tmp_path / "pulls" / "com.example.healthy", symlinks=True)
+    assert sorted(c.bundle_id for c in open_containers(tmp_path / "pulls")) == ["com.example.healthy",
+                                                                                   "com.example.recompile"]
+
+
+def test_missing_path_is_exit_2_with_one_line(tmp_path):
+    result = run("scan", tmp_path / "nope")
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plain_file_is_exit_2(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    result = run("scan", f)
+    assert result.exit_code == 2 and "not a zip or tar archive" in result.stderr
+
+
+def test_folder_that_is_no_container_is_exit_2(tmp_path):
+    (tmp_path / "random" / "stuff").mkdir(parents=True)
+    result = run("scan", tmp_path / "random")
+    assert result.exit_code == 2 and "holds no app container" in result.stderr
+    with pytest.raises(NotAContainer):
+        open_containers(tmp_path / "random")
+    with pytest.raises(PathNotFound):
+        open_containers(tmp_path / "missing")
+
+
+def test_unknown_bundle_id_is_exit_2(built):
+    result = run("scan", built["simulator"], "--bundle-id", "com.nobody")
+    assert result.exit_code == 2 and "com.nobody" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything; permissions cannot be tested as root")
+def test_unreadable_folder_is_reported_and_the_rest_scanned(fx):
+    root = fx("recompile")
+    locked = root / "Library" / "Application Support"
+    locked.chmod(0)
+    try:
+        doc = scan_json(root)
+    finally:
+        locked.chmod(0o755)
+    c = doc["containers"][0]
+    assert any("permission denied" in n for n in c["notes"])
+    assert c["bytes_by_kind"]["compile_leftover"] > 0
+
+
+def test_unreadable_folder_is_reported_even_as_root(fx, monkeypatch):
+    """As root chmod does not lock anything out, so make scandir fail the way it does for a user."""
+    import mlcache_audit.sources.folder as folder
+
+    root = fx("recompile")
+    real_scandir = os.scandir
+    locked = str(root / "Library" / "Application Support")
+
+    def scandir(path="."):
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder.os, "scandir", scandir)
+    c = scan_json(root)["containers"][0]
+    assert any("Library/Application Support (permission denied)" in n for n in c["notes"])
+    assert "source_model" not in c["bytes_by_kind"]  # SSDOcr.mlmodel is behind the locked folder
+    assert c["bytes_by_kind"]["compile_leftover"] > 0
+
+
+def test_symlinks_are_reported_never_followed(fx, tmp_path):
+    root = fx("healthy")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big.bin").write_bytes(b"x" * 100_000)
+    (root / "tmp" / "escape").symlink_to(outside)
+    (root / "tmp" / "broken").symlink_to(root / "tmp" / "does-not-exist")
+    (root / "tmp" / "linked.mlmodelc").symlink_to(outside)
+    c = scan_json(root)["containers"][0]
+    assert any("points outside the container" in n and "tmp/escape" in n for n in c["notes"])
+    assert any("broken symlink" in n and "tmp/broken" in n for n in c["notes"])
+    assert c["total_bytes"] < 1_100_000  # the 100 kB outside was never counted
+    assert not any(a["path"].startswith("tmp/linked") for a in c["artifacts"])
+
+
+def test_odd_names_are_scanned_and_reported(fx):
+    root = fx("healthy")
+    (root / "tmp" / "line\nbreak.txt").write_text("x")
+    bad = os.fsencode(str(root / "tmp")) + b"/caf\xe9.bin"
+    with open(bad, "wb") as fh:
+        fh.write(b"abc")
+    result = run("scan", root)
+    assert result.exit_code == 0
+    assert "name contains a line break" in result.stdout
+    assert "not valid UTF-8" in result.stdout
+    doc = scan_json(root)
+    assert doc["containers"][0]["other_bytes_by_area"]["tmp"] >= 4
+
+
+def test_missing_tmp_is_not_observable_not_clean(fx):
+    import shutil
+
+    root = fx("healthy")
+    shutil.rmtree(root / "tmp")
+    c = scan_json(root)["containers"][0]
+    assert c["not_observable"] == ["tmp"]
+    assert any("tmp/ is absent" in n for n in c["notes"])
+
+
+def test_macos_metadata_plist_names_the_app(fx):
+    top = fx("macos")
+    meta = top / "Containers" / "com.example.macapp" / ".com.apple.containermanagerd.metadata.plist"
+    meta.write_bytes(plistlib.dumps({"MCMMetadataIdentifier": "com.example.renamed"}, fmt=plistlib.FMT_BINARY))
+    (c,) = open_containers(top)
+    assert c.bundle_id == "com.example.renamed" and c.live
+
+
+def test_the_given_path_may_be_a_symlink_to_a_container(built, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(built["healthy"])
+    (c,) = open_containers(link)
+    assert Path(c.label) == Path(os.path.realpath(built["healthy"]))
