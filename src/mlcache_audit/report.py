@@ -27,7 +27,8 @@ class Terminal:
     def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None, *, color: bool | None = None):
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
-        self.out = Console(file=self.stdout, highlight=False, no_color=color is False, soft_wrap=False,
+        # Off a terminal (pipes, CI logs) prose stays one line per message, so it can be grepped.
+        self.out = Console(file=self.stdout, highlight=False, no_color=color is False, soft_wrap=not _isatty(self.stdout),
                            width=None if _isatty(self.stdout) else 110)
         self.err = Console(file=self.stderr, highlight=False, no_color=color is False,
                            width=None if _isatty(self.stderr) else 110)

@@ -95,15 +95,17 @@ class ArchiveStore:
                 f"archive has {len(infos)} members, over the cap of {max_members}",
                 hint="raise --max-archive-members if this archive is trusted")
         for info in infos:
-            mode = info.external_attr >> 16
-            if info.is_dir():
+            # Many writers (Windows tools, Python's writestr) store permission bits without a file
+            # type: no type bits means a regular file.
+            ftype = stat.S_IFMT(info.external_attr >> 16)
+            if info.is_dir() or ftype == stat.S_IFDIR:
                 kind = "dir"
-            elif stat.S_ISLNK(mode):
+            elif ftype == stat.S_IFLNK:
                 kind = "symlink"
-            elif mode and not stat.S_ISREG(mode):
-                kind = "device"
-            else:
+            elif ftype in (0, stat.S_IFREG):
                 kind = "file"
+            else:
+                kind = "device"
             mtime = _dos_time(info.date_time)
             yield info.filename, info.file_size, mtime, kind, info
 
