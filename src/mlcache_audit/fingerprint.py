@@ -137,8 +137,15 @@ def _all_cached(c: Container, group: list[Artifact], run: RunHashes) -> bool:
 
 
 def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
-    h = xxhash.xxh3_128()
-    todo = [e for e in a.members if _key(c, e) not in run.full and _key(c, e) not in run.partial]
+    """Head-and-tail signature of an artifact. Every artifact of a group must be signed the same way,
+    so large files always contribute their head/tail digest (even when a full digest is cached) and
+    small files their full digest (reading them whole costs no more than head and tail)."""
+
+    def small(e: Entry) -> bool:
+        return e.size <= 2 * PARTIAL_BYTES
+
+    todo = [e for e in a.members
+            if (small(e) and _key(c, e) not in run.full) or (not small(e) and _key(c, e) not in run.partial)]
     by_path = {e.path: e for e in todo}
     for path, fh in c.stream([e.path for e in todo]):
         e = by_path[path]
@@ -147,7 +154,7 @@ def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
             run.partial[key] = "unreadable"
             continue
         try:
-            if e.size <= 2 * PARTIAL_BYTES:
+            if small(e):
                 data = fh.read()
                 run.full[key] = _store_full(run, key, xxhash.xxh3_128_hexdigest(data), len(data))
             else:
@@ -157,9 +164,11 @@ def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
                 run.stats.partial_reads += 1
         except READ_ERRORS:
             run.partial[key] = "unreadable"
+    h = xxhash.xxh3_128()
     for e in sorted(a.members, key=lambda m: a.rel(m)):
         key = _key(c, e)
-        h.update(f"{a.rel(e)}\0{e.size}\0{run.full.get(key) or run.partial.get(key)}\n".encode("utf-8", "surrogateescape"))
+        part = run.full.get(key) if small(e) else run.partial.get(key)
+        h.update(f"{a.rel(e)}\0{e.size}\0{part}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

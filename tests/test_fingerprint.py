@@ -1,0 +1,114 @@
+"""Fingerprints: tiers, never hashing a file twice, the hash cache, determinism."""
+
+import os
+
+import build_fixtures as bf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import scan_json
+from mlcache_audit.audit import audit_path
+
+
+def test_only_candidates_are_hashed(built):
+    doc = scan_json(built["healthy"], "--no-hash-cache")
+    assert doc["hashing"]["files_hashed"] == 0  # one model: nothing to compare
+
+
+def test_no_file_is_hashed_twice_in_a_run(built):
+    result = audit_path(str(built["recompile"]), hash_cache=False)
+    stats = result.hashes.stats
+    members = sum(len(a.members) for ca in result.containers for a in ca.scan.artifacts
+                  if a.path.startswith("tmp/"))
+    assert stats.files_hashed <= members
+    assert stats.files_hashed == len(result.hashes.full)
+
+
+def test_hardlinked_copies_are_read_once(fx):
+    root = fx("healthy")
+    src = root / "Library/Application Support/Models/parkinson_wave.mlmodelc"
+    dst = root / "tmp" / f"{bf.gus(5, 77)}.mlmodelc"
+    dst.mkdir()
+    for f in src.iterdir():
+        os.link(f, dst / f.name)
+    result = audit_path(str(root), hash_cache=False)
+    assert result.hashes.stats.files_hashed == 5  # five inodes, ten paths
+    assert result.containers[0].scan.total_bytes == scan_json(root)["containers"][0]["total_bytes"]
+
+
+def test_second_scan_of_unchanged_folder_reads_nothing(fx):
+    root = fx("recompile")
+    first = audit_path(str(root))
+    assert first.hashes.stats.files_hashed > 0
+    second = audit_path(str(root))
+    assert second.hashes.stats.files_hashed == 0 and second.hashes.stats.partial_reads == 0
+    assert second.hashes.stats.cache_hits >= first.hashes.stats.files_hashed
+    assert [ca.fingerprints.content for ca in second.containers] == [ca.fingerprints.content for ca in first.containers]
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1
+    st = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def test_a_changed_head_is_told_apart_by_the_partial_read(fx):
+    root = fx("recompile")
+    audit_path(str(root))
+    _flip(next((root / "tmp").glob("*.mlmodelc")) / "model.espresso.weights", 0)
+    second = audit_path(str(root))
+    assert second.hashes.stats.partial_reads >= 1 and second.hashes.stats.files_hashed == 0
+    rc = [f for f in second.containers[0].diagnosis.findings if f.rule == "repeated-compile"][0]
+    assert rc.evidence["copies"] == 23
+
+
+def test_a_changed_middle_misses_the_cache_and_is_hashed_again(fx):
+    root = fx("recompile")
+    audit_path(str(root))
+    victim = next((root / "tmp").glob("*.mlmodelc")) / "model.espresso.weights"
+    _flip(victim, victim.stat().st_size // 2)
+    second = audit_path(str(root))
+    assert second.hashes.stats.files_hashed == 1  # only the changed file is read in full again
+    rc = [f for f in second.containers[0].diagnosis.findings if f.rule == "repeated-compile"][0]
+    assert rc.evidence["copies"] == 23
+
+
+def test_a_touched_but_identical_copy_is_still_a_copy(fx):
+    root = fx("recompile")
+    audit_path(str(root))
+    victim = next((root / "tmp").glob("*.mlmodelc")) / "model.espresso.weights"
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 5_000_000_000))
+    second = audit_path(str(root))
+    rc = [f for f in second.containers[0].diagnosis.findings if f.rule == "repeated-compile"][0]
+    assert rc.evidence["copies"] == 24 and second.hashes.stats.files_hashed == 1
+
+
+def test_hash_cache_lives_outside_the_container_and_can_be_off(fx, tmp_path):
+    root = fx("recompile")
+    doc = scan_json(root)
+    assert doc["hashing"]["cache"].startswith(str(tmp_path / "hashcache"))
+    assert scan_json(root, "--no-hash-cache")["hashing"]["cache"] is None
+    assert not list(root.rglob("*.sqlite3"))
+
+
+def test_archives_use_no_hash_cache(built):
+    assert scan_json(built["studio_tgz"])["hashing"]["cache"] is None
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=20_000), min_size=1, max_size=4))
+def test_content_hash_depends_on_bytes_not_place_or_time(tmp_path_factory, blobs):
+    root = tmp_path_factory.mktemp("c")
+    for d in ("Documents", "Library/Caches", "tmp"):
+        (root / d).mkdir(parents=True)
+    for i, when in ((1, bf.T0), (2, bf.T0 + 999)):
+        bundle = root / "tmp" / f"{bf.gus(i, i)}.mlmodelc"
+        for j, blob in enumerate(blobs):
+            bf.write(bundle / f"part{j}.bin", blob, when)
+    result = audit_path(str(root), hash_cache=False)
+    fp = result.containers[0].fingerprints
+    contents = set(fp.content.values())
+    metadata = set(fp.metadata.values())
+    assert len(contents) == 1 and len(metadata) == 2
