@@ -240,9 +240,10 @@ def fresh_state(root: str, path: str, st: os.stat_result) -> Seen:
     if kind == DIR:
         notes: list[str] = []
         below = list(FolderStore(Path(root)).walk(path, notes))
-        if notes:
+        unreadable = [n for n in notes if n.startswith(("unreadable folder", "cannot stat"))]
+        if unreadable:
             # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
-            return Seen(kind, -1, -1, None, st.st_ino, "unreadable: " + notes[0])
+            return Seen(kind, -1, -1, None, st.st_ino, "unreadable: " + unreadable[0])
     return target_state(top, below)
 
 

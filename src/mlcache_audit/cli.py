@@ -187,13 +187,21 @@ def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str) -> 
     _run_apply(term, plan, dry_run=False, quarantine=quarantine, fmt=fmt)
 
 
+def stdin_is_terminal() -> bool:
+    """Prompts only when a person can answer; never when standard input is a pipe or /dev/null."""
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _confirm(term, plan, yes: bool, quarantine: Path | None) -> None:
     from mlcache_audit.units import format_size
 
     n = sum(len(c.actions) for c in plan.containers)
     if yes or n == 0:
         return
-    if not sys.stdin.isatty():
+    if not stdin_is_terminal():
         raise PlanInvalid("refusing to act without confirmation: standard input is not a terminal",
                           hint="review with `mlcache clean PATH`, then pass --yes")
     verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
