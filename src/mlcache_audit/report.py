@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import sys
 from collections import defaultdict
 from contextlib import contextmanager
@@ -18,6 +19,12 @@ from mlcache_audit.sources.base import display_path
 from mlcache_audit.units import format_signed_size, format_size
 
 MAX_NOTES = 8
+_HEX64 = re.compile(r"([0-9A-Fa-f]{8})[0-9A-Fa-f]{56}")
+
+
+def short_path(path: str) -> str:
+    """For tables only: 64-hex cache names shortened to their first 8 digits (JSON keeps them whole)."""
+    return _HEX64.sub(r"\1…", display_path(path))
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
 
@@ -91,7 +98,7 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
             t.add_column("model / producer", overflow="fold")
             for a in largest:
                 what = (a.get("model") or {}).get("class_name") or (a.get("model") or {}).get("type") or ""
-                t.add_row(format_size(a["bytes"]), a["kind"], escape(display_path(a["path"])),
+                t.add_row(format_size(a["bytes"]), a["kind"], escape(short_path(a["path"])),
                           escape(" / ".join(x for x in (what, a.get("producer") or "") if x)))
             out.print(t)
             out.print(_where_tree(c["artifacts"]))

@@ -197,8 +197,18 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints, by_path) -> list
             explanation="Apple's contract for on-device compiles: the compiled model lands in a temporary "
                         "location and the app must move it to a permanent one. Files left in tmp/ are "
                         "deleted by the system only while the app is not running, and are recompiled next time.",
-            remedy=_REMEDIES.get(_most_common(a.producer for a in rest) or "", _REMEDIES["MLModel.compileModel(at:)"])))
+            remedy=_remedies_for(a.producer for a in rest)))
     return findings
+
+
+def _remedies_for(producers) -> str:
+    """One remedy per producer that left something behind, each named."""
+    names = sorted({p for p in producers if p in _REMEDIES})
+    if not names:
+        return _REMEDIES["MLModel.compileModel(at:)"]
+    if len(names) == 1:
+        return _REMEDIES[names[0]]
+    return " ".join(f"[{n}] {_REMEDIES[n]}" for n in names)
 
 
 def _most_common(values) -> str | None:

@@ -222,7 +222,8 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
     """On-device compile output in tmp/ (see the producer table in COREML-ON-DISK.md)."""
     name = e.name
     if len(parts) >= 2 and parts[1] == "executorchcoreml":
-        if len(parts) == 3 or (len(parts) == 4 and parts[2] == "models"):
+        # Items in the trash folder (or its models/ folder), never the folders ExecuTorch recreates.
+        if (len(parts) == 3 and parts[2] != "models") or (len(parts) == 4 and parts[2] == "models"):
             return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "ExecuTorch", detail={"leftover": "trash"})
         return None
     if len(parts) != 2:

@@ -1,0 +1,89 @@
+"""The command itself: help, version, errors, silence of heavy imports, docs that match."""
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run
+from mlcache_audit.cli import cli
+
+COMMANDS = sorted(cli.commands)
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert set(COMMANDS) == {"apply", "check", "clean", "diff", "restore", "scan", "snapshot"}
+    for name in COMMANDS:
+        result = run(name, "--help")
+        assert result.exit_code == 0 and len(cli.commands[name].help or "") > 20, name
+        assert f"mlcache {name}" in readme, name
+
+
+def test_every_rule_is_documented_in_the_readme():
+    from mlcache_audit.rules import RULES
+
+    readme = (ROOT / "README.md").read_text()
+    for rule in RULES:
+        assert f"`{rule}`" in readme, rule
+
+
+def test_exit_code_table_matches_the_enum():
+    from mlcache_audit.errors import ExitCode
+
+    readme = (ROOT / "README.md").read_text()
+    for code in ExitCode:
+        assert f"| {int(code)} |" in readme, code
+
+
+def test_version_and_module_entry_point():
+    assert "mlcache, version" in run("--version").stdout
+    done = subprocess.run([sys.executable, "-m", "mlcache_audit", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and "mlcache, version" in done.stdout
+
+
+def test_coremltools_stays_quiet_and_off_the_start_up_path(built):
+    """Scanning a source model imports coremltools; none of its chatter reaches the screen."""
+    code = ("import sys; from mlcache_audit.cli import main; sys.argv=['mlcache','--version'];\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "assert 'coremltools' not in sys.modules and 'numpy' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    done = subprocess.run([sys.executable, "-m", "mlcache_audit", "scan", str(built["recompile"]), "--format", "json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == ""
+    assert '"outputs": [\n' in done.stdout  # the source model was inspected
+
+
+def test_internal_errors_are_one_line_unless_debug(built, monkeypatch):
+    import mlcache_audit.audit as audit
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(audit, "audit_path", broken)
+    result = run("scan", built["healthy"])
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
+    assert "internal error: RuntimeError: boom" in result.stderr and "--debug" in result.stderr
+    with pytest.raises(RuntimeError):
+        run("--debug", "scan", built["healthy"])
+
+
+def test_usage_errors_are_exit_2():
+    assert run("scan").exit_code == 2
+    assert run("clean", ".", "--only", "no-such-rule").exit_code == 2
+    assert run("frobnicate").exit_code == 2
+
+
+def test_committed_fixtures_are_what_the_script_builds(built):
+    """fixtures/ is rebuilt by fixtures/build_fixtures.py; the two must not drift apart."""
+    def digest_tree(top):
+        out = {}
+        for p in sorted(top.rglob("*")):
+            if p.is_file() and not p.is_symlink():
+                out[str(p.relative_to(top))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        return out
+
+    for key in ("recompile", "healthy", "studio", "simulator", "macos", "backup"):
+        committed = ROOT / "fixtures" / built[key].name
+        assert digest_tree(committed) == digest_tree(built[key]), key
