@@ -49,7 +49,7 @@ class MlcacheGroup(click.Group):
 
 
 def _terminal():
-    from mlcache_audit.report import Terminal  # rich is imported only when something is rendered
+    from mlcache_audit.terminal import Terminal  # rich is imported only when something is drawn
 
     return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"),
                     color=None if not os.environ.get("NO_COLOR") else False)

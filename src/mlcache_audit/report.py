@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
-import sys
 from collections import defaultdict
-from contextlib import contextmanager
-from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,6 +12,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from mlcache_audit.sources.base import display_path
+from mlcache_audit.terminal import Terminal
 from mlcache_audit.units import format_signed_size, format_size
 
 MAX_NOTES = 8
@@ -26,52 +23,6 @@ def short_path(path: str) -> str:
     """For tables only: 64-hex cache names shortened to their first 8 digits (JSON keeps them whole)."""
     return _HEX64.sub(r"\1…", display_path(path))
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
-
-
-class Terminal:
-    """Owns stdout and stderr; JSON goes to stdout alone, progress and messages to stderr."""
-
-    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None, *, color: bool | None = None):
-        self.stdout = stdout or sys.stdout
-        self.stderr = stderr or sys.stderr
-        # Off a terminal (pipes, CI logs) prose stays one line per message, so it can be grepped.
-        self.out = Console(file=self.stdout, highlight=False, no_color=color is False, soft_wrap=not _isatty(self.stdout),
-                           width=None if _isatty(self.stdout) else 110)
-        self.err = Console(file=self.stderr, highlight=False, no_color=color is False,
-                           width=None if _isatty(self.stderr) else 110)
-
-    def json(self, doc: dict) -> None:
-        self.stdout.write(json.dumps(doc, indent=2, ensure_ascii=True) + "\n")
-
-    def message(self, text: str) -> None:
-        self.err.print(escape(text))
-
-    @contextmanager
-    def progress(self, label: str):
-        """A live counter on stderr when it is a terminal; nothing otherwise."""
-        if not _isatty(self.stderr):
-            yield None
-            return
-        from rich.progress import Progress, SpinnerColumn, TextColumn
-
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=self.err, transient=True) as bar:
-            task = bar.add_task(label)
-            counts: dict[str, int] = defaultdict(int)
-
-            def update(stage: str, n: int) -> None:
-                counts[stage] += n
-                walked = counts.get("walked", 0)
-                hashed = counts.get("hashed", 0)
-                bar.update(task, description=f"{label}: {walked} entries walked, {format_size(hashed)} hashed")
-
-            yield update
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 # -- scan -----------------------------------------------------------------------------------------

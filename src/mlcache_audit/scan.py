@@ -73,6 +73,10 @@ class Artifact:
     def area(self) -> str:
         return area_of(self.path)
 
+    @property
+    def prefix(self) -> str:
+        return self.path + "/"
+
     def rel(self, entry: Entry) -> str:
         """A member's path relative to the artifact ("" for a single-file artifact: its outer name,
         like a bundle's, is not part of what the model is)."""
@@ -103,12 +107,12 @@ class ScanResult:
 
     def timeline(self) -> list[tuple[str, int]]:
         """Core ML bytes added per UTC day, from file modification times."""
-        days: dict[str, int] = defaultdict(int)
+        days: dict[int, int] = defaultdict(int)
         for a in self.artifacts:
             for e in a.members:
                 if e.mtime is not None:
-                    days[datetime.fromtimestamp(e.mtime, timezone.utc).date().isoformat()] += e.size
-        return sorted(days.items())
+                    days[int(e.mtime // 86400)] += e.size
+        return [(datetime.fromtimestamp(d * 86400, timezone.utc).date().isoformat(), n) for d, n in sorted(days.items())]
 
 
 def scan_container(container: Container, progress: Callable[[int], None] | None = None) -> ScanResult:
@@ -123,9 +127,11 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
     total = 0
     files = 0
     for e in entries:
-        while stack and not e.path.startswith(stack[-1].path + "/"):
+        while stack and not e.path.startswith(stack[-1].prefix):
             stack.pop()
-        new = _classify(e, stack[-1] if stack else None)
+        # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
+        new = _classify(e, stack[-1]) if stack and stack[-1].kind == SPECIALIZATION else \
+            None if stack else _classify(e, None)
         if new is not None:
             artifacts.append(new)
             if new.is_dir:
@@ -183,7 +189,7 @@ def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:
             return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)", detail=dict(parent.detail))
         return None
     parts = e.path.split("/")
-    if E5_CACHE in parts[:-1]:
+    if E5_CACHE in e.path and E5_CACHE in parts[:-1]:
         return _classify_e5(e, parts, is_dir)
     if is_dir and name in ("com.apple.metal", "com.apple.metalfe") and area_of(e.path) == "Library/Caches":
         return Artifact(METAL_CACHE, e.path, True, "Metal")
@@ -270,7 +276,9 @@ def _describe(container: Container, a: Artifact) -> None:
             summary.setdefault("type", "pipeline")
         a.model = summary
         a.detail["bundle"] = True
-    elif a.kind == SOURCE_MODEL or (a.kind == COMPILE_LEFTOVER and a.detail.get("leftover") == "spec"):
+    elif a.kind == SOURCE_MODEL:
+        # Only real source models are inspected (coremltools costs ~1 s to import); compile inputs in
+        # tmp/ are grouped by content, which needs no parse.
         spec_path = a.path
         if a.is_dir:
             root, notes = models.mlpackage_root_model(

@@ -29,7 +29,7 @@ class Entry:
 
     @property
     def name(self) -> str:
-        return posixpath.basename(self.path)
+        return self.path.rpartition("/")[2]
 
 
 class Store(Protocol):
@@ -86,7 +86,11 @@ class Container:
         """Walk the container once; later calls return the same list."""
         if self._entries is None:
             # Tree order (by path parts), so that a folder's descendants follow it directly.
-            self._entries = sorted(self._walk(), key=lambda e: e.path.split("/"))
+            walked = self._walk()
+            if getattr(self.store, "sorted_walk", False) and type(self)._walk is Container._walk:
+                self._entries = list(walked)
+            else:
+                self._entries = sorted(walked, key=lambda e: e.path.split("/"))
         return self._entries
 
     def _walk(self) -> Iterator[Entry]:

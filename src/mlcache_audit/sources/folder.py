@@ -48,42 +48,54 @@ class FolderStore:
         finally:
             os.close(fd)
 
+    # Entries come out in tree order (a folder, then its subtree, siblings by name), so the
+    # container need not sort 40,000 paths again.
+    sorted_walk = True
+
     def walk(self, rel: str, notes: list[str]) -> Iterator[Entry]:
         top = self.real(rel)
         top_real = os.path.realpath(top)
-        stack = [("", top)]
+        stack = [iter(self._children("", top, notes))]
         while stack:
-            prefix, directory = stack.pop()
+            d = next(stack[-1], None)
+            if d is None:
+                stack.pop()
+                continue
+            prefix, entry = d
+            path = f"{prefix}/{entry.name}" if prefix else entry.name
             try:
-                it = os.scandir(directory)
-            except PermissionError:
-                notes.append(f"unreadable folder, not scanned: {display_path(prefix or '.')} (permission denied)")
-                continue
+                st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                notes.append(f"unreadable folder, not scanned: {display_path(prefix or '.')} ({exc.strerror})")
+                notes.append(f"cannot stat {display_path(path)} ({exc.strerror})")
                 continue
-            with it:
-                for d in it:
-                    path = f"{prefix}/{d.name}" if prefix else d.name
-                    try:
-                        st = d.stat(follow_symlinks=False)
-                    except OSError as exc:
-                        notes.append(f"cannot stat {display_path(path)} ({exc.strerror})")
-                        continue
-                    _note_odd_name(d.name, path, notes)
-                    mode = st.st_mode
-                    if stat.S_ISDIR(mode):
-                        yield Entry(path, DIR, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
-                        stack.append((path, d.path))
-                    elif stat.S_ISREG(mode):
-                        yield Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
-                    elif stat.S_ISLNK(mode):
-                        target = _readlink(d.path)
-                        _note_symlink(d.path, path, target, top_real, notes)
-                        yield Entry(path, SYMLINK, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns, target)
-                    else:
-                        notes.append(f"special file skipped: {display_path(path)}")
-                        yield Entry(path, OTHER, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
+            if not (entry.name.isascii() and entry.name.isprintable()):
+                _note_odd_name(entry.name, path, notes)
+            mode = st.st_mode
+            if stat.S_ISDIR(mode):
+                yield Entry(path, DIR, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
+                stack.append(iter(self._children(path, entry.path, notes)))
+            elif stat.S_ISREG(mode):
+                yield Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
+            elif stat.S_ISLNK(mode):
+                target = _readlink(entry.path)
+                _note_symlink(entry.path, path, target, top_real, notes)
+                yield Entry(path, SYMLINK, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns, target)
+            else:
+                notes.append(f"special file skipped: {display_path(path)}")
+                yield Entry(path, OTHER, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
+
+    @staticmethod
+    def _children(prefix: str, directory: str, notes: list[str]) -> list[tuple[str, os.DirEntry]]:
+        try:
+            with os.scandir(directory) as it:
+                children = sorted(it, key=lambda d: d.name)
+        except PermissionError:
+            notes.append(f"unreadable folder, not scanned: {display_path(prefix or '.')} (permission denied)")
+            return []
+        except OSError as exc:
+            notes.append(f"unreadable folder, not scanned: {display_path(prefix or '.')} ({exc.strerror})")
+            return []
+        return [(prefix, d) for d in children]
 
     def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
         for rel in rels:
