@@ -5,6 +5,8 @@ import plistlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import run, scan_json
 from mlcache_audit.errors import NotAContainer, PathNotFound
@@ -172,3 +174,24 @@ def test_the_given_path_may_be_a_symlink_to_a_container(built, tmp_path):
     link.symlink_to(built["healthy"])
     (c,) = open_containers(link)
     assert Path(c.label) == Path(os.path.realpath(built["healthy"]))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from(["a", "a-b", "a.b", "b", "A", "é", "z z", "_"]), min_size=1, max_size=4),
+                min_size=1, max_size=12))
+def test_folder_walk_is_in_tree_order(tmp_path_factory, paths):
+    """The scanner relies on a folder walk yielding a folder, then its subtree, siblings by name."""
+    from mlcache_audit.sources.folder import FolderStore
+
+    top = tmp_path_factory.mktemp("walk")
+    for parts in paths:
+        p = top.joinpath(*parts)
+        if p.exists() and p.is_file():
+            continue
+        if any(top.joinpath(*parts[:i]).is_file() for i in range(1, len(parts))):
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not p.exists():
+            p.write_text("x")
+    walked = [e.path for e in FolderStore(top).walk("", [])]
+    assert walked == sorted(walked, key=lambda x: x.split("/"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -157,7 +158,9 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
         containers.append(ContainerPlan(str(c.store.real(c.root)) if c.root else str(c.store.base),
                                         c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
                                         tuple(kept_back)))
-    return Plan(audit.path, datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"), tuple(sorted(rules)),
+    # Absolute, so `mlcache apply` finds the same container from any working folder.
+    return Plan(os.path.realpath(audit.path), datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                tuple(sorted(rules)),
                 include_persistent, tuple(containers))
 
 
