@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import build_fixtures as bf
@@ -391,3 +392,46 @@ def test_apply_never_removes_anything_outside_the_plan(tmp_path_factory, extra, 
         assert any(p == q or p.startswith(q + "/") for q in planned), p
     assert (outside / "target.txt").read_text() == "outside"
     assert (root / "Documents" / "notes.txt").read_text().startswith("A user's own notes")
+
+
+KILLER = r"""
+import os, signal, sys
+from pathlib import Path
+from mlcache_audit import apply as apply_mod
+from mlcache_audit.audit import audit_path
+from mlcache_audit.plan import make_plan
+
+plan = make_plan(audit_path(sys.argv[1], hash_cache=False))
+real = apply_mod._delete_aside
+calls = {"n": 0}
+
+def killed_on_fifth(parent_fd, trash, is_dir):
+    calls["n"] += 1
+    if calls["n"] == 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # no finally, no flush: as a crash or a power cut
+    return real(parent_fd, trash, is_dir)
+
+apply_mod._delete_aside = killed_on_fifth
+apply_mod.apply_plan(plan)
+"""
+
+
+def test_apply_killed_half_way_leaves_a_journal_the_next_run_finishes(fx, tmp_path):
+    import signal
+    import subprocess
+
+    root = fx("recompile")
+    done = subprocess.run([sys.executable, "-c", KILLER, str(root)], capture_output=True, text=True,
+                          env={**os.environ, "MLCACHE_STATE_DIR": str(tmp_path / "state")})
+    assert done.returncode == -signal.SIGKILL
+    (journal,) = (tmp_path / "state" / "journals").glob("*.jsonl")
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [e["event"] for e in events].count("done") == 4
+    assert events[-1]["event"] == "renamed"  # the fifth entry was moved aside, then the process died
+    assert len(list(root.rglob(".mlcache-removing-*"))) == 1
+    result = run("clean", root, "--apply", "--yes")
+    assert result.exit_code == 0
+    assert result.stdout.count("removed by the interrupted run") == 4
+    assert "removal finished now" in result.stdout
+    assert not list(root.rglob(".mlcache-removing-*"))
+    assert "Nothing to remove" in run("clean", root).stdout

@@ -222,3 +222,37 @@ def test_manifest_plist_decides_encryption_not_the_name(tmp_path):
     assert len(scan_json(tmp_path / "b")["containers"]) == 2
     assert hashlib.sha1(b"AppDomain-com.example.other-Documents/readme.txt").hexdigest()[:2] in \
         {p.name for p in udid.iterdir()}
+
+
+def test_group_and_plugin_domains_are_containers_of_their_own(tmp_path):
+    rows = [
+        ("AppDomainGroup-group.com.example.shared", "Library/Models/shared.mlmodel", 1,
+         bf.mbfile(len(bf.TINY_SPEC.read_bytes()), int(bf.T0), 77, 0o100644), bf.TINY_SPEC.read_bytes()),
+        ("AppDomainPlugin-com.example.recompile.widget", "Documents/w.txt", 1, bf.mbfile(2, int(bf.T0), 78, 0o100644),
+         b"hi"),
+    ]
+    bf.build_backup(tmp_path / "b", extra_rows=rows)
+    doc = scan_json(tmp_path / "b")
+    by_id = {c["bundle_id"]: c for c in doc["containers"]}
+    assert set(by_id) == {"com.example.other", "com.example.recompile", "group.com.example.shared",
+                          "com.example.recompile.widget"}
+    assert by_id["group.com.example.shared"]["info"]["domain"] == "AppDomainGroup-group.com.example.shared"
+    assert by_id["group.com.example.shared"]["bytes_by_kind"]["source_model"] == 139
+
+
+def test_bad_rows_are_noted_only_for_their_own_app(tmp_path):
+    rows = [("AppDomain-com.example.other", "../x", 1, bf.mbfile(1, 0, 1, 0o100644), b"x")]
+    bf.build_backup(tmp_path / "b", extra_rows=rows)
+    by_id = {c["bundle_id"]: c for c in scan_json(tmp_path / "b")["containers"]}
+    assert any("leaves the domain" in n for n in by_id["com.example.other"]["notes"])
+    assert not any("leaves the domain" in n for n in by_id["com.example.recompile"]["notes"])
+
+
+def test_zipped_xcappdata_matches_the_folder(built, tmp_path):
+    archive = bf.zip_tree(built["studio"], tmp_path / "Studio.xcappdata.zip")
+    folder = scan_json(built["studio"])["containers"][0]
+    zipped = scan_json(archive)["containers"][0]
+    assert (zipped["form"], zipped["bundle_id"], zipped["source"]) == ("xcappdata", "com.example.studio", "zip")
+    assert zipped["total_bytes"] == folder["total_bytes"]
+    assert [(a["path"], a["bytes"]) for a in zipped["artifacts"]] == [(a["path"], a["bytes"]) for a in folder["artifacts"]]
+    assert zipped["reclaimable_bytes"] == folder["reclaimable_bytes"]

@@ -48,17 +48,17 @@ def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
     info_plist = _plist(store.read(_join(rel, "Info.plist")))
     rows = _read_manifest(store, rel, base)
     domains: dict[str, list[_Row]] = defaultdict(list)
-    notes: list[str] = []
+    notes: dict[str, list[str]] = defaultdict(list)  # per domain: a bad row concerns its own app only
     for file_id, domain, rel_path, flags, blob in rows:
         if not isinstance(domain, str) or not domain.startswith(APP_DOMAIN_PREFIXES):
             continue
         if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
-            notes.append(f"backup row skipped (fileID is not 40 hex digits): {display_path(str(file_id))}")
+            notes[domain].append(f"backup row skipped (fileID is not 40 hex digits): {display_path(str(file_id))}")
             continue
         path = rel_path or ""
         parts = [p for p in path.split("/") if p not in ("", ".")]
         if path.startswith("/") or ".." in parts:
-            notes.append(f"backup row skipped (relativePath leaves the domain): {display_path(path)}")
+            notes[domain].append(f"backup row skipped (relativePath leaves the domain): {display_path(path)}")
             continue
         if not parts:
             continue
@@ -71,13 +71,13 @@ def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
         "backup_date": _iso(info_plist.get("Last Backup Date")),
     }
     containers = []
-    for domain in sorted(domains):
+    for domain in sorted(set(domains) | set(notes)):
         app_id = domain.split("-", 1)[1]
         if bundle_id and app_id != bundle_id:
             continue
         containers.append(BackupContainer(
             store=store, root=rel, form="backup", bundle_id=app_id, label=f"{base} [{domain}]",
-            not_observable=list(BACKUP_NOT_OBSERVABLE), notes=list(notes),
+            not_observable=list(BACKUP_NOT_OBSERVABLE), notes=list(notes[domain]),
             info={"domain": domain, **{k: v for k, v in device.items() if v is not None}},
             rows=domains[domain]))
     return containers
