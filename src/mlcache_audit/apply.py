@@ -206,14 +206,21 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         os.close(parent_fd)
 
 
-def _open_parent(root: str, parts: list[str]) -> int:
-    """An fd for the folder holding the target, reached without following any symlink."""
+def _open_parent(root: str, parts: list[str], *, create: bool = False) -> int:
+    """An fd for the folder holding the target, reached from the root without following any symlink
+    (O_NOFOLLOW at every level); with `create`, missing folders on the way are made (restore)."""
     fd = os.open(root, _DIRFLAGS)
     try:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             raise NotADirectoryError(root)
         for part in parts:
-            nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
+            try:
+                nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, dir_fd=fd)
+                nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
             os.close(fd)
             fd = nfd
         return fd
@@ -487,7 +494,7 @@ def restore_quarantine(directory: Path) -> RestoreResult:
             continue
         parts = path.split("/")
         try:
-            fd = _open_parent_creating(root, parts[:-1])
+            fd = _open_parent(root, parts[:-1], create=True)
         except OSError:
             outcomes.append(out("skipped", "the container or a folder on the way is missing or a symlink"))
             continue
@@ -513,20 +520,3 @@ def restore_quarantine(directory: Path) -> RestoreResult:
         _append_line(manifest, {"restored": stored, "at": datetime.now(timezone.utc).isoformat()})
         outcomes.append(out("restored", f"to {os.path.join(root, path)}"))
     return RestoreResult(tuple(outcomes))
-
-
-def _open_parent_creating(root: str, parts: list[str]) -> int:
-    fd = os.open(root, _DIRFLAGS)
-    try:
-        for part in parts:
-            try:
-                nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                os.mkdir(part, dir_fd=fd)
-                nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise

@@ -189,10 +189,9 @@ def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str) -> 
 
 def stdin_is_terminal() -> bool:
     """Prompts only when a person can answer; never when standard input is a pipe or /dev/null."""
-    try:
-        return sys.stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
+    from mlcache_audit.terminal import is_terminal
+
+    return is_terminal(sys.stdin)
 
 
 def _confirm(term, plan, yes: bool, quarantine: Path | None) -> None:

@@ -28,7 +28,7 @@ class Terminal:
 
         if self._out is None:
             # Off a terminal (pipes, CI logs) prose stays one line per message, so it can be grepped.
-            tty = _isatty(self.stdout)
+            tty = is_terminal(self.stdout)
             self._out = Console(file=self.stdout, highlight=False, no_color=self._color is False, soft_wrap=not tty,
                                 width=None if tty else 110)
         return self._out
@@ -39,7 +39,7 @@ class Terminal:
 
         if self._err is None:
             self._err = Console(file=self.stderr, highlight=False, no_color=self._color is False,
-                                width=None if _isatty(self.stderr) else 110)
+                                width=None if is_terminal(self.stderr) else 110)
         return self._err
 
     def json(self, doc: dict) -> None:
@@ -52,7 +52,7 @@ class Terminal:
     @contextmanager
     def progress(self, label: str):
         """A live counter on stderr when it is a terminal; nothing otherwise."""
-        if not _isatty(self.stderr):
+        if not is_terminal(self.stderr):
             yield None
             return
         from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -70,16 +70,8 @@ class Terminal:
             yield update
 
 
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-
-
-def _isatty(stream) -> bool:
+def is_terminal(stream) -> bool:
+    """True for an interactive terminal; False for pipes, files, /dev/null and closed streams."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

@@ -18,7 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from mlcache_audit.errors import CorruptInput, EncryptedBackup
-from mlcache_audit.sources.base import DIR, FILE, SYMLINK, Container, Entry, display_path
+from mlcache_audit.sources.base import (
+    DIR,
+    FILE,
+    SYMLINK,
+    Container,
+    Entry,
+    display_path,
+    join_rel,
+    read_plist,
+)
 
 APP_DOMAIN_PREFIXES = ("AppDomain-", "AppDomainGroup-", "AppDomainPlugin-")
 _FILE_ID = re.compile(r"^[0-9a-f]{40}$")
@@ -41,11 +50,11 @@ def looks_like_backup(children: dict[str, bool]) -> bool:
 def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
     """One container per app domain of the backup at `rel` in `store` (optionally only one app)."""
     base = store.label if not rel else f"{store.label}!{rel}" if store.kind != "folder" else posixpath.join(store.label, rel)
-    manifest_plist = _plist(store.read(_join(rel, "Manifest.plist")))
+    manifest_plist = read_plist(store.read(join_rel(rel, "Manifest.plist")))
     if manifest_plist.get("IsEncrypted"):
         raise EncryptedBackup(f"{base} is an encrypted backup: its Manifest.db cannot be read without the password",
                               hint="make an unencrypted backup, or decrypt it first")
-    info_plist = _plist(store.read(_join(rel, "Info.plist")))
+    info_plist = read_plist(store.read(join_rel(rel, "Info.plist")))
     rows = _read_manifest(store, rel, base)
     domains: dict[str, list[_Row]] = defaultdict(list)
     notes: dict[str, list[str]] = defaultdict(list)  # per domain: a bad row concerns its own app only
@@ -102,7 +111,7 @@ class BackupContainer(Container):
             elif row.flags == 1:
                 bucket = row.file_id[:2]
                 if bucket not in present:
-                    present[bucket] = set(self.store.list_dir(_join(self.root, bucket)) or ())
+                    present[bucket] = set(self.store.list_dir(join_rel(self.root, bucket)) or ())
                 if row.file_id not in present[bucket]:
                     self.notes.append(f"payload missing from the backup: {display_path(row.path)} ({row.file_id})")
                 yield Entry(row.path, FILE, int(m.get("Size") or 0), mtime, m.get("InodeNumber"))
@@ -110,14 +119,14 @@ class BackupContainer(Container):
     def _store_path(self, rel: str) -> str:
         row = self._rows.get(rel)
         file_id = row.file_id if row else "0" * 40
-        return _join(self.root, f"{file_id[:2]}/{file_id}")
+        return join_rel(self.root, f"{file_id[:2]}/{file_id}")
 
     def hash_key(self, entry: Entry) -> tuple | None:
         return None
 
 
 def _read_manifest(store, rel: str, base: str) -> list[tuple]:
-    db_rel = _join(rel, "Manifest.db")
+    db_rel = join_rel(rel, "Manifest.db")
     try:
         if store.kind == "folder":
             head = store.read(db_rel, 16) or b""
@@ -144,19 +153,9 @@ def _check_header(head: bytes, base: str) -> None:
                            hint="if the backup is encrypted, make an unencrypted one")
 
 
-def _plist(data: bytes | None) -> dict:
-    if not data:
-        return {}
-    try:
-        value = plistlib.loads(data)
-    except Exception:  # noqa: BLE001 - plistlib raises several unrelated types on bad input
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _mbfile(blob: bytes | None) -> dict:
     """Size, LastModified, InodeNumber, Mode, Target of an NSKeyedArchiver `MBFile` record."""
-    archive = _plist(blob)
+    archive = read_plist(blob)
     objects = archive.get("$objects")
     top = archive.get("$top", {}).get("root") if isinstance(archive.get("$top"), dict) else None
     if not isinstance(objects, list) or not isinstance(top, plistlib.UID) or top.data >= len(objects):
@@ -181,7 +180,3 @@ def _mbfile(blob: bytes | None) -> dict:
 
 def _iso(value) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
-
-
-def _join(rel: str, name: str) -> str:
-    return posixpath.join(rel, name) if rel else name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import plistlib
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,6 +110,22 @@ class Container:
 
     def hash_key(self, entry: Entry) -> tuple | None:
         return self.store.hash_key(self._store_path(entry.path), entry)
+
+
+def join_rel(rel: str, name: str) -> str:
+    """`rel/name`, or `name` at the top ("" is the store's top folder)."""
+    return posixpath.join(rel, name) if rel else name
+
+
+def read_plist(data: bytes | None) -> dict:
+    """A plist's top dictionary, or {} when it is missing, damaged or not a dictionary."""
+    if not data:
+        return {}
+    try:
+        value = plistlib.loads(data)
+    except Exception:  # noqa: BLE001 - plistlib raises several unrelated types on bad input
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def display_path(path: str) -> str:

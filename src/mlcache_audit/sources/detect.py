@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import plistlib
 import posixpath
 import re
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 from mlcache_audit.errors import NotAContainer, PathNotFound
 from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, ArchiveStore, is_archive
 from mlcache_audit.sources.backup import looks_like_backup, open_backup
-from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container
+from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container, join_rel, read_plist
 from mlcache_audit.sources.folder import FolderStore
 
 IOS_METADATA_PLIST = ".com.apple.mobile_container_manager.metadata.plist"
@@ -53,7 +52,7 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
             else f"{store.label}!{rel or '.'}"
         c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label)
         children = store.list_dir(rel) or {}
-        library = store.list_dir(posixpath.join(rel, "Library") if rel else "Library") or {}
+        library = store.list_dir(join_rel(rel, "Library")) or {}
         if not children.get("tmp"):
             c.not_observable.append("tmp")
         if not library.get("Caches"):
@@ -88,12 +87,12 @@ class _Finder:
         if looks_like_backup(children):
             return [(rel, "backup", None)]
         if "AppData" in dirs and (name.endswith(".xcappdata") or "AppDataInfo.plist" in children):
-            info = self._plist(_join(rel, "AppDataInfo.plist"))
-            return [(_join(rel, "AppData"), "xcappdata", _str(info.get("CFBundleIdentifier")) or self._cache_id(_join(rel, "AppData")))]
+            info = self._plist(join_rel(rel, "AppDataInfo.plist"))
+            return [(join_rel(rel, "AppData"), "xcappdata", _str(info.get("CFBundleIdentifier")) or self._cache_id(join_rel(rel, "AppData")))]
         if "Data" in dirs and MACOS_METADATA_PLIST in children:
-            meta = self._plist(_join(rel, MACOS_METADATA_PLIST))
+            meta = self._plist(join_rel(rel, MACOS_METADATA_PLIST))
             bid = _str(meta.get("MCMMetadataIdentifier")) or (name if _BUNDLE_ID.match(name) else None)
-            return [(_join(rel, "Data"), "macos-container", bid or self._cache_id(_join(rel, "Data")))]
+            return [(join_rel(rel, "Data"), "macos-container", bid or self._cache_id(join_rel(rel, "Data")))]
         sim = self._simulator_apps(rel, dirs)
         if sim is not None:
             return sim
@@ -103,7 +102,7 @@ class _Finder:
             return []
         out = []
         for d in sorted(dirs):
-            out.extend(self.find(_join(rel, d), depth + 1))
+            out.extend(self.find(join_rel(rel, d), depth + 1))
         return out
 
     def _simulator_apps(self, rel: str, dirs: set[str]) -> list | None:
@@ -119,20 +118,20 @@ class _Finder:
                 if not kids.get(part):
                     ok = False
                     break
-                target = _join(target, part)
+                target = join_rel(target, part)
             if not ok:
                 continue
             if route[0] == "Devices":
                 out = []
                 for udid in sorted(n for n, d in (self.store.list_dir(target) or {}).items() if d):
-                    out.extend(self._simulator_apps(_join(target, udid), {"data"}) or [])
+                    out.extend(self._simulator_apps(join_rel(target, udid), {"data"}) or [])
                 return out
             if route[0] == "data":
                 kids = {n for n, d in (self.store.list_dir(target) or {}).items() if d}
                 return self._simulator_apps(target, kids) if "Containers" in kids else None
             out = []
             for uuid in sorted(n for n, d in (self.store.list_dir(target) or {}).items() if d):
-                app = _join(target, uuid)
+                app = join_rel(target, uuid)
                 kids = self.store.list_dir(app) or {}
                 if self._looks_raw(kids, {n for n, d in kids.items() if d}):
                     out.append((app, "simulator", self._bundle_id(app, kids, uuid)))
@@ -152,7 +151,7 @@ class _Finder:
 
     def _bundle_id(self, rel: str, children: dict[str, bool], name: str) -> str | None:
         if IOS_METADATA_PLIST in children:
-            bid = _str(self._plist(_join(rel, IOS_METADATA_PLIST)).get("MCMMetadataIdentifier"))
+            bid = _str(self._plist(join_rel(rel, IOS_METADATA_PLIST)).get("MCMMetadataIdentifier"))
             if bid:
                 return bid
         if _BUNDLE_ID.match(name) and self._raw_form(rel, name) == "device-hub":
@@ -161,21 +160,14 @@ class _Finder:
 
     def _cache_id(self, rel: str) -> str | None:
         """The `Library/Caches/<bundle-id>/` folder that holds Core ML's specialization cache."""
-        caches = _join(rel, "Library/Caches")
+        caches = join_rel(rel, "Library/Caches")
         for child, is_dir in sorted((self.store.list_dir(caches) or {}).items()):
-            if is_dir and _BUNDLE_ID.match(child) and (self.store.list_dir(_join(caches, child)) or {}).get(_E5_CACHE):
+            if is_dir and _BUNDLE_ID.match(child) and (self.store.list_dir(join_rel(caches, child)) or {}).get(_E5_CACHE):
                 return child
         return None
 
     def _plist(self, rel: str) -> dict:
-        data = self.store.read(rel, 1 << 20)
-        if not data:
-            return {}
-        try:
-            value = plistlib.loads(data)
-        except Exception:  # noqa: BLE001 - a damaged plist only costs us the bundle id
-            return {}
-        return value if isinstance(value, dict) else {}
+        return read_plist(self.store.read(rel, 1 << 20))  # a damaged plist only costs us the bundle id
 
 
 def _top_name(store) -> str:
@@ -188,10 +180,6 @@ def _top_name(store) -> str:
 
 def _str(value) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _join(rel: str, name: str) -> str:
-    return posixpath.join(rel, name) if rel else name
 
 
 __all__ = ["open_containers", "OBSERVABLE_AREAS"]
