@@ -107,14 +107,16 @@ def default_state_dir() -> Path:
 
 def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = None,
                state_dir: Path | None = None) -> ApplyResult:
-    """Carry out (or, with dry_run, check) a plan, entry by entry, under the rules in this module's doc."""
+    """Carry out a plan entry by entry under the rules in this module's doc. With dry_run, return the
+    same result with "would ..." outcomes and change nothing (no journal, no re-walk)."""
     if quarantine is not None:
         quarantine = Path(os.path.realpath(quarantine))
         for cp in plan.containers:
             if str(quarantine) == cp.root or str(quarantine).startswith(cp.root + os.sep):
                 raise PlanInvalid(f"the quarantine folder {quarantine} is inside the container it would clean",
                                   hint="choose a folder outside the container")
-    _verify_containers(plan)
+    if not dry_run:
+        _verify_containers(plan)
     results = []
     for cp in plan.containers:
         journal = None if dry_run else _Journal(state_dir or default_state_dir(), cp.root)
@@ -183,6 +185,9 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
 
     if not may_act_on(a.path):
         return out("skipped", "protected or unsafe path: never acted on")
+    if dry_run:
+        # A preview of a plan just made from this walk: the re-checks run right before acting.
+        return out("would quarantine" if quarantine else "would remove")
     parts = a.path.split("/")
     try:
         parent_fd = _open_parent(cp.root, parts[:-1])
@@ -197,8 +202,6 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         changed = _changes(cp.root, a, st)
         if changed:
             return out("skipped", f"changed since plan ({changed})")
-        if dry_run:
-            return out("would quarantine" if quarantine else "would remove")
         if quarantine is not None:
             return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out)
         return _remove(a, parent_fd, name, st, journal, out)

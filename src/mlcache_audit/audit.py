@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from mlcache_audit.fingerprint import Fingerprints, RunHashes, fingerprint
 from mlcache_audit.hashcache import HashCache
@@ -13,6 +12,7 @@ from mlcache_audit.scan import ScanResult, scan_container
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from mlcache_audit.sources.base import Container
+from mlcache_audit.units import iso_utc
 
 SCAN_SCHEMA = "mlcache.scan/1"
 
@@ -73,10 +73,6 @@ def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = Tr
     return AuditResult(str(path), audits, run)
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z") if ts is not None else None
-
-
 def container_dict(ca: ContainerAudit) -> dict:
     scan, fp, dx = ca.scan, ca.fingerprints, ca.diagnosis
     c = scan.container
@@ -103,8 +99,8 @@ def container_dict(ca: ContainerAudit) -> dict:
             "bytes": a.bytes,
             "files": a.files,
             "area": a.area,
-            "oldest_mtime": _iso(a.oldest_mtime),
-            "newest_mtime": _iso(a.newest_mtime),
+            "oldest_mtime": iso_utc(a.oldest_mtime),
+            "newest_mtime": iso_utc(a.newest_mtime),
             "producer": a.producer,
             "model": a.model or None,
             "detail": {k: v for k, v in a.detail.items() if k != "layout"} or None,

@@ -24,6 +24,7 @@ from mlcache_audit.scan import (
     Artifact,
     ScanResult,
 )
+from mlcache_audit.units import iso_utc
 
 DAY = 86400.0
 SIZE_TOLERANCE = 0.10  # re-specializations of one model have near-equal, not equal, sizes [I]
@@ -159,7 +160,7 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints, by_path) -> list
         evidence = {
             "copies": len(leftovers), "producer": producer, "model": leftovers[0].model.get("class_name"),
             "bytes_per_copy": leftovers[0].bytes, "total_bytes": total,
-            "first_seen": first or None, "last_seen": last or None, "span_days": round(span_days, 2),
+            "first_seen": iso_utc(first or None), "last_seen": iso_utc(last or None), "span_days": round(span_days, 2),
             "bytes_per_day": round(total / span_days) if span_days >= 1 / 24 else None,
             "launches": len(pids) or None,
             "bytes_per_launch": round(total / len(pids)) if pids else None,

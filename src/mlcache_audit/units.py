@@ -1,8 +1,9 @@
-"""Size parsing and formatting: decimal units (kB, MB, GB) and binary ones (KiB, MiB, GiB)."""
+"""Units: sizes (decimal kB, MB, GB and binary KiB, MiB, GiB) and UTC timestamps."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from mlcache_audit.errors import BudgetConfigError
@@ -59,3 +60,10 @@ def format_size(n: int) -> str:
 def format_signed_size(n: int) -> str:
     """A delta with an explicit sign: `+3.0 MB`, `-1.2 kB`, `0 B`."""
     return ("+" if n > 0 else "") + format_size(n)
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A POSIX time as ISO 8601 UTC (`2026-11-10T08:00:00Z`); None stays None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
