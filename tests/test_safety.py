@@ -37,3 +37,40 @@ def test_unsafe_shapes_are_refused():
         assert not may_act_on(bad), bad
     assert may_act_on("tmp/X.mlmodelc")
     assert not may_act_on(".com.apple.mobile_container_manager.metadata.plist")
+
+
+@given(st.text(max_size=60))
+def test_archive_member_names_never_escape(raw):
+    from mlcache_audit.sources.archive import clean_member_name
+
+    name, reason = clean_member_name(raw)
+    if name is not None:
+        assert not name.startswith("/") and ".." not in name.split("/") and "" not in name.split("/")
+        assert "\\" not in name
+        assert posixpath.normpath(posixpath.join("/x", name)).startswith("/x/")
+    else:
+        assert reason is not None
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                           max_leaves=20)
+
+
+@given(st.one_of(json_values, st.fixed_dictionaries({"schema": st.just("mlcache.plan/1")}, optional={
+    "path": json_values, "created": json_values, "rules": json_values, "include_persistent": json_values,
+    "containers": st.lists(st.dictionaries(st.sampled_from(["root", "form", "actions", "reclaimable_bytes"]),
+                                           json_values), max_size=2)})))
+def test_any_json_is_a_plan_or_a_clear_refusal(doc):
+    import pytest
+
+    from mlcache_audit.errors import PlanInvalid
+    from mlcache_audit.plan import Plan
+
+    try:
+        plan = Plan.from_dict(doc)
+    except PlanInvalid:
+        return
+    assert isinstance(plan, Plan)
+    with pytest.raises(PlanInvalid):
+        Plan.from_dict({**plan.to_dict(), "schema": "mlcache.plan/2"})
