@@ -77,18 +77,18 @@ class Plan:
             found = d.get("schema") if isinstance(d, dict) else type(d).__name__
             raise PlanInvalid(f"not an mlcache plan of a known format (schema {found!r}, expected {PLAN_SCHEMA!r})")
         def need(value, kind, what):
-            if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-                raise PlanInvalid(f"the plan file is damaged: {what} is not a {getattr(kind, '__name__', kind)}")
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+                raise PlanInvalid(f"the plan file is damaged: {what} has the wrong type")
             return value
 
         try:
             need(d["path"], str, "path")
-            need(d["containers"], list, "containers")
+            need(d["containers"], (list, tuple), "containers")
             for c in d["containers"]:
                 need(need(c, dict, "a container")["root"], str, "a container root")
                 if not os.path.isabs(c["root"]):
                     raise PlanInvalid("the plan file is damaged: a container root is not an absolute path")
-                for a in need(c["actions"], list, "actions"):
+                for a in need(c["actions"], (list, tuple), "actions"):
                     need(need(a, dict, "an action")["path"], str, "an action path")
                     need(a["bytes"], int, "an action's bytes")
                     need(a["seen"], dict, "an action's seen state")
