@@ -91,7 +91,7 @@ class ApplyResult:
     def to_dict(self) -> dict:
         return {
             "schema": "mlcache.apply/1", "dry_run": self.dry_run, "quarantine": self.quarantine,
-            "freed_bytes": self.freed_bytes, "complete": self.complete,
+            "freed_bytes": self.freed_bytes, "would_free_bytes": self.would_free_bytes, "complete": self.complete,
             "containers": [{"root": c.root, "bundle_id": c.bundle_id, "recovered": list(c.recovered),
                             "outcomes": [o.__dict__ for o in c.outcomes]} for c in self.containers],
         }

@@ -189,7 +189,7 @@ def render_apply(term: Terminal, result: dict, plan: dict) -> None:
         for kept in by_root.get(c["root"], {}).get("kept_back", []):
             out.print(f"  [dim]Kept back: {escape(kept)}[/dim]")
     if result["dry_run"]:
-        out.print(f"[bold]Would free {format_size(sum(o['bytes'] for c in result['containers'] for o in c['outcomes']))}.[/bold] "
+        out.print(f"[bold]Would free {format_size(result['would_free_bytes'])}.[/bold] "
                   "Nothing was changed (dry run); add --apply to act, or --plan-out FILE to review first.")
     else:
         n_fail = sum(o["status"] in ("failed", "skipped") for c in result["containers"] for o in c["outcomes"])

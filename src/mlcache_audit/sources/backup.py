@@ -21,6 +21,7 @@ from mlcache_audit.errors import CorruptInput, EncryptedBackup
 from mlcache_audit.sources.base import (
     DIR,
     FILE,
+    OBSERVABLE_AREAS,
     SYMLINK,
     Container,
     Entry,
@@ -32,7 +33,7 @@ from mlcache_audit.sources.base import (
 APP_DOMAIN_PREFIXES = ("AppDomain-", "AppDomainGroup-", "AppDomainPlugin-")
 _FILE_ID = re.compile(r"^[0-9a-f]{40}$")
 _MAX_MANIFEST_BYTES = 4 * 1024**3
-BACKUP_NOT_OBSERVABLE = ["tmp", "Library/Caches"]  # never backed up (Apple's backup rules)
+BACKUP_NOT_OBSERVABLE = list(OBSERVABLE_AREAS)  # tmp/ and Library/Caches/ are never backed up (Apple)
 
 
 @dataclass(slots=True)

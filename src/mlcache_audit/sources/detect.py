@@ -51,12 +51,10 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == "folder" \
             else f"{store.label}!{rel or '.'}"
         c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label)
-        children = store.list_dir(rel) or {}
-        library = store.list_dir(join_rel(rel, "Library")) or {}
-        if not children.get("tmp"):
-            c.not_observable.append("tmp")
-        if not library.get("Caches"):
-            c.not_observable.append("Library/Caches")
+        for area in OBSERVABLE_AREAS:  # a copy may lack them (a Documents-only pull): unknown, not clean
+            parent, _, name = area.rpartition("/")
+            if not (store.list_dir(join_rel(rel, parent) if parent else rel) or {}).get(name):
+                c.not_observable.append(area)
         for area in c.not_observable:
             c.notes.append(f"{area}/ is absent from this copy: its contents cannot be judged")
         containers.append(c)
@@ -180,6 +178,3 @@ def _top_name(store) -> str:
 
 def _str(value) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-__all__ = ["open_containers", "OBSERVABLE_AREAS"]
