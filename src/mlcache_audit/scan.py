@@ -138,7 +138,7 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
                 stack.append(new)
             else:
                 size = _counted_size(e, seen_inodes)
-                _add_member(new, e, None, size)
+                _add_member(new, e, size)
                 total += size
                 files += 1
             continue
@@ -148,7 +148,7 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
         size = _counted_size(e, seen_inodes)
         total += size
         if stack:
-            _add_member(stack[-1], e, None, size)
+            _add_member(stack[-1], e, size)
         else:
             other[area_of(e.path)] += size
     for a in artifacts:
@@ -156,9 +156,9 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
     return ScanResult(container, artifacts, total, files, dict(other), _read_indexes(container, artifacts))
 
 
-def _counted_size(e: Entry, seen: set[tuple] | None) -> int:
+def _counted_size(e: Entry, seen: set[tuple]) -> int:
     """Size of a file, counting a hardlinked inode once per container (as `du` does)."""
-    if seen is not None and e.nlink > 1 and e.inode is not None:
+    if e.nlink > 1 and e.inode is not None:
         key = (e.dev, e.inode)
         if key in seen:
             return 0
@@ -166,9 +166,8 @@ def _counted_size(e: Entry, seen: set[tuple] | None) -> int:
     return e.size
 
 
-def _add_member(a: Artifact, e: Entry, seen: set[tuple] | None, size: int | None = None) -> None:
-    if size is None:
-        size = _counted_size(e, seen)
+def _add_member(a: Artifact, e: Entry, size: int) -> None:
+    """Count a file into an artifact; `size` is 0 for a second link to an inode already counted."""
     a.members.append(e)
     a.bytes += size
     a.files += 1
