@@ -169,3 +169,35 @@ def test_scan_reads_only_what_recognition_needs(fx, monkeypatch):
     scan_json(root, "--no-hash-cache")
     assert not any(p.endswith("model.espresso.weights") for p in opened)
     assert any(p.endswith("metadata.json") for p in opened)
+
+
+def test_every_documented_tmp_producer_is_recognised(fx):
+    import build_fixtures as bf
+
+    root = fx("healthy")
+    tmp = root / "tmp"
+    bf.copy_bundle(bf.PARKINSON, tmp / "model_4242_abc.mlmodelc", bf.T0)
+    bf.write(tmp / f"onnxruntime-{bf.gus(7, 31)}" / "Manifest.json", "{}", bf.T0)
+    bf.write(tmp / f"onnxruntime-{bf.gus(8, 31)}.model.mlmodel", bf.TINY_SPEC.read_bytes(), bf.T0)
+    bf.write(tmp / bf.gus(9, 77), bf.TINY_SPEC.read_bytes(), bf.T0)
+    bf.copy_bundle(bf.PARKINSON, tmp / "Detector_0B1C2D3E-4F50-4617-8293-A4B5C6D7E8F9.mlmodelc", bf.T0)
+    bf.copy_bundle(bf.PARKINSON, tmp / "plain.mlmodelc", bf.T0)
+    bf.write(tmp / "executorchcoreml" / "5D4C3B2A-1F0E-4D9C-8B7A-6F5E4D3C2B1A", b"x" * 10, bf.T0)
+    c = scan_json(root)["containers"][0]
+    got = {a["path"]: (a["producer"], (a["detail"] or {}).get("leftover"), (a["detail"] or {}).get("pid"))
+           for a in c["artifacts"] if a["kind"] == "compile_leftover"}
+    assert got == {
+        "tmp/model_4242_abc.mlmodelc": ("PyTorch Core ML backend (legacy)", "bundle", 4242),
+        f"tmp/onnxruntime-{bf.gus(7, 31)}": ("ONNX Runtime Core ML EP", "package", 31),
+        f"tmp/onnxruntime-{bf.gus(8, 31)}.model.mlmodel": ("ONNX Runtime Core ML EP", "spec", 31),
+        f"tmp/{bf.gus(9, 77)}": ("TensorFlow Lite Core ML delegate", "spec", 77),
+        "tmp/Detector_0B1C2D3E-4F50-4617-8293-A4B5C6D7E8F9.mlmodelc": ("MLModel.compileModel(at:)", "bundle", None),
+        "tmp/plain.mlmodelc": ("MLModel.compileModel(at:)", "bundle", None),
+        "tmp/executorchcoreml/5D4C3B2A-1F0E-4D9C-8B7A-6F5E4D3C2B1A": ("ExecuTorch", "trash", None),
+    }
+    assert "tmp/upload-draft.json" not in got  # an ordinary file in tmp/ is not Core ML
+
+
+def test_readme_first_command_runs_on_the_committed_fixture():
+    result = run("scan", ROOT / "fixtures" / "recompile-app")
+    assert result.exit_code == 0 and "compiled one model 24 times" in result.stdout

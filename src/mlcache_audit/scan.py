@@ -241,8 +241,10 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
         return Artifact(COMPILE_LEFTOVER, e.path, False, "TensorFlow Lite Core ML delegate",
                         detail={"leftover": "spec", "pid": int(m.group(2))})
     if m := _ORT.match(name):
+        # onnxruntime-<GUS>.model.mlmodel (NN spec), onnxruntime-<GUS>/ (an ML package), or compiled output.
+        leftover = "bundle" if name.endswith(".mlmodelc") else "package" if is_dir else "spec"
         return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "ONNX Runtime Core ML EP",
-                        detail={"leftover": "bundle" if name.endswith(".mlmodelc") else "spec", "pid": int(m.group(1))})
+                        detail={"leftover": leftover, "pid": int(m.group(1))})
     if is_dir and (m := _STEM_UUID.match(name)):
         return Artifact(COMPILE_LEFTOVER, e.path, True, "MLModel.compileModel(at:)",
                         detail={"leftover": "bundle", "stem": m.group(1)})
