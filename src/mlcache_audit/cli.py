@@ -13,7 +13,7 @@ import click
 from mlcache_audit import __version__
 from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound, PlanInvalid
 from mlcache_audit.rules import RULES
-from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+from mlcache_audit.sources.archive import DEFAULT_MAX_MEMBERS
 from mlcache_audit.units import parse_size
 
 
@@ -71,17 +71,18 @@ def source_options(fn):
     return wrapper
 
 
-def _audit(term, path: str, opts: dict):
+def _audit(term, path: str, *, bundle_id: str | None = None, no_hash_cache: bool = False,
+           max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: str = "256GiB"):
     from mlcache_audit.audit import audit_path
 
     with term.progress(f"Scanning {path}") as progress:
-        return audit_path(path, bundle_id=opts["bundle_id"], hash_cache=not opts["no_hash_cache"],
-                          max_archive_members=opts["max_archive_members"],
-                          max_archive_bytes=parse_size(opts["max_archive_bytes"]) if opts["max_archive_bytes"]
-                          else DEFAULT_MAX_BYTES, progress=progress)
+        return audit_path(path, bundle_id=bundle_id, hash_cache=not no_hash_cache,
+                          max_archive_members=max_archive_members, max_archive_bytes=parse_size(max_archive_bytes),
+                          progress=progress)
 
 
 def _source_opts(kwargs: dict) -> dict:
+    """Take the shared source options out of a command's keyword arguments, for `_audit`."""
     return {k: kwargs.pop(k) for k in ("bundle_id", "no_hash_cache", "max_archive_members", "max_archive_bytes")}
 
 
@@ -110,7 +111,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def scan(path: str, fmt: str, top: int, **kwargs) -> None:
     """Show every Core ML artifact in PATH, what it costs, and why it grew."""
     term = _terminal()
-    result = _audit(term, path, _source_opts(kwargs))
+    result = _audit(term, path, **_source_opts(kwargs))
     doc = result.to_dict()
     if fmt == "json":
         term.json(doc)
@@ -150,7 +151,7 @@ def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_ou
     from mlcache_audit.plan import make_plan
 
     term = _terminal()
-    result = _audit(term, path, _source_opts(kwargs))
+    result = _audit(term, path, **_source_opts(kwargs))
     plan = make_plan(result, only=set(only) or None, keep=set(keep), include_persistent=include_persistent)
     if plan_out:
         plan_out.write_text(plan.to_json(), encoding="utf-8")
@@ -249,7 +250,7 @@ def snapshot(path: str, output: Path | None, **kwargs) -> None:
     from mlcache_audit.gate import snapshot as make_snapshot
 
     term = _terminal()
-    doc = make_snapshot(_audit(term, path, _source_opts(kwargs)))
+    doc = make_snapshot(_audit(term, path, **_source_opts(kwargs)))
     if output:
         output.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         term.message(f"Snapshot written to {output}")
@@ -264,9 +265,7 @@ def _snapshot_of(term, path: str) -> dict:
     p = Path(path)
     if is_snapshot_file(p):
         return load_snapshot(p)
-    return make_snapshot(_audit(term, path, {"bundle_id": None, "no_hash_cache": False,
-                                              "max_archive_members": DEFAULT_MAX_MEMBERS,
-                                              "max_archive_bytes": None}))
+    return make_snapshot(_audit(term, path))
 
 
 @cli.command(name="diff")
@@ -329,7 +328,7 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
         raise BudgetConfigError("no budget given", hint="use --max-total, --max-growth with --baseline, --max-copies "
                                                         "or --fail-on, or a [tool.mlcache] config")
     base = load_snapshot(budgets.baseline) if budgets.baseline else None
-    current = make_snapshot(_audit(term, path, _source_opts(kwargs)))
+    current = make_snapshot(_audit(term, path, **_source_opts(kwargs)))
     result = run_check(current, budgets, base)
     if junit:
         junit.write_text(junit_xml(result), encoding="utf-8")
