@@ -299,11 +299,12 @@ def _delete_aside(parent_fd: int, trash: str, is_dir: bool) -> str:
     return errors[0] if errors else ""
 
 
-def _finish_removal(parent: str, trash: str) -> list[str]:
-    """Remove what an interrupted run had already renamed aside (a `.mlcache-removing-*` entry)."""
+def _finish_removal(root: str, parents: list[str], trash: str) -> list[str]:
+    """Remove what an interrupted run had already renamed aside (a `.mlcache-removing-*` entry),
+    reaching it from the root without following any symlink, as every removal does."""
     errors: list[str] = []
     try:
-        fd = os.open(parent, _DIRFLAGS)
+        fd = _open_parent(root, parents)
     except OSError as exc:
         return [exc.strerror or str(exc)]
     try:
@@ -418,11 +419,14 @@ class _Journal:
             elif event in ("failed", "skipped"):
                 begun.pop(p, None)
         for p, rec in begun.items():
+            if not isinstance(p, str) or not may_act_on(p):
+                notes.append(f"{p!r}: not a path mlcache acts on; left alone")
+                continue
             trash = rec.get("trash")
-            parent = os.path.join(self.root, *p.split("/")[:-1])
-            aside = os.path.join(parent, trash) if trash else None
-            if aside and os.path.lexists(aside) and os.path.basename(aside).startswith(TRASH_PREFIX):
-                errors = _finish_removal(parent, os.path.basename(aside))
+            parents = p.split("/")[:-1]
+            aside = os.path.join(self.root, *parents, trash) if trash else None
+            if aside and "/" not in trash and trash.startswith(TRASH_PREFIX) and os.path.lexists(aside):
+                errors = _finish_removal(self.root, parents, trash)
                 notes.append(f"{p}: the interrupted run had moved it aside; removal finished now"
                              + (f" with errors ({errors[0]})" if errors else ""))
             elif os.path.lexists(os.path.join(self.root, p)):
