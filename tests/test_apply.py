@@ -435,3 +435,17 @@ def test_apply_killed_half_way_leaves_a_journal_the_next_run_finishes(fx, tmp_pa
     assert "removal finished now" in result.stdout
     assert not list(root.rglob(".mlcache-removing-*"))
     assert "Nothing to remove" in run("clean", root).stdout
+
+
+def test_apply_and_restore_contract_keys_are_pinned(fx, tmp_path):
+    root = fx("recompile")
+    dry = json.loads(run("clean", root, "--only", "tmp-compile-leftover", "--apply", "--yes", "--format", "json",
+                         "--quarantine", tmp_path / "q").stdout)
+    assert dry["schema"] == "mlcache.apply/1"
+    assert set(dry) == {"schema", "dry_run", "quarantine", "freed_bytes", "would_free_bytes", "complete", "containers"}
+    c = dry["containers"][0]
+    assert set(c) == {"root", "bundle_id", "recovered", "outcomes"}
+    assert set(c["outcomes"][0]) == {"path", "bytes", "rule", "status", "reason"}
+    restored = json.loads(run("restore", tmp_path / "q", "--format", "json").stdout)
+    assert restored["schema"] == "mlcache.restore/1" and set(restored) == {"schema", "complete", "outcomes"}
+    assert restored["complete"] and restored["outcomes"][0]["status"] == "restored"
