@@ -17,7 +17,7 @@ import xxhash
 from mlcache_audit.hashcache import HashCache
 from mlcache_audit.scan import MODEL_KINDS, Artifact, ScanResult
 from mlcache_audit.sources.archive import READ_ERRORS
-from mlcache_audit.sources.base import Container, Entry
+from mlcache_audit.sources.base import Container, Entry, display_path
 
 PARTIAL_BYTES = 4096
 CHUNK = 1 << 20
@@ -196,7 +196,7 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
         if key in run.full:  # a hardlink to a file already hashed in this batch
             continue
         if fh is None:
-            c.notes.append(f"cannot read {path}: not hashed")
+            c.notes.append(f"cannot read {display_path(path)}: not hashed")
             continue
         h = xxhash.xxh3_128()
         n = 0
@@ -205,7 +205,7 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
                 h.update(chunk)
                 n += len(chunk)
         except READ_ERRORS as exc:
-            c.notes.append(f"cannot read {path}: {exc}")
+            c.notes.append(f"cannot read {display_path(path)}: {exc}")
             continue
         run.full[key] = _store_full(run, key, h.hexdigest(), n)
         if progress:

@@ -117,6 +117,9 @@ class BackupContainer(Container):
                     self.notes.append(f"payload missing from the backup: {display_path(row.path)} ({row.file_id})")
                 yield Entry(row.path, FILE, int(m.get("Size") or 0), mtime, m.get("InodeNumber"))
 
+    def _walk_is_in_tree_order(self) -> bool:
+        return False  # Manifest.db rows come in fileID order
+
     def _store_path(self, rel: str) -> str:
         row = self._rows.get(rel)
         file_id = row.file_id if row else "0" * 40

@@ -88,7 +88,7 @@ class Container:
         if self._entries is None:
             # Tree order (by path parts), so that a folder's descendants follow it directly.
             walked = self._walk()
-            if getattr(self.store, "sorted_walk", False) and type(self)._walk is Container._walk:
+            if self._walk_is_in_tree_order():
                 self._entries = list(walked)
             else:
                 self._entries = sorted(walked, key=lambda e: e.path.split("/"))
@@ -96,6 +96,9 @@ class Container:
 
     def _walk(self) -> Iterator[Entry]:
         return self.store.walk(self.root, self.notes)
+
+    def _walk_is_in_tree_order(self) -> bool:
+        return getattr(self.store, "sorted_walk", False)
 
     def _store_path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if self.root else rel
