@@ -195,3 +195,10 @@ def test_folder_walk_is_in_tree_order(tmp_path_factory, paths):
             p.write_text("x")
     walked = [e.path for e in FolderStore(top).walk("", [])]
     assert walked == sorted(walked, key=lambda x: x.split("/"))
+
+
+def test_walk_progress_counts_every_entry(built):
+    (c,) = open_containers(built["recompile"])
+    seen = []
+    entries = c.entries(seen.append)
+    assert sum(seen) == len(entries) and len(seen) >= 1

@@ -117,9 +117,7 @@ class ScanResult:
 
 def scan_container(container: Container, progress: Callable[[int], None] | None = None) -> ScanResult:
     """Walk the container once, recognise artifacts, and account for every byte."""
-    entries = container.entries()
-    if progress:
-        progress(len(entries))
+    entries = container.entries(progress)
     seen_inodes: set[tuple] = set()
     artifacts: list[Artifact] = []
     stack: list[Artifact] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plistlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -83,11 +83,12 @@ class Container:
         """A container an app may be running against right now (simulator, macOS sandbox)."""
         return self.form in ("simulator", "macos-container")
 
-    def entries(self) -> list[Entry]:
-        """Walk the container once; later calls return the same list."""
+    def entries(self, progress: Callable[[int], None] | None = None) -> list[Entry]:
+        """Walk the container once; later calls return the same list. `progress(n)` hears of every
+        1,000 entries walked, for a live display on long walks."""
         if self._entries is None:
             # Tree order (by path parts), so that a folder's descendants follow it directly.
-            walked = self._walk()
+            walked = self._walk() if progress is None else _counted(self._walk(), progress)
             if self._walk_is_in_tree_order():
                 self._entries = list(walked)
             else:
@@ -113,6 +114,18 @@ class Container:
 
     def hash_key(self, entry: Entry) -> tuple | None:
         return self.store.hash_key(self._store_path(entry.path), entry)
+
+
+def _counted(entries: Iterator[Entry], progress: Callable[[int], None], every: int = 1000) -> Iterator[Entry]:
+    n = 0
+    for e in entries:
+        n += 1
+        if n == every:
+            progress(n)
+            n = 0
+        yield e
+    if n:
+        progress(n)
 
 
 def join_rel(rel: str, name: str) -> str:
