@@ -90,3 +90,18 @@ def test_committed_fixtures_are_what_the_script_builds(built):
     for key in ("recompile", "healthy", "studio", "simulator", "macos", "backup"):
         committed = ROOT / "fixtures" / built[key].name
         assert digest_tree(committed) == digest_tree(built[key]), key
+
+
+def test_a_closed_pipe_is_not_reported_as_a_failed_budget(built):
+    """`mlcache scan | head -1`: the reader leaves early; the exit must not be 1 (a budget failure)."""
+    import signal
+
+    # The JSON document is one write far larger than a pipe's buffer (64 KiB), so the write is still
+    # blocked when the reader leaves: the broken pipe is certain, not a race.
+    proc = subprocess.Popen([sys.executable, "-m", "mlcache_audit", "scan", str(built["recompile"]),
+                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert proc.stdout.read(10) == b'{"schema":'
+    proc.stdout.close()
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGPIPE
+    assert proc.stderr.read() == b""

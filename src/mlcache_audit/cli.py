@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -347,6 +348,10 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
 
 def main() -> None:
     """Entry point of the `mlcache` command."""
+    # When the reader of our output goes away (`mlcache scan ... | head`), die of SIGPIPE as cat and
+    # grep do (141 in a shell) instead of letting click exit 1, which here means "a budget was exceeded".
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     cli(prog_name="mlcache")
 
 
