@@ -38,6 +38,7 @@ class RunHashes:
     cache: HashCache | None = None
     full: dict[tuple, str] = field(default_factory=dict)
     partial: dict[tuple, str] = field(default_factory=dict)
+    asked: set[tuple] = field(default_factory=set)  # keys already looked up in the cache this run
     stats: HashStats = field(default_factory=HashStats)
 
 
@@ -123,17 +124,23 @@ def _key(c: Container, e: Entry) -> tuple:
     return c.hash_key(e) or ("path", c.label, e.path)
 
 
+def _from_cache(keys, run: RunHashes) -> None:
+    """Load cached full digests for keys not yet known; each key is looked up once per run."""
+    if run.cache is None:
+        return
+    ask = [k for k in keys if k not in run.full and k not in run.asked and k[0] != "path"]
+    if ask:
+        run.asked.update(ask)
+        hits = run.cache.get_many(ask)
+        run.stats.cache_hits += len(hits)
+        run.full.update(hits)
+
+
 def _all_cached(c: Container, group: list[Artifact], run: RunHashes) -> bool:
     """True when every file's full digest is already known: the partial tier would be wasted reads."""
     keys = [_key(c, e) for a in group for e in a.members]
-    missing = [k for k in keys if k not in run.full]
-    if missing and run.cache is not None:
-        cacheable = [k for k in missing if k[0] != "path"]
-        hits = run.cache.get_many(cacheable)
-        run.stats.cache_hits += len(hits)
-        run.full.update(hits)
-        missing = [k for k in missing if k not in run.full]
-    return not missing
+    _from_cache(keys, run)
+    return all(k in run.full for k in keys)
 
 
 def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
@@ -186,10 +193,7 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
         key = _key(c, e)
         if key not in run.full and e.path not in todo:
             todo[e.path] = e
-    if todo and run.cache is not None:
-        hits = run.cache.get_many([k for k in (_key(c, e) for e in todo.values()) if k[0] != "path"])
-        run.stats.cache_hits += len(hits)
-        run.full.update(hits)
+    _from_cache([_key(c, e) for e in todo.values()], run)
     for path, fh in c.stream([p for p, e in todo.items() if _key(c, e) not in run.full]):
         e = todo[path]
         key = _key(c, e)

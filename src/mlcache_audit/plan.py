@@ -161,7 +161,10 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
                     continue
                 chosen.setdefault(p, f.rule)
         # A target inside another target goes with it: fold it into the outer one.
-        outer = sorted(p for p in chosen if not any(p.startswith(q + "/") for q in chosen if q != p))
+        outer: list[str] = []
+        for p in sorted(chosen, key=lambda x: x.split("/")):  # tree order: descendants follow directly
+            if not (outer and p.startswith(outer[-1] + "/")):
+                outer.append(p)
         actions = []
         for p in outer:
             top = entries[index[p]]

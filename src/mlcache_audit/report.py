@@ -178,13 +178,14 @@ def render_apply(term: Terminal, result: dict, plan: dict) -> None:
         out.print(f"[bold]{escape(c['bundle_id'] or 'unknown bundle id')}[/bold]  {escape(display_path(c['root']))}")
         for note in c["recovered"]:
             out.print(f"  [yellow]from an interrupted run:[/yellow] {escape(note)}")
+        planned = {a["path"]: a["bytes"] for a in by_root.get(c["root"], {}).get("actions", [])}
         if not c["outcomes"]:
             out.print("  Nothing to remove.")
         for o in c["outcomes"]:
             verb = o["status"].capitalize()
             reason = f" ({escape(o['reason'])})" if o["reason"] and not o["status"].startswith("would") else ""
             style = "red" if o["status"] == "failed" else "yellow" if o["status"] == "skipped" else ""
-            text = f"  {verb} {escape(display_path(o['path']))} ({format_size(plan_bytes(by_root, c['root'], o))}, {o['rule']}){reason}"
+            text = f"  {verb} {escape(display_path(o['path']))} ({format_size(planned.get(o['path'], o['bytes']))}, {o['rule']}){reason}"
             out.print(f"[{style}]{text}[/{style}]" if style else text)
         for kept in by_root.get(c["root"], {}).get("kept_back", []):
             out.print(f"  [dim]Kept back: {escape(kept)}[/dim]")
@@ -197,13 +198,6 @@ def render_apply(term: Terminal, result: dict, plan: dict) -> None:
         out.print(f"[bold]{verb} {format_size(result['freed_bytes'])}.[/bold]" +
                   (f" {n_fail} entr{'y was' if n_fail == 1 else 'ies were'} not removed (see above)." if n_fail else "")
                   + (f" Restore with `mlcache restore {result['quarantine']}`." if result["quarantine"] else ""))
-
-
-def plan_bytes(by_root: dict, root: str, outcome: dict) -> int:
-    for a in by_root.get(root, {}).get("actions", []):
-        if a["path"] == outcome["path"]:
-            return a["bytes"]
-    return outcome["bytes"]
 
 
 def render_restore(term: Terminal, result: dict) -> None:

@@ -70,13 +70,13 @@ def diagnose(scan: ScanResult, fp: Fingerprints) -> Diagnosis:
     """All findings for one container, largest reclaimable first."""
     by_path = {a.path: a for a in scan.artifacts}
     findings: list[Finding] = []
-    findings += _compile_rules(scan.artifacts, fp, by_path)
+    findings += _compile_rules(scan.artifacts, fp)
     findings += _specialization_rules(scan.artifacts)
     findings += _executorch_rule(scan)
     findings += _persistent_rules(scan.artifacts, fp)
     unknown = [a for a in scan.artifacts if a.kind == UNRECOGNISED]
     if unknown:
-        findings.append(_finding("unrecognised-cache-layout", unknown, [], by_path,
+        findings.append(_finding("unrecognised-cache-layout", unknown, [],
                                  f"{len(unknown)} item(s) inside a Core ML cache do not match any known layout",
                                  explanation="mlcache only removes layouts it recognises; these are listed, never removed.",
                                  remedy="Nothing to do; report the layout to the mlcache developers if it keeps growing."))
@@ -86,14 +86,12 @@ def diagnose(scan: ScanResult, fp: Fingerprints) -> Diagnosis:
     return Diagnosis(findings, sum(by_path[p].bytes for p in default), sum(by_path[p].bytes for p in opt_in))
 
 
-def _finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], by_path: dict[str, Artifact],
-             summary: str, evidence: dict | None = None, explanation: str = "", remedy: str = "") -> Finding:
+def _finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], summary: str,
+             evidence: dict | None = None, explanation: str = "", remedy: str = "") -> Finding:
     severity, opt_in, title = RULES[rule]
-    reclaim = [a for a in reclaim if not _protected(a.path)]
-    paths = sorted({a.path for a in concerned})
-    return Finding(rule, severity, title, summary, paths, sorted({a.path for a in reclaim}),
-                   sum(by_path[p].bytes for p in {a.path for a in reclaim}), opt_in, evidence or {},
-                   explanation, remedy)
+    reclaim_by_path = {a.path: a for a in reclaim if not _protected(a.path)}  # each artifact once
+    return Finding(rule, severity, title, summary, sorted({a.path for a in concerned}), sorted(reclaim_by_path),
+                   sum(a.bytes for a in reclaim_by_path.values()), opt_in, evidence or {}, explanation, remedy)
 
 
 def _protected(path: str) -> bool:
@@ -133,7 +131,7 @@ _WHY_RESPECIALIZE = (
     "com.apple.e5rt.e5bundlecache, and the old ones are never removed.")
 
 
-def _compile_rules(artifacts: list[Artifact], fp: Fingerprints, by_path) -> list[Finding]:
+def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]:
     findings = []
     by_content: dict[str, list[Artifact]] = defaultdict(list)
     for a in artifacts:
@@ -170,7 +168,7 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints, by_path) -> list
         days = f" over {span_days:.1f} days" if span_days >= 1 / 24 else ""
         launches = f" in {len(pids)} launches" if pids else ""
         findings.append(_finding(
-            "repeated-compile", leftovers + during, reclaim, by_path,
+            "repeated-compile", leftovers + during, reclaim,
             f"{producer} compiled one model {len(leftovers)} times{days}{launches}; "
             f"{len(during)} specializations were made in the same span",
             evidence, explanation=_WHY_RESPECIALIZE, remedy=_REMEDIES.get(producer, _REMEDIES["MLModel.compileModel(at:)"])))
@@ -190,7 +188,7 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints, by_path) -> list
             reclaim.extend(a for a in group if a is not keep)
         kept = len(rest) - len(reclaim)
         findings.append(_finding(
-            "tmp-compile-leftover", rest, reclaim, by_path,
+            "tmp-compile-leftover", rest, reclaim,
             f"{len(rest)} compile input(s) or output(s) left in tmp/"
             + (f"; the last copy of {kept} model(s) is kept" if kept else ""),
             {"items": len(rest), "kept": kept,
@@ -240,7 +238,6 @@ def _cache_of(a: Artifact) -> str:
 
 
 def _specialization_rules(artifacts: list[Artifact]) -> list[Finding]:
-    by_path = {a.path: a for a in artifacts}
     entries = [a for a in artifacts if a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL) and E5_CACHE in a.path]
     findings = []
     caches: dict[str, list[Artifact]] = defaultdict(list)
@@ -272,7 +269,7 @@ def _specialization_rules(artifacts: list[Artifact]) -> list[Finding]:
         old_builds = sorted({a.detail["build"] for a in stale}, key=build_order)
         current = sorted({b[-1] for b in builds_seen.values()})
         findings.append(_finding(
-            "stale-os-build", stale, stale, by_path,
+            "stale-os-build", stale, stale,
             f"{len(stale)} specialization(s) for OS build(s) {', '.join(old_builds)}; the newest present is "
             f"{', '.join(current)}",
             {"old_builds": old_builds, "current_builds": current, "entries": len(stale)},
@@ -281,7 +278,7 @@ def _specialization_rules(artifacts: list[Artifact]) -> list[Finding]:
             remedy="Nothing to change in the app; the old build folders can go (Core ML rebuilds what it needs)."))
     if redundant:
         findings.append(_finding(
-            "redundant-specialization", redundant_concerned, redundant, by_path,
+            "redundant-specialization", redundant_concerned, redundant,
             f"{len(redundant) + groups_seen} specializations of {groups_seen} model configuration(s) in one OS build;"
             f" only the newest of each is needed",
             {"groups": groups_seen, "redundant": len(redundant)},
@@ -292,7 +289,7 @@ def _specialization_rules(artifacts: list[Artifact]) -> list[Finding]:
     partial = [a for a in entries if a.kind == SPECIALIZATION_PARTIAL]
     if partial:
         findings.append(_finding(
-            "interrupted-specialization", partial, partial, by_path,
+            "interrupted-specialization", partial, partial,
             f"{len(partial)} interrupted specialization write(s) (*.tmp.<n>.bundle)",
             {"entries": len(partial)},
             explanation="A specialization is written to a .tmp.<n>.bundle folder and renamed when complete; a "
@@ -320,9 +317,8 @@ def _executorch_rule(scan: ScanResult) -> list[Finding]:
     orphans = [a for a in assets if a.detail.get("asset_id") not in keys]
     if not orphans:
         return []
-    by_path = {a.path: a for a in scan.artifacts}
     return [_finding(
-        "executorch-orphan", orphans, orphans, by_path,
+        "executorch-orphan", orphans, orphans,
         f"{len(orphans)} ExecuTorch asset(s) on disk that assets.db no longer lists",
         {"orphans": len(orphans), "indexed": len(keys)},
         explanation="ExecuTorch's Core ML backend tracks compiled assets in MODEL_ASSETS_STORE "
@@ -333,7 +329,6 @@ def _executorch_rule(scan: ScanResult) -> list[Finding]:
 
 # -- persistent copies --------------------------------------------------------------------------
 def _persistent_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]:
-    by_path = {a.path: a for a in artifacts}
     persistent = [a for a in artifacts if a.kind in (COMPILED_MODEL, SOURCE_MODEL)]
     findings = []
     by_content: dict[str, list[Artifact]] = defaultdict(list)
@@ -351,7 +346,7 @@ def _persistent_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Findi
         dup_reclaim += [a for a in outside if a is not keep]
     if dup_concerned:
         findings.append(_finding(
-            "duplicate-persistent-model", dup_concerned, dup_reclaim, by_path,
+            "duplicate-persistent-model", dup_concerned, dup_reclaim,
             f"{groups} model(s) stored byte-for-byte at {len(dup_concerned)} persistent paths",
             {"groups": groups, "copies": len(dup_concerned)},
             explanation="Identical bundles at several paths cost their full size each; Core ML also specializes "
@@ -376,7 +371,7 @@ def _persistent_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Findi
         old += [a for g in versions.values() if g is not newest_version for a in g]
     if old:
         findings.append(_finding(
-            "old-model-version", concerned, old, by_path,
+            "old-model-version", concerned, old,
             f"{len(old)} older version(s) of a model kept beside the newest",
             {"old_versions": len(old)},
             explanation="The same model (same name, type, inputs and outputs) is stored with different bytes at "
