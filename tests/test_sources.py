@@ -103,19 +103,18 @@ def test_unreadable_folder_is_reported_and_the_rest_scanned(fx):
 
 
 def test_unreadable_folder_is_reported_even_as_root(fx, monkeypatch):
-    """As root chmod does not lock anything out, so make scandir fail the way it does for a user."""
-    import mlcache_audit.sources.folder as folder
+    """As root chmod does not lock anything out, so make opening the folder fail the way it does for a user."""
+    import mlcache_audit.fsio as fsio
 
     root = fx("recompile")
-    real_scandir = os.scandir
-    locked = str(root / "Library" / "Application Support")
+    real_open = os.open
 
-    def scandir(path="."):
-        if str(path) == locked:
+    def fake_open(path, flags, mode=0o777, *, dir_fd=None):
+        if path == "Application Support" and dir_fd is not None:
             raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
 
-    monkeypatch.setattr(folder.os, "scandir", scandir)
+    monkeypatch.setattr(fsio.os, "open", fake_open)
     c = scan_json(root)["containers"][0]
     assert any("Library/Application Support (permission denied)" in n for n in c["notes"])
     assert "source_model" not in c["bytes_by_kind"]  # SSDOcr.mlmodel is behind the locked folder

@@ -3,8 +3,9 @@
 Safety rules, each enforced here and pinned by the test named after it (tests/test_apply.py):
 
 - test_apply_never_follows_symlinks: every path is reached from the container root through folders
-  opened with O_NOFOLLOW, so a symlink anywhere on the way makes the entry skip; a symlinked entry
-  is removed as a link, never its target; removal of folders never descends through links.
+  opened with O_NOFOLLOW, so a symlink anywhere on the way makes the entry skip; the re-check, the
+  rename and the removal all go through that same parent handle; a symlinked entry is removed as a
+  link, never its target; removal of folders never descends through links.
 - test_apply_never_acts_outside_root: a planned path must be relative, without `..`, `.` or empty
   parts; the root must be the real, symlink-free folder the plan was made for.
 - test_apply_never_touches_protected_paths: Documents/, Library/Preferences/ and the container
@@ -12,11 +13,16 @@ Safety rules, each enforced here and pinned by the test named after it (tests/te
 - test_apply_skips_entries_changed_since_plan: right before acting, the target is walked again and
   its type, size, file count, newest mtime, inode and fingerprint must equal the plan's; if not, the
   entry is skipped and reported.
-- test_apply_refuses_plan_for_another_container: the plan's root must still hold a container of the
-  same bundle id and form; a plan of an unknown format is refused.
-- test_apply_refuses_live_container_in_use: a simulator or macOS container in which a running
-  process has files open is not touched; the process is named.
-- test_apply_refuses_backups_and_archives: only folder copies are ever modified.
+- test_apply_refuses_plan_for_another_container, test_apply_refuses_live_container_in_use,
+  test_apply_refuses_backups_and_archives: checked before anything is acted on (preflight.py).
+- test_apply_walks_and_removes_iteratively: walks and removals hold one folder handle per level and
+  never recurse, so a leftover nested deeper than PATH_MAX or Python's recursion limit is removed.
+- test_apply_reports_os_errors_per_entry: EACCES, EROFS, ENOSPC, ENAMETOOLONG and the like end that
+  entry as failed, with the error; the run goes on with the rest.
+- test_quarantine_moves_by_rename_only: quarantine moves an entry by rename through the same handles,
+  on the container's volume (another volume is refused before anything is moved); the manifest
+  record is written and synced before the move; restore acts only on checked manifest lines, only
+  on items inside the quarantine folder, and only into the container the quarantine was made for.
 - test_apply_journal_records_interrupted_run: each entry is renamed aside atomically before it is
   removed, and a journal (fsynced) records the intent and the result; the next run reports what an
   interrupted run did and finishes removing what it had already renamed aside.
@@ -30,25 +36,23 @@ import errno
 import hashlib
 import json
 import os
-import secrets
-import shutil
+import re
 import stat
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mlcache_audit.errors import ContainerInUse, PlanInvalid
+from mlcache_audit import fsio
+from mlcache_audit import quarantine as qfmt
 from mlcache_audit.plan import Action, ContainerPlan, Plan, Seen, target_state
 from mlcache_audit.safety import may_act_on
-from mlcache_audit.sources import open_containers
-from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry
-from mlcache_audit.sources.folder import FolderStore
+from mlcache_audit.sources.base import DIR, Entry
+from mlcache_audit.sources.folder import entry_from_stat
 
 TRASH_PREFIX = ".mlcache-removing-"
-QUARANTINE_MANIFEST = "manifest.jsonl"
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+_TRASH = re.compile(r"^\.mlcache-removing-[0-9a-f]{12}$")  # short: fits 255 bytes whatever the entry's name
+QUARANTINE_MANIFEST = qfmt.MANIFEST
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,12 @@ class Outcome:
     path: str
     bytes: int
     rule: str
-    status: str  # removed | quarantined | would remove | would quarantine | skipped | failed
+    status: str  # removed | quarantined | would remove | would quarantine | restored | skipped | failed
     reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {**fsio.path_fields(self.path), "bytes": self.bytes, "rule": self.rule, "status": self.status,
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,12 @@ class ApplyResult:
 
     def to_dict(self) -> dict:
         return {
-            "schema": "mlcache.apply/1", "dry_run": self.dry_run, "quarantine": self.quarantine,
+            "schema": "mlcache.apply/1", "dry_run": self.dry_run,
+            "quarantine": fsio.readable(self.quarantine) if self.quarantine else None,
             "freed_bytes": self.freed_bytes, "would_free_bytes": self.would_free_bytes, "complete": self.complete,
-            "containers": [{"root": c.root, "bundle_id": c.bundle_id, "recovered": list(c.recovered),
-                            "outcomes": [o.__dict__ for o in c.outcomes]} for c in self.containers],
+            "containers": [{**fsio.path_fields(c.root, "root"), "bundle_id": c.bundle_id,
+                            "recovered": list(c.recovered), "outcomes": [o.to_dict() for o in c.outcomes]}
+                           for c in self.containers],
         }
 
 
@@ -109,14 +119,12 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
                state_dir: Path | None = None) -> ApplyResult:
     """Carry out a plan entry by entry under the rules in this module's doc. With dry_run, return the
     same result with "would ..." outcomes and change nothing (no journal, no re-walk)."""
+    from mlcache_audit import preflight
+
     if quarantine is not None:
-        quarantine = Path(os.path.realpath(quarantine))
-        for cp in plan.containers:
-            if str(quarantine) == cp.root or str(quarantine).startswith(cp.root + os.sep):
-                raise PlanInvalid(f"the quarantine folder {quarantine} is inside the container it would clean",
-                                  hint="choose a folder outside the container")
+        quarantine = preflight.verify_quarantine(plan, quarantine, create=not dry_run)
     if not dry_run:
-        _verify_containers(plan)
+        preflight.verify_plan_targets(plan)
     results = []
     for cp in plan.containers:
         journal = None if dry_run else _Journal(state_dir or default_state_dir(), cp.root)
@@ -137,45 +145,11 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
     return ApplyResult(dry_run, str(quarantine) if quarantine else None, tuple(results))
 
 
-def _verify_containers(plan: Plan) -> None:
-    """The plan must still describe the containers at its roots, and no live one may be in use."""
-    try:
-        current = {c.store.real(c.root) if c.root else str(c.store.base): c for c in open_containers(plan.path)}
-    except Exception as exc:  # noqa: BLE001 - any failure to re-open means "not the same container"
-        raise PlanInvalid(f"the plan's container at {plan.path} cannot be opened any more: {exc}") from None
-    for cp in plan.containers:
-        c = current.get(cp.root)
-        if c is None or c.bundle_id != cp.bundle_id or c.form != cp.form:
-            raise PlanInvalid(f"the plan was made for {cp.bundle_id or 'a container'} ({cp.form}) at {cp.root}, "
-                              "which is not what is there now", hint="make a new plan with `mlcache clean`")
-        if not c.cleanable_in_place:
-            raise PlanInvalid(f"{cp.root} is not a folder that can be cleaned in place")
-        if c.live and cp.actions:
-            users = processes_using(cp.root)
-            if users:
-                raise ContainerInUse(f"{cp.bundle_id or cp.root} is in use by {', '.join(users[:3])}",
-                                     hint="quit the app (and its simulator) first; deleting a running app's "
-                                          "specializations breaks it until restart")
-
-
-def processes_using(root: str) -> list[str]:
-    """`name (pid N)` of every process with a file open or its working folder inside `root`."""
-    import psutil
-
-    prefix = root.rstrip(os.sep) + os.sep
-    users = []
-    for proc in psutil.process_iter(["pid", "name"]):
-        try:
-            paths = [f.path for f in proc.open_files()]
-            try:
-                paths.append(proc.cwd())
-            except (psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
-            continue
-        if any(p == root or p.startswith(prefix) for p in paths):
-            users.append(f"{proc.info['name']} (pid {proc.info['pid']})")
-    return users
+def why(exc: OSError) -> str:
+    """`Read-only file system (EROFS)`: the error as a person and a search engine read it."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{text} ({name})" if name else text
 
 
 def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, journal) -> Outcome:
@@ -190,203 +164,217 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return out("would quarantine" if quarantine else "would remove")
     parts = a.path.split("/")
     try:
-        parent_fd = _open_parent(cp.root, parts[:-1])
+        parent_fd = fsio.open_dir_chain(cp.root, parts[:-1])
     except OSError:
         return out("skipped", "a folder on the way is missing, or is now a symlink")
-    name = parts[-1]
     try:
+        name = parts[-1]
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return out("skipped", "gone since the plan was made")
-        changed = _changes(cp.root, a, st)
+        changed = _changes(parent_fd, name, a, st)
         if changed:
             return out("skipped", f"changed since plan ({changed})")
         if quarantine is not None:
             return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out)
         return _remove(a, parent_fd, name, st, journal, out)
+    except OSError as exc:  # EACCES, EROFS, ENOSPC, ENAMETOOLONG...: this entry's outcome, not the run's
+        try:
+            journal.write({"event": "failed", **fsio.path_fields(a.path), "error": why(exc)})
+        except OSError:
+            pass
+        return out("failed", why(exc))
     finally:
         os.close(parent_fd)
 
 
-def _open_parent(root: str, parts: list[str], *, create: bool = False) -> int:
-    """An fd for the folder holding the target, reached from the root without following any symlink
-    (O_NOFOLLOW at every level); with `create`, missing folders on the way are made (restore)."""
-    fd = os.open(root, _DIRFLAGS)
-    try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise NotADirectoryError(root)
-        for part in parts:
-            try:
-                nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, dir_fd=fd)
-                nfd = os.open(part, _DIRFLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _changes(root: str, a: Action, st: os.stat_result) -> str:
+def _changes(parent_fd: int, name: str, a: Action, st: os.stat_result) -> str:
     """Which of the planned facts no longer hold ("" when none)."""
-    now = fresh_state(root, a.path, st)
-    diffs = [name for name in ("type", "size", "files", "mtime_ns", "inode", "fingerprint")
-             if getattr(now, name) != getattr(a.seen, name)]
+    now = fresh_state(parent_fd, name, st)
+    diffs = [field for field in ("type", "size", "files", "mtime_ns", "inode", "fingerprint")
+             if getattr(now, field) != getattr(a.seen, field)]
     return ", ".join(diffs)
 
 
-def fresh_state(root: str, path: str, st: os.stat_result) -> Seen:
-    mode = st.st_mode
-    kind = DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else SYMLINK if stat.S_ISLNK(mode) else OTHER
-    target = os.readlink(os.path.join(root, path)) if kind == SYMLINK else None
-    top = Entry(path, kind, st.st_size if kind == FILE else 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
-                st.st_mtime_ns, target)
+def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> Seen:
+    """The target's state now, read through the parent's handle that the action will use."""
+    target = os.readlink(name, dir_fd=parent_fd) if stat.S_ISLNK(st.st_mode) else None
+    top = entry_from_stat(name, st, target)
     below: list[Entry] = []
-    if kind == DIR:
-        notes: list[str] = []
-        below = list(FolderStore(Path(root)).walk(path, notes))
-        unreadable = [n for n in notes if n.startswith(("unreadable folder", "cannot stat"))]
-        if unreadable:
+    if top.type == DIR:
+        fd = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
+        try:
+            if os.fstat(fd).st_ino != st.st_ino:
+                return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked")
+            problems: list[str] = []
+            below = [entry_from_stat(rel, est, tgt)
+                     for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what))]
+        finally:
+            os.close(fd)
+        if problems:
             # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
-            return Seen(kind, -1, -1, None, st.st_ino, "unreadable: " + unreadable[0])
+            return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0])
     return target_state(top, below)
 
 
 def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out) -> Outcome:
     if stat.S_ISLNK(st.st_mode):
-        journal.write({"event": "begin", "path": a.path, "trash": None})
+        journal.write({"event": "begin", **fsio.path_fields(a.path), "trash": None})
         os.unlink(name, dir_fd=parent_fd)  # the link itself, never its target
-        journal.write({"event": "done", "path": a.path, "bytes": 0})
+        journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": 0})
         return out("removed", "symlink removed as a link")
-    trash = f"{TRASH_PREFIX}{secrets.token_hex(6)}-{name}"[:255]
-    journal.write({"event": "begin", "path": a.path, "trash": trash})
-    try:
-        os.rename(name, trash, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-    except OSError as exc:
-        journal.write({"event": "failed", "path": a.path, "error": exc.strerror})
-        return out("failed", exc.strerror or str(exc))
+    trash = TRASH_PREFIX + os.urandom(6).hex()
+    journal.write({"event": "begin", **fsio.path_fields(a.path), "trash": trash})
+    os.rename(name, trash, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     moved = os.stat(trash, dir_fd=parent_fd, follow_symlinks=False)
     if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back
         os.rename(trash, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-        journal.write({"event": "skipped", "path": a.path})
+        journal.write({"event": "skipped", **fsio.path_fields(a.path)})
         return out("skipped", "changed while being removed")
-    journal.write({"event": "renamed", "path": a.path, "trash": trash})
+    journal.write({"event": "renamed", **fsio.path_fields(a.path), "trash": trash})
     error = _delete_aside(parent_fd, trash, stat.S_ISDIR(st.st_mode))
     if error:
-        journal.write({"event": "failed", "path": a.path, "error": error, "trash": trash})
+        journal.write({"event": "failed", **fsio.path_fields(a.path), "error": error, "trash": trash})
         return out("failed", f"{error}; what is left is in {trash} beside it")
-    journal.write({"event": "done", "path": a.path, "bytes": a.bytes})
+    journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": a.bytes})
     return out("removed")
 
 
 def _delete_aside(parent_fd: int, trash: str, is_dir: bool) -> str:
+    """Remove an entry already renamed aside; the first error, or ""."""
+    if not is_dir:
+        try:
+            os.unlink(trash, dir_fd=parent_fd)
+        except OSError as exc:
+            return why(exc)
+        return ""
+    errors = _remove_tree(parent_fd, trash)
+    return errors[0] if errors else ""
+
+
+def _remove_tree(parent_fd: int, name: str) -> list[str]:
+    """Remove the folder `name` in `parent_fd` and all below it: iteratively (no recursion limit),
+    each folder opened relative to its parent with O_NOFOLLOW (no symlink is entered, a link is
+    unlinked as a link), one open handle per level (so paths longer than PATH_MAX are no problem).
+    Errors are collected, and what can be removed still is."""
     errors: list[str] = []
     try:
-        if is_dir and shutil.rmtree.avoids_symlink_attacks:
-            shutil.rmtree(trash, dir_fd=parent_fd, onerror=lambda f, p, e: errors.append(f"{p}: {e[1]}"))
-        elif is_dir:
-            # No fd-based rmtree on this platform: walk the tree with *at() calls instead.
-            _rmtree_nofollow(parent_fd, trash, errors)
-        else:
-            os.unlink(trash, dir_fd=parent_fd)
+        top = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
     except OSError as exc:
-        errors.append(exc.strerror or str(exc))
-    return errors[0] if errors else ""
+        return [why(exc)]
+    stack = [(parent_fd, name, top, iter(_names(top, errors)))]
+    while stack:
+        pfd, pname, fd, names = stack[-1]
+        child = next(names, None)
+        if child is None:
+            stack.pop()
+            os.close(fd)
+            try:
+                os.rmdir(pname, dir_fd=pfd)
+            except OSError as exc:
+                errors.append(why(exc))
+            continue
+        try:
+            st = os.stat(child, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                cfd = os.open(child, fsio.DIRFLAGS, dir_fd=fd)
+                stack.append((fd, child, cfd, iter(_names(cfd, errors))))
+            else:
+                os.unlink(child, dir_fd=fd)
+        except OSError as exc:
+            errors.append(why(exc))
+    return errors
+
+
+def _names(fd: int, errors: list[str]) -> list[str]:
+    try:
+        return os.listdir(fd)
+    except OSError as exc:
+        errors.append(why(exc))
+        return []
 
 
 def _finish_removal(root: str, parents: list[str], trash: str) -> list[str]:
     """Remove what an interrupted run had already renamed aside (a `.mlcache-removing-*` entry),
     reaching it from the root without following any symlink, as every removal does."""
-    errors: list[str] = []
     try:
-        fd = _open_parent(root, parents)
+        fd = fsio.open_dir_chain(root, parents)
     except OSError as exc:
-        return [exc.strerror or str(exc)]
+        return [why(exc)]
     try:
         st = os.stat(trash, dir_fd=fd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            errors.append(_delete_aside(fd, trash, True))
-        else:
-            os.unlink(trash, dir_fd=fd)
+        error = _delete_aside(fd, trash, stat.S_ISDIR(st.st_mode))
+        return [error] if error else []
     except OSError as exc:
-        errors.append(exc.strerror or str(exc))
+        return [why(exc)]
     finally:
         os.close(fd)
-    return [e for e in errors if e]
 
 
-def _rmtree_nofollow(parent_fd: int, name: str, errors: list[str]) -> None:
-    """Remove a folder tree with *at() calls only, never following a symlink (rmtree's fallback)."""
+# -- quarantine ---------------------------------------------------------------------------------
+def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, quarantine: Path, journal,
+                out) -> Outcome:
+    store = qfmt.store_name(cp.root)
+    items_fd = _store_items(quarantine, store, cp)
     try:
-        fd = os.open(name, _DIRFLAGS, dir_fd=parent_fd)
-    except OSError as exc:
-        errors.append(f"{name}: {exc.strerror}")
-        return
-    try:
-        for entry in os.scandir(fd):
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                _rmtree_nofollow(fd, entry.name, errors)
-            else:
-                try:
-                    os.unlink(entry.name, dir_fd=fd)
-                except OSError as exc:
-                    errors.append(f"{entry.name}: {exc.strerror}")
+        token = qfmt.new_token()
+        stored = f"{store}/items/{token}"
+        manifest = quarantine / QUARANTINE_MANIFEST
+        # The record first, synced: whatever happens next, the manifest knows where the entry may be.
+        _append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, _now()))
+        journal.write({"event": "begin", **fsio.path_fields(a.path), "quarantine": stored})
+        try:
+            os.rename(name, token, src_dir_fd=parent_fd, dst_dir_fd=items_fd)
+        except OSError as exc:
+            _append_line(manifest, {"cancelled": stored, "at": _now()})
+            if exc.errno == errno.EXDEV:
+                raise OSError(exc.errno, "the quarantine folder is on another volume; nothing was moved") from None
+            raise
+        moved = os.stat(token, dir_fd=items_fd, follow_symlinks=False)
+        if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back
+            os.rename(token, name, src_dir_fd=items_fd, dst_dir_fd=parent_fd)
+            _append_line(manifest, {"cancelled": stored, "at": _now()})
+            journal.write({"event": "skipped", **fsio.path_fields(a.path)})
+            return out("skipped", "changed while being moved")
+        journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": a.bytes, "quarantine": stored})
+        return out("quarantined", f"to {fsio.readable(str(quarantine / stored))}")
     finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=parent_fd)
-    except OSError as exc:
-        errors.append(f"{name}: {exc.strerror}")
+        os.close(items_fd)
 
 
-def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, quarantine: Path, journal, out) -> Outcome:
-    store = quarantine / hashlib.sha1(cp.root.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    dest = store / a.path
-    n = 0
-    while os.path.lexists(dest):
-        n += 1
-        dest = store / f"{a.path}.{n}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    journal.write({"event": "begin", "path": a.path, "quarantine": str(dest)})
+def _store_items(quarantine: Path, store: str, cp: ContainerPlan) -> int:
+    """The fd of `<quarantine>/<store>/items`, made with its container.json on first use."""
+    store_fd = fsio.open_dir_chain(str(quarantine), [store], create=True)
     try:
         try:
-            os.rename(name, str(dest), src_dir_fd=parent_fd)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:  # EXDEV: another volume, so copy, then remove the original
-                raise
-            src = os.path.join(cp.root, a.path)
-            if stat.S_ISDIR(st.st_mode):
-                shutil.copytree(src, dest, symlinks=True)
-            else:
-                shutil.copy2(src, dest, follow_symlinks=False)
-            trash = f"{TRASH_PREFIX}{secrets.token_hex(6)}-{name}"[:255]
-            os.rename(name, trash, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-            if err := _delete_aside(parent_fd, trash, stat.S_ISDIR(st.st_mode)):
-                raise OSError(err) from None
-    except OSError as exc:
-        journal.write({"event": "failed", "path": a.path, "error": exc.strerror or str(exc)})
-        return out("failed", exc.strerror or str(exc))
-    record = {"root": cp.root, "bundle_id": cp.bundle_id, "path": a.path,
-              "stored": str(dest.relative_to(quarantine)), "bytes": a.bytes, "rule": a.rule,
-              "at": datetime.now(timezone.utc).isoformat()}
-    _append_line(quarantine / QUARANTINE_MANIFEST, record)
-    journal.write({"event": "done", "path": a.path, "bytes": a.bytes, "quarantine": str(dest)})
-    return out("quarantined", f"to {dest}")
+            fd = os.open(qfmt.STORE_INFO, os.O_WRONLY | os.O_CREAT | os.O_EXCL | fsio.NOFOLLOW, 0o644,
+                         dir_fd=store_fd)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(qfmt.store_info(cp.root, cp.bundle_id, cp.form)) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return fsio.open_dir_chain(str(quarantine), [store, "items"], create=True)
+    finally:
+        os.close(store_fd)
 
 
 def _append_line(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+# -- journal ------------------------------------------------------------------------------------
 class _Journal:
     """An fsynced JSON-lines record of one container's apply; removed when the run ends cleanly."""
 
@@ -397,42 +385,43 @@ class _Journal:
 
     def recover(self) -> list[str]:
         """What an interrupted earlier run did, finishing the removals it had already renamed aside."""
-        if not self.path.exists():
+        try:
+            raw = fsio.read_regular(str(self.path), 256 * 1024**2)
+        except FileNotFoundError:
             return []
+        except OSError as exc:
+            return [f"the journal of an interrupted run could not be read: {why(exc)}"]
         notes = []
         begun: dict[str, dict] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            return [f"the journal of an interrupted run could not be read: {exc.strerror}"]
-        for line in lines:
+        for line in raw.splitlines():
             try:
                 rec = json.loads(line)
-            except ValueError:
-                continue  # a torn last line: the run died while writing it
-            event, p = rec.get("event"), rec.get("path")
+                event, p = rec.get("event"), fsio.path_from(rec) if "path" in rec else None
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                continue  # a torn last line (the run died while writing it), or not a record
+            if p is None:
+                continue
             if event in ("begin", "renamed"):
                 begun[p] = {**begun.get(p, {}), **rec}
             elif event == "done":
                 begun.pop(p, None)
-                notes.append(f"{p}: removed by the interrupted run")
+                notes.append(f"{fsio.readable(p)}: removed by the interrupted run")
             elif event in ("failed", "skipped"):
                 begun.pop(p, None)
         for p, rec in begun.items():
-            if not isinstance(p, str) or not may_act_on(p):
-                notes.append(f"{p!r}: not a path mlcache acts on; left alone")
+            if not may_act_on(p):
+                notes.append(f"{fsio.readable(p)!r}: not a path mlcache acts on; left alone")
                 continue
             trash = rec.get("trash")
             parents = p.split("/")[:-1]
-            aside = os.path.join(self.root, *parents, trash) if trash else None
-            if aside and "/" not in trash and trash.startswith(TRASH_PREFIX) and os.path.lexists(aside):
+            if isinstance(trash, str) and _TRASH.match(trash) and _exists_at(self.root, parents, trash):
                 errors = _finish_removal(self.root, parents, trash)
-                notes.append(f"{p}: the interrupted run had moved it aside; removal finished now"
+                notes.append(f"{fsio.readable(p)}: the interrupted run had moved it aside; removal finished now"
                              + (f" with errors ({errors[0]})" if errors else ""))
-            elif os.path.lexists(os.path.join(self.root, p)):
-                notes.append(f"{p}: the interrupted run had not started removing it; it is still there")
+            elif _exists_at(self.root, parents, p.split("/")[-1]):
+                notes.append(f"{fsio.readable(p)}: the interrupted run had not started removing it; it is still there")
             else:
-                notes.append(f"{p}: the interrupted run removed it")
+                notes.append(f"{fsio.readable(p)}: the interrupted run removed it")
         self.path.unlink()
         return notes
 
@@ -440,7 +429,7 @@ class _Journal:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
-            self._fh.write(json.dumps({"event": "journal", "root": self.root}) + "\n")
+            self._fh.write(json.dumps({"event": "journal", **fsio.path_fields(self.root, "root")}) + "\n")
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -451,6 +440,21 @@ class _Journal:
             self._fh = None
             if finished:
                 self.path.unlink()
+
+
+def _exists_at(root: str, parents: list[str], name: str) -> bool:
+    """Is `name` in the folder `root/parents...`, reached without following symlinks?"""
+    try:
+        fd = fsio.open_dir_chain(root, parents)
+    except OSError:
+        return False
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 # -- restore ------------------------------------------------------------------------------------
@@ -464,66 +468,81 @@ class RestoreResult:
 
     def to_dict(self) -> dict:
         return {"schema": "mlcache.restore/1", "complete": self.complete,
-                "outcomes": [o.__dict__ for o in self.outcomes]}
+                "outcomes": [o.to_dict() for o in self.outcomes]}
 
 
 def restore_quarantine(directory: Path) -> RestoreResult:
-    """Put every quarantined entry back exactly where it was; never over something already there."""
-    manifest = directory / QUARANTINE_MANIFEST
-    if not manifest.is_file():
-        raise PlanInvalid(f"{directory} is not an mlcache quarantine folder (no {QUARANTINE_MANIFEST})")
-    records, restored = [], set()
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if "restored" in rec:
-            restored.add(rec["restored"])
-        else:
-            records.append(rec)
-    outcomes = []
+    """Put every quarantined entry back exactly where it was: only entries inside the quarantine
+    folder, only into the container its store was made for, never over something already there,
+    only by rename (another volume is refused, so nothing is copied or truncated)."""
+    from mlcache_audit.preflight import container_identity
+
+    qdir = os.path.realpath(directory)
+    records, finished, damaged = qfmt.read_manifest(qdir)
+    outcomes = [Outcome(f"{QUARANTINE_MANIFEST}:{n}", 0, "", "skipped", f"damaged manifest line, skipped: {reason}")
+                for n, reason in damaged]
+    stores: dict[str, dict | None] = {}
+    identities: dict[str, tuple | None] = {}
     for rec in records:
-        stored, root, path = rec.get("stored", ""), rec.get("root", ""), rec.get("path", "")
-        if stored in restored:
+        if rec.stored in finished:
             continue
 
         def out(status: str, reason: str = "", rec=rec) -> Outcome:
-            return Outcome(rec.get("path", ""), int(rec.get("bytes", 0)) if status == "restored" else 0,
-                           rec.get("rule", ""), status, reason)
+            return Outcome(rec.path, rec.bytes if status == "restored" else 0, rec.rule, status, reason)
 
-        src = directory / stored
-        if not may_act_on(path) or not os.path.isabs(root) or ".." in Path(stored).parts:
-            outcomes.append(out("skipped", "the manifest entry is not a safe path"))
+        if rec.store not in stores:
+            stores[rec.store] = qfmt.read_store_info(qdir, rec.store)
+        info = stores[rec.store]
+        if info is None or info["root"] != rec.root or info["bundle_id"] != rec.bundle_id:
+            outcomes.append(out("skipped", "the manifest line does not match the container its quarantine store "
+                                           "was made for"))
             continue
-        if not os.path.lexists(src):
-            outcomes.append(out("skipped", "no longer in the quarantine folder"))
+        if rec.root not in identities:
+            identities[rec.root] = container_identity(rec.root)
+        ident = identities[rec.root]
+        if ident is None or ident[0] != info["bundle_id"]:
+            outcomes.append(out("skipped", f"{fsio.readable(rec.root)} no longer holds the container this was "
+                                           f"taken from ({info['bundle_id'] or 'unknown bundle id'})"))
             continue
-        parts = path.split("/")
+        outcomes.append(_restore_one(qdir, rec, out))
+    return RestoreResult(tuple(outcomes))
+
+
+def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
+    try:
+        items_fd = fsio.open_dir_chain(qdir, [rec.store, "items"])
+    except OSError:
+        return out("skipped", "no longer in the quarantine folder")
+    try:
         try:
-            fd = _open_parent(root, parts[:-1], create=True)
+            os.stat(rec.token, dir_fd=items_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return out("skipped", "not in the quarantine folder (never moved, or restored already)")
+        parts = rec.path.split("/")
+        try:
+            fd = fsio.open_dir_chain(rec.root, parts[:-1], create=True)
         except OSError:
-            outcomes.append(out("skipped", "the container or a folder on the way is missing or a symlink"))
-            continue
+            return out("skipped", "the container or a folder on the way is missing or a symlink")
         try:
-            try:
-                os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
-                outcomes.append(out("skipped", "something is at the original path already"))
-                continue
-            except FileNotFoundError:
-                pass
-            try:
-                os.rename(str(src), parts[-1], dst_dir_fd=fd)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    outcomes.append(out("failed", exc.strerror or str(exc)))
-                    continue
-                dest = os.path.join(root, path)
-                (shutil.copytree(src, dest, symlinks=True) if src.is_dir() and not src.is_symlink()
-                 else shutil.copy2(src, dest, follow_symlinks=False))
-                shutil.rmtree(src) if src.is_dir() and not src.is_symlink() else src.unlink()
+            if _exists_at_fd(fd, parts[-1]):
+                return out("skipped", "something is at the original path already")
+            os.rename(rec.token, parts[-1], src_dir_fd=items_fd, dst_dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return out("failed", "the quarantine folder is on another volume than the container now; move it "
+                                     "back to the container's volume (nothing was copied)")
+            return out("failed", why(exc))
         finally:
             os.close(fd)
-        _append_line(manifest, {"restored": stored, "at": datetime.now(timezone.utc).isoformat()})
-        outcomes.append(out("restored", f"to {os.path.join(root, path)}"))
-    return RestoreResult(tuple(outcomes))
+    finally:
+        os.close(items_fd)
+    _append_line(Path(qdir) / QUARANTINE_MANIFEST, {"restored": rec.stored, "at": _now()})
+    return out("restored", f"to {fsio.readable(os.path.join(rec.root, rec.path))}")
+
+
+def _exists_at_fd(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False

@@ -62,3 +62,11 @@ class ContainerInUse(MlcacheError):
 
 class BudgetConfigError(MlcacheError):
     """A budget, size or config value that cannot be understood."""
+
+
+class DocumentInvalid(MlcacheError):
+    """A plan, snapshot, baseline, config or manifest with a field that is missing or of the wrong type or range."""
+
+
+class OutputNotWritable(MlcacheError):
+    """A file mlcache was asked to write (a plan, snapshot, report, JUnit) cannot be written there."""

@@ -1,4 +1,7 @@
-"""A persistent cache of content hashes for live folders, keyed by (device, inode, size, mtime_ns).
+"""A persistent cache of content hashes for live folders, keyed by (device, inode, size, mtime_ns, ctime_ns).
+
+ctime is in the key because an in-place edit can keep mtime (`touch -r`, tools that restore it) but
+always changes the status-change time.
 
 It lives in the user's cache folder (`~/Library/Caches/mlcache` on macOS, `$XDG_CACHE_HOME/mlcache`
 or `~/.cache/mlcache` elsewhere; `MLCACHE_CACHE_DIR` overrides it) and never inside a container.
@@ -12,7 +15,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-CACHE_FILE = "hashes-v1.sqlite3"
+CACHE_FILE = "hashes-v2.sqlite3"  # v2 adds ctime_ns to the key
 
 
 def default_cache_dir() -> Path:
@@ -38,7 +41,7 @@ class HashCache:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(self.path, timeout=2)
                 self._conn.execute("CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, "
-                                   "mtime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))")
+                                   "mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))")
             except (OSError, sqlite3.Error) as exc:
                 self.disabled_reason = f"hash cache off: {exc}"
                 self._conn = None
@@ -55,10 +58,10 @@ class HashCache:
                 where = " OR ".join(["(dev=? AND ino=?)"] * len(chunk))
                 args = [v for k in chunk for v in k[:2]]
                 wanted = {(k[0], k[1]): k for k in chunk}
-                for dev, ino, size, mtime_ns, digest in conn.execute(
-                        f"SELECT dev, ino, size, mtime_ns, digest FROM hashes WHERE {where}", args):
+                for dev, ino, size, mtime_ns, ctime_ns, digest in conn.execute(
+                        f"SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM hashes WHERE {where}", args):
                     key = wanted.get((dev, ino))
-                    if key is not None and key[2] == size and key[3] == mtime_ns:
+                    if key is not None and (size, mtime_ns, ctime_ns) == key[2:5]:
                         found[key] = digest
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache off: {exc}"
@@ -74,7 +77,7 @@ class HashCache:
             return
         try:
             with conn:
-                conn.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)", self._pending)
+                conn.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", self._pending)
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache not saved: {exc}"
         self._pending.clear()

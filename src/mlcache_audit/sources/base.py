@@ -27,6 +27,7 @@ class Entry:
     nlink: int = 1
     mtime_ns: int | None = None
     target: str | None = None  # symlink target, as stored
+    ctime_ns: int | None = None  # status change: an in-place edit that kept mtime still changes it
 
     @property
     def name(self) -> str:

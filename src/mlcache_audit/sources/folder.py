@@ -1,4 +1,4 @@
-"""A folder on disk as a read-only store: one lstat walk, symlinks recorded and never followed."""
+"""A folder on disk as a read-only store: one iterative lstat walk, symlinks recorded and never followed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from mlcache_audit import fsio
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry, display_path
 
 
@@ -24,26 +25,42 @@ class FolderStore:
     def real(self, rel: str) -> str:
         return os.path.join(self.base, *rel.split("/")) if rel else str(self.base)
 
+    def _open_dir(self, rel: str) -> int:
+        return fsio.open_dir_chain(str(self.base), rel.split("/") if rel else [])
+
     def list_dir(self, rel: str) -> dict[str, bool] | None:
         try:
-            with os.scandir(self.real(rel)) as it:
-                return {e.name: e.is_dir(follow_symlinks=False) for e in it}
+            fd = self._open_dir(rel)
         except OSError:
             return None
+        try:
+            out = {}
+            for name in os.listdir(fd):
+                try:
+                    out[name] = stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+                except OSError:
+                    out[name] = False
+            return out
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
-    def read(self, rel: str, limit: int = 1 << 20) -> bytes | None:
-        path = self.real(rel)
+    def read(self, rel: str, limit: int = 1 << 20, notes: list[str] | None = None) -> bytes | None:
+        """A regular file's first `limit` bytes; None (with a note when `notes` is given) for anything
+        else: a symlink, a FIFO, a socket or a device is never opened for reading."""
+        parent, _, name = rel.rpartition("/")
         try:
-            # O_NOFOLLOW: a symlink named like metadata.json is not read through.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = self._open_dir(parent)
         except OSError:
             return None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as fh:
-                return fh.read(limit)
-        except OSError:
+            return fsio.read_regular(name, limit, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if notes is not None:
+                notes.append(f"not read: {display_path(rel)} ({exc.strerror or exc})")
             return None
         finally:
             os.close(fd)
@@ -53,77 +70,65 @@ class FolderStore:
     sorted_walk = True
 
     def walk(self, rel: str, notes: list[str]) -> Iterator[Entry]:
-        top = self.real(rel)
-        top_real = os.path.realpath(top)
-        stack = [iter(self._children("", top, notes))]
-        while stack:
-            d = next(stack[-1], None)
-            if d is None:
-                stack.pop()
-                continue
-            prefix, entry = d
-            path = f"{prefix}/{entry.name}" if prefix else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                notes.append(f"cannot stat {display_path(path)} ({exc.strerror})")
-                continue
-            if not (entry.name.isascii() and entry.name.isprintable()):
-                _note_odd_name(entry.name, path, notes)
-            mode = st.st_mode
-            if stat.S_ISDIR(mode):
-                yield Entry(path, DIR, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
-                stack.append(iter(self._children(path, entry.path, notes)))
-            elif stat.S_ISREG(mode):
-                yield Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
-            elif stat.S_ISLNK(mode):
-                target = _readlink(entry.path)
-                _note_symlink(entry.path, path, target, top_real, notes)
-                yield Entry(path, SYMLINK, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns, target)
-            else:
-                notes.append(f"special file skipped: {display_path(path)}")
-                yield Entry(path, OTHER, 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink, st.st_mtime_ns)
-
-    @staticmethod
-    def _children(prefix: str, directory: str, notes: list[str]) -> list[tuple[str, os.DirEntry]]:
+        fsio.raise_open_file_limit()
         try:
-            with os.scandir(directory) as it:
-                children = sorted(it, key=lambda d: d.name)
-        except PermissionError:
-            notes.append(f"unreadable folder, not scanned: {display_path(prefix or '.')} (permission denied)")
-            return []
+            top_fd = self._open_dir(rel)
         except OSError as exc:
-            notes.append(f"unreadable folder, not scanned: {display_path(prefix or '.')} ({exc.strerror})")
-            return []
-        return [(prefix, d) for d in children]
+            notes.append(f"unreadable folder, not scanned: {display_path(rel or '.')} ({exc.strerror})")
+            return
+        top_real = os.path.realpath(self.real(rel))
+
+        def on_error(path: str, what: str, detail: str | None) -> None:
+            notes.append(f"{what}: {display_path(path or '.')}" + (f" ({detail.lower()})" if detail else ""))
+
+        try:
+            for path, st, target in fsio.walk_at(top_fd, on_error):
+                name = path.rpartition("/")[2]
+                if not (name.isascii() and name.isprintable()):
+                    _note_odd_name(name, path, notes)
+                e = entry_from_stat(path, st, target)
+                if e.type == SYMLINK:
+                    _note_symlink(self.real(posixpath.join(rel, path) if rel else path), path, target, top_real, notes)
+                elif e.type == OTHER:
+                    notes.append(f"special file skipped ({fsio.file_type(st.st_mode)}): {display_path(path)}")
+                yield e
+        finally:
+            os.close(top_fd)
 
     def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
         for rel in rels:
+            parent, _, name = rel.rpartition("/")
             try:
-                fd = os.open(self.real(rel), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                dfd = self._open_dir(parent)
             except OSError:
                 yield rel, None
                 continue
+            try:
+                fd = fsio.open_regular(name, dir_fd=dfd)
+            except OSError:
+                yield rel, None
+                continue
+            finally:
+                os.close(dfd)
             with os.fdopen(fd, "rb") as fh:
                 yield rel, fh
 
     def hash_key(self, rel: str, entry: Entry) -> tuple | None:
         if entry.inode is None or entry.mtime_ns is None:
             return None
-        return (entry.dev, entry.inode, entry.size, entry.mtime_ns)
+        return (entry.dev, entry.inode, entry.size, entry.mtime_ns, entry.ctime_ns or 0)
 
 
-def _readlink(path: str) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
+def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) -> Entry:
+    """The one way an lstat result becomes an Entry: the scan and apply's re-check must agree."""
+    mode = st.st_mode
+    kind = DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else SYMLINK if stat.S_ISLNK(mode) else OTHER
+    return Entry(path, kind, st.st_size if kind == FILE else 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
+                 st.st_mtime_ns, target if kind == SYMLINK else None, st.st_ctime_ns)
 
 
 def _note_odd_name(name: str, path: str, notes: list[str]) -> None:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
+    if not fsio.is_exact_text(name):
         notes.append(f"name is not valid UTF-8: {display_path(path)}")
     if "\n" in name or "\r" in name:
         notes.append(f"name contains a line break: {display_path(path)}")

@@ -1,0 +1,110 @@
+"""Type- and range-checks for every field mlcache reads from a document it did not just write.
+
+Plans, quarantine manifests, snapshots and baselines, config files: each value is checked for its
+type and range before use, so a string where a number belongs, a boolean where a size belongs
+(`True` is an int to Python), a NaN, a negative size or a year-300,000 timestamp is named as a
+damaged field instead of crashing later or reading as "the cache grew".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from mlcache_audit.errors import DocumentInvalid
+
+MAX_BYTES = 1 << 62  # far beyond any disk, still exact in a float-free int
+MAX_POSIX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time datetime can show
+MIN_POSIX_TIME = -62135596800  # 0001-01-01T00:00:00Z
+
+
+class Fields:
+    """Checks fields of one document, naming the document and the field in every error."""
+
+    def __init__(self, source: str, error: Callable[[str], Exception] | None = None):
+        self.source = source
+        self._error = error or (lambda msg: DocumentInvalid(msg))
+
+    def fail(self, where: str, problem: str) -> Exception:
+        return self._error(f"{self.source}: {where} {problem}")
+
+    def obj(self, value: Any, where: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(where, f"must be an object, not {_kind(value)}")
+        return value
+
+    def seq(self, value: Any, where: str) -> list | tuple:
+        if not isinstance(value, list | tuple):
+            raise self.fail(where, f"must be a list, not {_kind(value)}")
+        return value
+
+    def text(self, d: dict, key: str, where: str, *, optional: bool = False) -> str | None:
+        value = d.get(key)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(f"{where}.{key}", f"must be text, not {_kind(value)}")
+        return value
+
+    def integer(self, d: dict, key: str, where: str, *, optional: bool = False, low: int = 0,
+                high: int = MAX_BYTES) -> int | None:
+        value = d.get(key)
+        if value is None and optional:
+            return None
+        return self.int_value(value, f"{where}.{key}", low=low, high=high)
+
+    def int_value(self, value: Any, where: str, *, low: int = 0, high: int = MAX_BYTES) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, f"must be a whole number, not {_kind(value)}")
+        if not low <= value <= high:
+            raise self.fail(where, f"is out of range ({value}; allowed {low} to {high})")
+        return value
+
+    def number(self, value: Any, where: str, *, low: float = 0.0, high: float = 1e15) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or \
+                (isinstance(value, float) and not math.isfinite(value)):
+            raise self.fail(where, f"must be a finite number, not {_kind(value)}")
+        if not low <= value <= high:
+            raise self.fail(where, f"is out of range ({value}; allowed {low:g} to {high:g})")
+        return float(value)
+
+    def flag(self, d: dict, key: str, where: str) -> bool:
+        value = d.get(key)
+        if not isinstance(value, bool):
+            raise self.fail(f"{where}.{key}", f"must be true or false, not {_kind(value)}")
+        return value
+
+    def choice(self, d: dict, key: str, where: str, choices) -> str:
+        value = self.text(d, key, where)
+        if value not in choices:
+            raise self.fail(f"{where}.{key}", f"is not one of {', '.join(sorted(choices))} ({value!r})")
+        return value
+
+    def texts(self, d: dict, key: str, where: str) -> list[str]:
+        values = self.seq(d.get(key, []), f"{where}.{key}")
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise self.fail(f"{where}.{key}[{i}]", f"must be text, not {_kind(v)}")
+        return list(values)
+
+
+def posix_time(value: Any) -> float | None:
+    """A timestamp from a source (a backup's MBFile, an archive header) if it is a finite number in
+    the years 1 to 9999; None for anything else (the caller notes it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return float(value) if MIN_POSIX_TIME <= value <= MAX_POSIX_TIME else None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    return {dict: "an object", list: "a list", tuple: "a list", str: "text", int: "a number", float: "a number",
+            bytes: "binary data"}.get(type(value), type(value).__name__)

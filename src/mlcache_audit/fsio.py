@@ -1,0 +1,201 @@
+"""Reading real folders safely: no read blocks, no symlink is followed, no walk recurses.
+
+Every file a container names is opened with O_NONBLOCK and O_NOFOLLOW and type-checked on the open
+handle (a FIFO, socket or device in place of `metadata.json` is reported, never read). Folders are
+walked iteratively, each one opened relative to its parent's handle with O_NOFOLLOW, so a chain of
+folders deeper than PATH_MAX (or than Python's recursion limit) is walked like any other, and a
+folder swapped for a symlink during the walk is never entered.
+
+Paths are `str` as the OS hands them out (`os.fsdecode`: undecodable bytes become lone surrogates),
+which is lossless: `os.fsencode` gives back the exact bytes. `readable` and `exact_b64` turn such a
+path into what the JSON documents carry (see docs/schema.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from collections.abc import Iterator
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+DIRFLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW
+FILEFLAGS = os.O_RDONLY | NOFOLLOW | NONBLOCK | getattr(os, "O_NOCTTY", 0)
+
+
+class NotRegularFile(OSError):
+    """What was opened as a file is a FIFO, socket, device or folder."""
+
+
+def open_regular(path: str | bytes, *, dir_fd: int | None = None) -> int:
+    """An fd of a regular file, opened without blocking and without following a final symlink.
+
+    Raises OSError (ELOOP for a symlink) or NotRegularFile. The fd is switched back to blocking, so
+    reads of a regular file behave as usual.
+    """
+    fd = os.open(path, FILEFLAGS, dir_fd=dir_fd)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(f"not a regular file ({file_type(mode)})")
+        if NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | bytes, limit: int = 1 << 20, *, dir_fd: int | None = None) -> bytes:
+    """Up to `limit` bytes of a regular file (see `open_regular` for what is refused)."""
+    fd = open_regular(path, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read(limit)
+
+
+def file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_dir_chain(root: str, parts: list[str], *, create: bool = False) -> int:
+    """An fd of `root/parts...`, each level opened relative to the last with O_NOFOLLOW, so a symlink
+    anywhere on the way fails the open (ELOOP or ENOTDIR). With `create`, missing folders are made."""
+    fd = os.open(root, DIRFLAGS)
+    try:
+        for part in parts:
+            try:
+                nfd = os.open(part, DIRFLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nfd = os.open(part, DIRFLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def walk_at(top_fd: int, on_error) -> Iterator[tuple[str, os.stat_result, str | None]]:
+    """(relative path, lstat, symlink target or None) of everything below the folder `top_fd`, in tree order (a folder,
+    then its subtree; siblings by name). Iterative; every folder is opened relative to its parent's
+    fd with O_NOFOLLOW and closed when its subtree is done, so the open fds equal the depth.
+    `on_error(rel, what, detail)` hears of what could not be read; the rest is still walked.
+    The caller keeps `top_fd` open and closes it."""
+    names = _sorted_names(top_fd, "", on_error)
+    stack: list[tuple[int, str, Iterator[str]]] = [(top_fd, "", iter(names))]
+    try:
+        while stack:
+            fd, prefix, it = stack[-1]
+            name = next(it, None)
+            if name is None:
+                stack.pop()
+                if fd != top_fd:
+                    os.close(fd)
+                continue
+            rel = f"{prefix}/{name}" if prefix else name
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError as exc:
+                on_error(rel, "cannot stat", exc.strerror)
+                continue
+            target = None
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                except OSError:
+                    target = None
+            yield rel, st, target
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    child = os.open(name, DIRFLAGS, dir_fd=fd)
+                except OSError as exc:
+                    on_error(rel, "unreadable folder, not scanned", exc.strerror)
+                    continue
+                if os.fstat(child).st_ino != st.st_ino:  # swapped between the stat and the open
+                    os.close(child)
+                    on_error(rel, "folder changed during the walk, not scanned", None)
+                    continue
+                stack.append((child, rel, iter(_sorted_names(child, rel, on_error))))
+    finally:
+        for fd, _, _ in stack:
+            if fd != top_fd:
+                os.close(fd)
+
+
+def _sorted_names(fd: int, rel: str, on_error) -> list[str]:
+    try:
+        return sorted(os.listdir(fd))
+    except OSError as exc:
+        on_error(rel, "unreadable folder, not scanned", exc.strerror)
+        return []
+
+
+def raise_open_file_limit() -> None:
+    """Let a walk hold one fd per level of a deep tree (macOS starts processes at 256)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX: nothing to raise
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 10240 if hard == resource.RLIM_INFINITY else min(hard, 10240)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+
+
+# -- paths in documents ---------------------------------------------------------------------------
+def is_exact_text(path: str) -> bool:
+    """True when the path's bytes are valid UTF-8 (no lone surrogates from `os.fsdecode`)."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def readable(path: str) -> str:
+    """The path as valid UTF-8 text, each byte that is not UTF-8 written as `\\xNN`."""
+    if is_exact_text(path):
+        return path
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def exact_b64(path: str) -> str | None:
+    """Base64 of the path's exact bytes when it is not valid UTF-8 (else None: `path` is exact)."""
+    if is_exact_text(path):
+        return None
+    return base64.b64encode(path.encode("utf-8", "surrogateescape")).decode("ascii")
+
+
+def path_fields(path: str, key: str = "path") -> dict:
+    """`{key: readable}` plus `{key_b64: exact bytes}` when the name is not valid UTF-8."""
+    b64 = exact_b64(path)
+    return {key: readable(path)} if b64 is None else {key: readable(path), f"{key}_b64": b64}
+
+
+def path_from(doc: dict, key: str = "path") -> str:
+    """The exact path a document's `key` (and `key_b64`, when present) names. Raises ValueError."""
+    b64 = doc.get(f"{key}_b64")
+    if b64 is not None:
+        if not isinstance(b64, str):
+            raise ValueError(f"{key}_b64 is not a string")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{key}_b64 is not base64") from None
+        return raw.decode("utf-8", "surrogateescape")
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} is not a string")
+    return value

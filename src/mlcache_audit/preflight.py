@@ -1,0 +1,95 @@
+"""Checks made before anything is acted on: the plan still describes the containers at its roots,
+no live container is in use, and a quarantine folder can hold what a plan would move."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlcache_audit.errors import ContainerInUse, PlanInvalid
+from mlcache_audit.fsio import readable
+from mlcache_audit.plan import Plan
+from mlcache_audit.sources import open_containers
+
+
+def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
+    """(bundle id, form, cleanable, live) of the container whose root is exactly `root`, or None."""
+    try:
+        found = open_containers(root)
+    except Exception:  # noqa: BLE001 - any failure to open means "no container there"
+        return None
+    for c in found:
+        real = c.store.real(c.root) if c.root else str(c.store.base)
+        if real == root:
+            return c.bundle_id, c.form, c.cleanable_in_place, c.live
+    return None
+
+
+def verify_plan_targets(plan: Plan) -> None:
+    """The plan must still describe the containers at its roots, and no live one may be in use."""
+    try:
+        current = {(c.store.real(c.root) if c.root else str(c.store.base)):
+                   (c.bundle_id, c.form, c.cleanable_in_place, c.live) for c in open_containers(plan.path)}
+    except Exception as exc:  # noqa: BLE001 - any failure to re-open means "not the same container"
+        raise PlanInvalid(f"the plan's container at {readable(plan.path)} cannot be opened any more: {exc}") from None
+    for cp in plan.containers:
+        ident = current.get(cp.root)
+        if ident is None or ident[0] != cp.bundle_id or ident[1] != cp.form:
+            raise PlanInvalid(f"the plan was made for {cp.bundle_id or 'a container'} ({cp.form}) at "
+                              f"{readable(cp.root)}, which is not what is there now",
+                              hint="make a new plan with `mlcache clean`")
+        if not ident[2]:
+            raise PlanInvalid(f"{readable(cp.root)} is not a folder that can be cleaned in place")
+        if ident[3] and cp.actions:
+            users = processes_using(cp.root)
+            if users:
+                raise ContainerInUse(f"{cp.bundle_id or readable(cp.root)} is in use by {', '.join(users[:3])}",
+                                     hint="quit the app (and its simulator) first; deleting a running app's "
+                                          "specializations breaks it until restart")
+
+
+def verify_quarantine(plan: Plan, quarantine: Path, *, create: bool = True) -> Path:
+    """The quarantine folder, made if missing: outside every container and on each container's volume.
+
+    Entries are only ever moved by rename, which is atomic and copies nothing; a folder on another
+    volume would need a copy, which could put bytes from a swapped-in symlink into the quarantine or
+    leave a half copy when the disk fills, so it is refused."""
+    quarantine = Path(os.path.realpath(quarantine))
+    for cp in plan.containers:
+        if str(quarantine) == cp.root or str(quarantine).startswith(cp.root.rstrip(os.sep) + os.sep):
+            raise PlanInvalid(f"the quarantine folder {readable(str(quarantine))} is inside the container it "
+                              "would clean", hint="choose a folder outside the container")
+    if not create:  # a dry run: nothing is made, nothing is moved
+        return quarantine
+    try:
+        quarantine.mkdir(parents=True, exist_ok=True)
+        qdev = os.stat(quarantine, follow_symlinks=False).st_dev
+    except OSError as exc:
+        raise PlanInvalid(f"cannot use {readable(str(quarantine))} as a quarantine folder ({exc.strerror})") from None
+    for cp in plan.containers:
+        if cp.actions and os.stat(cp.root).st_dev != qdev:
+            raise PlanInvalid(f"the quarantine folder {readable(str(quarantine))} is on another volume than "
+                              f"{readable(cp.root)}",
+                              hint="mlcache moves entries aside by rename and never copies them; choose a "
+                                   "quarantine folder on the container's volume")
+    return quarantine
+
+
+def processes_using(root: str) -> list[str]:
+    """`name (pid N)` of every process with a file open or its working folder inside `root`."""
+    import psutil
+
+    prefix = root.rstrip(os.sep) + os.sep
+    users = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            paths = [f.path for f in proc.open_files()]
+            try:
+                paths.append(proc.cwd())
+            except (psutil.AccessDenied, psutil.ZombieProcess):
+                pass
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
+            continue
+        if any(p == root or p.startswith(prefix) for p in paths):
+            users.append(f"{proc.info['name']} (pid {proc.info['pid']})")
+    return users
