@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlcache_audit.fingerprint import Fingerprints, RunHashes, fingerprint
+from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES, Fingerprints, RunHashes, fingerprint
+from mlcache_audit.fsio import path_fields, readable
 from mlcache_audit.hashcache import HashCache
 from mlcache_audit.rules import Diagnosis, diagnose
 from mlcache_audit.scan import ScanResult, scan_container
@@ -37,7 +38,7 @@ class AuditResult:
     def to_dict(self) -> dict:
         return {
             "schema": SCAN_SCHEMA,
-            "path": self.path,
+            "path": readable(self.path),
             "containers": [container_dict(c) for c in self.containers],
             "hashing": {
                 "files_hashed": self.hashes.stats.files_hashed,
@@ -51,14 +52,14 @@ class AuditResult:
 
 def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = True,
                max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: int = DEFAULT_MAX_BYTES,
-               progress: Callable[[str, int], None] | None = None) -> AuditResult:
+               max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES, progress: Callable[[str, int], None] | None = None) -> AuditResult:
     """Scan every container at `path` and explain what grew."""
     containers = open_containers(path, bundle_id=bundle_id, max_archive_members=max_archive_members,
                                  max_archive_bytes=max_archive_bytes)
     # The hash cache is for live folders only: archives and backups are read once.
     cache = HashCache() if hash_cache and any(c.store.kind == "folder" and c.form != "backup"
                                               for c in containers) else None
-    run = RunHashes(cache=cache)
+    run = RunHashes(cache=cache, max_bytes=max_hash_bytes)
     audits = []
     try:
         for c in containers:
@@ -80,7 +81,7 @@ def container_dict(ca: ContainerAudit) -> dict:
         "bundle_id": c.bundle_id,
         "form": c.form,
         "source": c.source,
-        "root": c.label,
+        **path_fields(c.label, "root"),
         "cleanable": c.cleanable_in_place,
         "total_bytes": scan.total_bytes,
         "file_count": scan.file_count,
@@ -95,7 +96,7 @@ def container_dict(ca: ContainerAudit) -> dict:
         "timeline": [{"date": d, "bytes": b} for d, b in scan.timeline()],
         "artifacts": [{
             "kind": a.kind,
-            "path": a.path,
+            **path_fields(a.path),
             "bytes": a.bytes,
             "files": a.files,
             "area": a.area,
@@ -118,11 +119,11 @@ def container_dict(ca: ContainerAudit) -> dict:
             "severity": f.severity,
             "title": f.title,
             "summary": f.summary,
-            "paths": f.paths,
-            "reclaimable_paths": f.reclaimable_paths,
+            "paths": [readable(p) for p in f.paths],
+            "reclaimable_paths": [readable(p) for p in f.reclaimable_paths],
             "reclaimable_bytes": f.reclaimable_bytes,
             "opt_in": f.opt_in,
-            "evidence": f.evidence,
+            "evidence": {k: readable(v) if isinstance(v, str) else v for k, v in f.evidence.items()},
             "explanation": f.explanation,
             "remedy": f.remedy,
         } for f in dx.findings],

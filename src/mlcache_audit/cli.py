@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from mlcache_audit import __version__
+from mlcache_audit.docfields import read_document, write_output
 from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound, PlanInvalid
 from mlcache_audit.rules import RULES
 from mlcache_audit.sources.archive import DEFAULT_MAX_MEMBERS
@@ -56,6 +57,21 @@ def _terminal():
                     color=None if not os.environ.get("NO_COLOR") else False)
 
 
+def _nonempty_path(ctx, param, value):
+    """An empty PATH (an unset shell variable) is an error, never the current folder."""
+    if value == "":
+        container = param.param_type_name == "argument" and param.name in ("path", "old", "new")
+        raise PathNotFound(f"{param.human_readable_name} is empty (an unset shell variable?)",
+                           hint="give a container folder, an .xcappdata, a backup or an archive" if container
+                           else "give a file or folder name")
+    return value
+
+
+def _nonempty_file(ctx, param, value):
+    """The same for a file or folder option, taken as text so that an empty value is seen as empty."""
+    return None if value is None else Path(_nonempty_path(ctx, param, value))
+
+
 def source_options(fn):
     """Options shared by every command that reads a container."""
     @click.option("--bundle-id", help="Only the container of this app (a backup or simulator holds many).")
@@ -66,6 +82,8 @@ def source_options(fn):
                   help="Refuse archives with more members than this (zip-bomb guard).")
     @click.option("--max-archive-bytes", default="256GiB", show_default=True,
                   help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard).")
+    @click.option("--max-hash-bytes", default="64GiB", show_default=True,
+                  help="Hash at most this many bytes in one run; past it, possible copies are left unjudged.")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)
@@ -73,18 +91,20 @@ def source_options(fn):
 
 
 def _audit(term, path: str, *, bundle_id: str | None = None, no_hash_cache: bool = False,
-           max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: str = "256GiB"):
+           max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: str = "256GiB",
+           max_hash_bytes: str = "64GiB"):
     from mlcache_audit.audit import audit_path
 
     with term.progress(f"Scanning {path}") as progress:
         return audit_path(path, bundle_id=bundle_id, hash_cache=not no_hash_cache,
                           max_archive_members=max_archive_members, max_archive_bytes=parse_size(max_archive_bytes),
-                          progress=progress)
+                          max_hash_bytes=parse_size(max_hash_bytes), progress=progress)
 
 
 def _source_opts(kwargs: dict) -> dict:
     """Take the shared source options out of a command's keyword arguments, for `_audit`."""
-    return {k: kwargs.pop(k) for k in ("bundle_id", "no_hash_cache", "max_archive_members", "max_archive_bytes")}
+    return {k: kwargs.pop(k) for k in ("bundle_id", "no_hash_cache", "max_archive_members", "max_archive_bytes",
+                                   "max_hash_bytes")}
 
 
 @click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,7 +124,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("path")
+@click.argument("path", callback=_nonempty_path)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people, json (schema mlcache.scan/1) for tools.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
@@ -127,12 +147,12 @@ def _rule_choice():
 
 
 @cli.command()
-@click.argument("path")
+@click.argument("path", callback=_nonempty_path)
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
 @click.option("--yes", is_flag=True, help="Do not ask; needed to act when standard input is not a terminal.")
-@click.option("--quarantine", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--quarantine", callback=_nonempty_file,
               help="Move entries into this folder (with a manifest) instead of deleting them.")
-@click.option("--plan-out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plan-out", callback=_nonempty_file,
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
               help="Also remove duplicate and old model copies in persistent places (the newest copy stays).")
@@ -155,7 +175,7 @@ def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_ou
     result = _audit(term, path, **_source_opts(kwargs))
     plan = make_plan(result, only=set(only) or None, keep=set(keep), include_persistent=include_persistent)
     if plan_out:
-        plan_out.write_text(plan.to_json(), encoding="utf-8")
+        write_output(plan_out, plan.to_json())
         term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
     if not do_apply:
         if fmt == "json":
@@ -168,9 +188,9 @@ def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_ou
 
 
 @cli.command(name="apply")
-@click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("plan_file", callback=_nonempty_file)
 @click.option("--yes", is_flag=True, help="Do not ask; needed when standard input is not a terminal.")
-@click.option("--quarantine", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--quarantine", callback=_nonempty_file,
               help="Move entries into this folder (with a manifest) instead of deleting them.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str) -> None:
@@ -178,13 +198,11 @@ def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str) -> 
     from mlcache_audit.plan import Plan
 
     term = _terminal()
-    if not plan_file.is_file():
-        raise PathNotFound(f"no such plan file: {plan_file}")
     try:
-        doc = json.loads(plan_file.read_text(encoding="utf-8"))
+        doc = json.loads(read_document(plan_file, "plan file"))
     except (ValueError, UnicodeDecodeError):
         raise PlanInvalid(f"{plan_file} is not JSON; expected a plan from `mlcache clean --plan-out`") from None
-    plan = Plan.from_dict(doc)
+    plan = Plan.from_dict(doc, source=str(plan_file))
     _confirm(term, plan, yes, quarantine)
     _run_apply(term, plan, dry_run=False, quarantine=quarantine, fmt=fmt)
 
@@ -225,7 +243,7 @@ def _run_apply(term, plan, *, dry_run: bool, quarantine: Path | None, fmt: str) 
 
 
 @cli.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", callback=_nonempty_file)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def restore(directory: Path, fmt: str) -> None:
     """Put back everything a `--quarantine DIR` run moved aside, exactly where it was."""
@@ -242,8 +260,8 @@ def restore(directory: Path, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("path")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("path", callback=_nonempty_path)
+@click.option("-o", "--output", callback=_nonempty_file,
               help="Write the snapshot here (default: standard output).")
 @source_options
 def snapshot(path: str, output: Path | None, **kwargs) -> None:
@@ -253,7 +271,7 @@ def snapshot(path: str, output: Path | None, **kwargs) -> None:
     term = _terminal()
     doc = make_snapshot(_audit(term, path, **_source_opts(kwargs)))
     if output:
-        output.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        write_output(output, json.dumps(doc, indent=2) + "\n")
         term.message(f"Snapshot written to {output}")
     else:
         term.json(doc)
@@ -270,8 +288,8 @@ def _snapshot_of(term, path: str) -> dict:
 
 
 @cli.command(name="diff")
-@click.argument("old")
-@click.argument("new")
+@click.argument("old", callback=_nonempty_path)
+@click.argument("new", callback=_nonempty_path)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def diff_cmd(old: str, new: str, fmt: str) -> None:
     """Old, new and delta per artifact kind; OLD and NEW are snapshots or containers."""
@@ -284,16 +302,16 @@ def diff_cmd(old: str, new: str, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("path")
-@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), help="A snapshot to measure growth from.")
+@click.argument("path", callback=_nonempty_path)
+@click.option("--baseline", callback=_nonempty_file, help="A snapshot to measure growth from.")
 @click.option("--max-growth", help="Fail when Core ML grew by more than this since the baseline (500KB, 1MB, 2GiB).")
 @click.option("--max-growth-pct", type=float, help="Fail when Core ML grew by more than N percent since the baseline.")
 @click.option("--max-total", help="Fail when Core ML uses more than this in total.")
 @click.option("--max-copies", type=click.IntRange(0), help="Fail when one model has more than N copies.")
 @click.option("--fail-on", multiple=True, type=_rule_choice(), help="Fail when a finding of this rule exists (repeatable).")
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--config", callback=_nonempty_file,
               help="Budgets file (default: mlcache.toml, else [tool.mlcache] in pyproject.toml).")
-@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Write a JUnit XML report here.")
+@click.option("--junit", callback=_nonempty_file, help="Write a JUnit XML report here.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @source_options
 def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
@@ -332,7 +350,7 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
     current = make_snapshot(_audit(term, path, **_source_opts(kwargs)))
     result = run_check(current, budgets, base)
     if junit:
-        junit.write_text(junit_xml(result), encoding="utf-8")
+        write_output(junit, junit_xml(result))
     if fmt == "json":
         term.json(result.to_dict())
     else:

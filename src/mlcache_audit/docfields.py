@@ -9,10 +9,12 @@ damaged field instead of crashing later or reading as "the cache grew".
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
-from mlcache_audit.errors import DocumentInvalid
+from mlcache_audit import fsio
+from mlcache_audit.errors import DocumentInvalid, OutputNotWritable, PathNotFound
 
 MAX_BYTES = 1 << 62  # far beyond any disk, still exact in a float-free int
 MAX_POSIX_TIME = 253402300799  # 9999-12-31T23:59:59Z, the last time datetime can show
@@ -108,3 +110,39 @@ def _kind(value: Any) -> str:
         return repr(value)
     return {dict: "an object", list: "a list", tuple: "a list", str: "text", int: "a number", float: "a number",
             bytes: "binary data"}.get(type(value), type(value).__name__)
+
+
+MAX_DOCUMENT_BYTES = 64 * 1024**2
+
+
+def read_document(path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
+    """The bytes of a document named on the command line (a plan, snapshot, config): opened without
+    blocking and without following a final symlink, and only if it is a regular file."""
+    try:
+        data = fsio.read_regular(str(path), limit + 1)
+    except FileNotFoundError:
+        raise PathNotFound(f"no such {what}: {fsio.readable(str(path))}") from None
+    except OSError as exc:
+        raise DocumentInvalid(f"cannot read {what} {fsio.readable(str(path))}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise DocumentInvalid(f"{what} {fsio.readable(str(path))} is larger than {limit // 1024**2} MiB")
+    return data
+
+
+def write_output(path, text: str) -> None:
+    """Write a document mlcache was asked to produce; a missing folder or a read-only place is one line."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        parent = os.path.dirname(os.path.abspath(path))
+        hint = f"the folder {fsio.readable(parent)} does not exist" if not os.path.isdir(parent) else None
+        raise OutputNotWritable(f"cannot write {fsio.readable(str(path))}: {exc.strerror or exc}", hint=hint) from None
+
+
+def append_output(path, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise OutputNotWritable(f"cannot append to {fsio.readable(str(path))}: {exc.strerror or exc}") from None

@@ -21,6 +21,7 @@ from mlcache_audit.sources.base import Container, Entry, display_path
 
 PARTIAL_BYTES = 4096
 CHUNK = 1 << 20
+DEFAULT_MAX_HASH_BYTES = 64 * 1024**3  # ~20 s of warm reads; a sparse 1 TB file must not take hours
 
 
 @dataclass
@@ -40,6 +41,15 @@ class RunHashes:
     partial: dict[tuple, str] = field(default_factory=dict)
     asked: set[tuple] = field(default_factory=set)  # keys already looked up in the cache this run
     stats: HashStats = field(default_factory=HashStats)
+    max_bytes: int = DEFAULT_MAX_HASH_BYTES  # bytes read in full for hashing, in the whole run
+    over_budget: int = 0  # files left unhashed because of max_bytes
+
+    def affordable(self, size: int) -> bool:
+        """May a file of `size` bytes still be hashed in full? Past the budget, it is left unjudged."""
+        if self.stats.bytes_hashed + size <= self.max_bytes:
+            return True
+        self.over_budget += 1
+        return False
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Fingerprints:
 
 def metadata_identity(a: Artifact) -> str:
     """How Core ML tells models apart: path, size and modification time (not content)."""
-    return xxhash.xxh3_64_hexdigest(f"{a.path}\0{a.bytes}\0{a.newest_mtime}".encode())
+    return xxhash.xxh3_64_hexdigest(f"{a.path}\0{a.bytes}\0{a.newest_mtime}".encode("utf-8", "surrogateescape"))
 
 
 def structure_id(a: Artifact) -> str:
@@ -111,7 +121,7 @@ def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None
         for a in group:
             digest = _artifact_digest(c, a, run)
             if digest is None:
-                fp.content_basis[a.path] = "unreadable"
+                fp.content_basis[a.path] = "not-hashed" if run.over_budget else "unreadable"
             else:
                 fp.content[a.path] = digest
                 fp.content_basis[a.path] = "full"
@@ -194,7 +204,13 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
         if key not in run.full and e.path not in todo:
             todo[e.path] = e
     _from_cache([_key(c, e) for e in todo.values()], run)
-    for path, fh in c.stream([p for p, e in todo.items() if _key(c, e) not in run.full]):
+    wanted = [p for p, e in todo.items() if _key(c, e) not in run.full]
+    before = run.over_budget
+    wanted = [p for p in wanted if run.affordable(todo[p].size)]
+    if run.over_budget > before:
+        c.notes.append(f"{run.over_budget - before} file(s) not hashed: the run reached --max-hash-bytes "
+                       f"({run.max_bytes} bytes); copies among them are not judged")
+    for path, fh in c.stream(wanted):
         e = todo[path]
         key = _key(c, e)
         if key in run.full:  # a hardlink to a file already hashed in this batch

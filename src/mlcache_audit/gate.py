@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from mlcache_audit import fsio
 from mlcache_audit.audit import AuditResult
+from mlcache_audit.docfields import Fields, append_output, read_document
 from mlcache_audit.errors import BudgetConfigError, PathNotFound
 from mlcache_audit.rules import RULES
 from mlcache_audit.scan import COMPILE_LEFTOVER, COMPILED_MODEL, KINDS, SOURCE_MODEL
@@ -79,24 +81,45 @@ def _totals(containers: list[dict]) -> dict:
 
 
 def load_snapshot(path: Path) -> dict:
-    """A snapshot file; raises a clear error for anything else."""
-    if not path.exists():
-        raise PathNotFound(f"no such snapshot: {path}")
+    """A snapshot file, every field the diff and the budgets read type- and range-checked; a damaged
+    one is exit 2 naming the field, never "the cache grew"."""
+    data = read_document(path, "snapshot")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise BudgetConfigError(f"{path} is not a readable snapshot ({exc.__class__.__name__})",
                                 hint="make one with `mlcache snapshot PATH -o FILE`") from None
     if not isinstance(doc, dict) or doc.get("schema") != SNAPSHOT_SCHEMA:
         raise BudgetConfigError(f"{path} is not an mlcache snapshot (expected schema {SNAPSHOT_SCHEMA})")
+    f = Fields(str(path), lambda msg: BudgetConfigError(msg, hint="make a new one with `mlcache snapshot PATH -o FILE`"))
+    f.text(doc, "path", "the snapshot")
+    _check_counts(f, f.obj(doc.get("totals"), "totals"), "totals")
+    for i, c in enumerate(f.seq(doc.get("containers"), "containers")):
+        c = f.obj(c, f"containers[{i}]")
+        f.text(c, "bundle_id", f"containers[{i}]", optional=True)
+        _check_counts(f, c, f"containers[{i}]")
     return doc
 
 
+def _check_counts(f: Fields, d: dict, where: str) -> None:
+    for key in ("total_bytes", "coreml_bytes", "reclaimable_bytes", "max_copies"):
+        f.integer(d, key, where)
+    f.texts(d, "not_observable", where)
+    for name, v in f.obj(d.get("kinds"), f"{where}.kinds").items():
+        v = f.obj(v, f"{where}.kinds.{name}")
+        f.integer(v, "bytes", f"{where}.kinds.{name}")
+        f.integer(v, "count", f"{where}.kinds.{name}")
+    for name, v in f.obj(d.get("rules"), f"{where}.rules").items():
+        v = f.obj(v, f"{where}.rules.{name}")
+        f.integer(v, "reclaimable_bytes", f"{where}.rules.{name}")
+        f.integer(v, "paths", f"{where}.rules.{name}")
+
+
 def is_snapshot_file(path: Path) -> bool:
-    if not path.is_file() or path.stat().st_size > 64 * 1024**2:
+    try:
+        head = fsio.read_regular(str(path), 256)
+    except OSError:
         return False
-    with open(path, "rb") as fh:
-        head = fh.read(256)
     return head.lstrip().startswith(b"{") and SNAPSHOT_SCHEMA.encode() in head
 
 
@@ -160,8 +183,8 @@ def load_config(explicit: Path | None, cwd: Path) -> tuple[dict, str | None]:
                 raise PathNotFound(f"no such config file: {explicit}")
             continue
         try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            doc = tomllib.loads(read_document(path, "config file").decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
             raise BudgetConfigError(f"{path} is not valid TOML ({exc})") from None
         section = doc.get("tool", {}).get("mlcache") if path.name == "pyproject.toml" else doc.get("tool", {}).get("mlcache", doc)
         if section is None:
@@ -180,6 +203,10 @@ def budgets_from(config: dict, **options) -> Budgets:
         raise BudgetConfigError(f"unknown mlcache setting(s): {', '.join(sorted(unknown))}",
                                 hint="known: " + ", ".join(sorted(known)))
 
+    for key in ("max-total", "max-growth"):
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], int | str)):
+            raise BudgetConfigError(f"{key} must be a size such as 500KB or a number of bytes, not {config[key]!r}")
+
     def pick(opt: str, key: str):
         return options.get(opt) if options.get(opt) not in (None, (), []) else config.get(key)
 
@@ -189,10 +216,7 @@ def budgets_from(config: dict, **options) -> Budgets:
     if (v := pick("max_growth", "max-growth")) is not None:
         b.max_growth = parse_size(v)
     if (v := pick("max_growth_pct", "max-growth-pct")) is not None:
-        try:
-            b.max_growth_pct = float(v)
-        except (TypeError, ValueError):
-            raise BudgetConfigError(f"max-growth-pct must be a number, not {v!r}") from None
+        b.max_growth_pct = Fields("budgets", BudgetConfigError).number(v, "max-growth-pct", high=1e9)
     if (v := pick("max_copies", "max-copies")) is not None:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise BudgetConfigError(f"max-copies must be a whole number, not {v!r}")
@@ -200,11 +224,15 @@ def budgets_from(config: dict, **options) -> Budgets:
     fail_on = pick("fail_on", "fail-on") or []
     if isinstance(fail_on, str):
         fail_on = [fail_on]
+    if not isinstance(fail_on, list | tuple) or not all(isinstance(r, str) for r in fail_on):
+        raise BudgetConfigError(f"fail-on must be a rule name or a list of them, not {fail_on!r}")
     bad = [r for r in fail_on if r not in RULES]
     if bad:
         raise BudgetConfigError(f"unknown rule(s) for fail-on: {', '.join(bad)}", hint="rules are: " + ", ".join(RULES))
     b.fail_on = list(fail_on)
     if (v := pick("baseline", "baseline")) is not None:
+        if not isinstance(v, str | Path) or str(v) == "":
+            raise BudgetConfigError(f"baseline must be a file name, not {v!r}")
         b.baseline = Path(v)
     if (b.max_growth is not None or b.max_growth_pct is not None) and b.baseline is None:
         raise BudgetConfigError("--max-growth and --max-growth-pct need --baseline FILE",
@@ -333,5 +361,4 @@ def markdown_summary(result: CheckResult) -> str:
 def write_github_summary(result: CheckResult) -> None:
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if target:
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(markdown_summary(result))
+        append_output(target, markdown_summary(result))

@@ -10,10 +10,12 @@ from datetime import datetime, timezone
 import xxhash
 
 from mlcache_audit.audit import AuditResult
+from mlcache_audit.docfields import Fields
 from mlcache_audit.errors import PlanInvalid, ReadOnlyEvidence
+from mlcache_audit.fsio import path_fields, path_from, readable
 from mlcache_audit.rules import DEFAULT_RULES, RULES
 from mlcache_audit.safety import may_act_on
-from mlcache_audit.sources.base import DIR, FILE, Entry
+from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry
 
 PLAN_SCHEMA = "mlcache.plan/1"
 
@@ -65,46 +67,65 @@ class Plan:
         return sum(c.reclaimable_bytes for c in self.containers)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"schema": d.pop("schema"), **d}
+        return {
+            "schema": self.schema, **path_fields(self.path), "created": self.created, "rules": list(self.rules),
+            "include_persistent": self.include_persistent,
+            "containers": [{
+                **path_fields(c.root, "root"), "bundle_id": c.bundle_id, "form": c.form,
+                "actions": [{**path_fields(a.path), "bytes": a.bytes, "rule": a.rule, "kind": a.kind,
+                             "seen": asdict(a.seen), "content": a.content} for a in c.actions],
+                "reclaimable_bytes": c.reclaimable_bytes, "kept_back": [readable(k) for k in c.kept_back],
+            } for c in self.containers],
+            "notes": [readable(n) for n in self.notes],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict) -> Plan:
+    def from_dict(cls, d: dict, source: str = "the plan file") -> Plan:
+        """A plan read back from JSON; every field is type- and range-checked (PlanInvalid names the field)."""
+        f = Fields(source, lambda msg: PlanInvalid(f"{msg}", hint="make a new plan with `mlcache clean --plan-out`"))
         if not isinstance(d, dict) or d.get("schema") != PLAN_SCHEMA:
             found = d.get("schema") if isinstance(d, dict) else type(d).__name__
             raise PlanInvalid(f"not an mlcache plan of a known format (schema {found!r}, expected {PLAN_SCHEMA!r})")
-        def need(value, kind, what):
-            if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-                raise PlanInvalid(f"the plan file is damaged: {what} has the wrong type")
-            return value
+        containers = []
+        for i, c in enumerate(f.seq(d.get("containers"), "containers")):
+            where = f"containers[{i}]"
+            c = f.obj(c, where)
+            root = _path(f, c, "root", where)
+            if not os.path.isabs(root):
+                raise f.fail(f"{where}.root", "is not an absolute path")
+            actions = []
+            for j, a in enumerate(f.seq(c.get("actions"), f"{where}.actions")):
+                aw = f"{where}.actions[{j}]"
+                a = f.obj(a, aw)
+                seen = f.obj(a.get("seen"), f"{aw}.seen")
+                sw = f"{aw}.seen"
+                actions.append(Action(
+                    path=_path(f, a, "path", aw), bytes=f.integer(a, "bytes", aw),
+                    rule=f.choice(a, "rule", aw, RULES), kind=f.text(a, "kind", aw),
+                    seen=Seen(type=f.choice(seen, "type", sw, (FILE, DIR, SYMLINK, OTHER)),
+                              size=f.integer(seen, "size", sw, low=-1), files=f.integer(seen, "files", sw, low=-1),
+                              mtime_ns=f.integer(seen, "mtime_ns", sw, optional=True, low=-(1 << 63), high=1 << 63),
+                              inode=f.integer(seen, "inode", sw, optional=True, high=1 << 64),
+                              fingerprint=f.text(seen, "fingerprint", sw)),
+                    content=f.text(a, "content", aw, optional=True)))
+            containers.append(ContainerPlan(
+                root=root, bundle_id=f.text(c, "bundle_id", where, optional=True), form=f.text(c, "form", where),
+                actions=tuple(actions), reclaimable_bytes=f.integer(c, "reclaimable_bytes", where),
+                kept_back=tuple(f.texts(c, "kept_back", where))))
+        return cls(path=_path(f, d, "path", "the plan"), created=f.text(d, "created", "the plan"),
+                   rules=tuple(f.texts(d, "rules", "the plan")),
+                   include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
+                   notes=tuple(f.texts(d, "notes", "the plan")))
 
-        try:
-            need(d["path"], str, "path")
-            need(d["containers"], (list, tuple), "containers")
-            for c in d["containers"]:
-                need(need(c, dict, "a container")["root"], str, "a container root")
-                if not os.path.isabs(c["root"]):
-                    raise PlanInvalid("the plan file is damaged: a container root is not an absolute path")
-                for a in need(c["actions"], (list, tuple), "actions"):
-                    need(need(a, dict, "an action")["path"], str, "an action path")
-                    need(a["bytes"], int, "an action's bytes")
-                    need(a["seen"], dict, "an action's seen state")
-            containers = tuple(
-                ContainerPlan(
-                    root=c["root"], bundle_id=c.get("bundle_id"), form=c["form"],
-                    actions=tuple(Action(path=a["path"], bytes=int(a["bytes"]), rule=a["rule"], kind=a["kind"],
-                                         seen=Seen(**a["seen"]), content=a.get("content"))
-                                  for a in c["actions"]),
-                    reclaimable_bytes=int(c["reclaimable_bytes"]), kept_back=tuple(c.get("kept_back", ())))
-                for c in d["containers"])
-            return cls(path=d["path"], created=d["created"], rules=tuple(d["rules"]),
-                       include_persistent=bool(d["include_persistent"]), containers=containers,
-                       notes=tuple(d.get("notes", ())))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PlanInvalid(f"the plan file is damaged: {exc!r}") from None
+
+def _path(f: Fields, d: dict, key: str, where: str) -> str:
+    try:
+        return path_from(d, key)
+    except ValueError as exc:
+        raise f.fail(f"{where}.{key}", str(exc).removeprefix(key + " ")) from None
 
 
 def target_state(top: Entry, below: list[Entry]) -> Seen:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from mlcache_audit.fingerprint import Fingerprints
+from mlcache_audit.safety import is_protected
 from mlcache_audit.scan import (
     COMPILE_LEFTOVER,
     COMPILED_MODEL,
@@ -95,7 +96,7 @@ def _finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], summ
 
 
 def _protected(path: str) -> bool:
-    return path == "Documents" or path.startswith("Documents/")
+    return is_protected(path)
 
 
 def _newest(group: list[Artifact]) -> Artifact:

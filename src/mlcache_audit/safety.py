@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from mlcache_audit.sources.detect import IOS_METADATA_PLIST, MACOS_METADATA_PLIST
 
 # Never touched, whatever a plan or an option says.
@@ -16,12 +18,23 @@ def is_safe_relative(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
+def _fold(path: str) -> str:
+    """A name as macOS compares it: APFS and HFS+ volumes are usually case-insensitive and
+    normalisation-insensitive, so `documents/`, `DOCUMENTS/` and an NFD `Documents/` are one folder."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+_PREFIXES = tuple(_fold(p) for p in PROTECTED_PREFIXES)
+_FILES = tuple(_fold(f) for f in PROTECTED_FILES)
+
+
 def is_protected(path: str) -> bool:
     """Documents/, Library/Preferences/ and the container's metadata plists are never acted on."""
-    for prefix in PROTECTED_PREFIXES:
-        if path == prefix or path.startswith(prefix + "/") or prefix.startswith(path + "/"):
+    folded = _fold(path)
+    for prefix in _PREFIXES:
+        if folded == prefix or folded.startswith(prefix + "/") or prefix.startswith(folded + "/"):
             return True
-    return path in PROTECTED_FILES or path.rsplit("/", 1)[-1] in PROTECTED_FILES
+    return folded in _FILES or folded.rsplit("/", 1)[-1] in _FILES
 
 
 def may_act_on(path: str) -> bool:

@@ -32,6 +32,8 @@ def parse_size(text: str | int) -> int:
 
     Decimal units are powers of 1000 (as size-limit and Finder count), `KiB`/`MiB`/`GiB` powers of 1024.
     """
+    if isinstance(text, bool) or not isinstance(text, int | str):
+        raise BudgetConfigError(f"a size must be a number of bytes or text like 500KB, not {text!r}")
     if isinstance(text, int):
         if text < 0:
             raise BudgetConfigError(f"size must not be negative: {text}")
@@ -66,4 +68,7 @@ def iso_utc(ts: float | None) -> str | None:
     """A POSIX time as ISO 8601 UTC (`2026-11-10T08:00:00Z`); None stays None."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # a time no calendar shows (year 300,000, NaN)
+        return None

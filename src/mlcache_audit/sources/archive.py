@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
 
@@ -76,6 +77,7 @@ class ArchiveStore:
         self._children: dict[str, dict[str, bool]] = {"": {}}
         try:
             if kind == "zip":
+                _check_zip_directory(path, max_members)  # before zipfile reads a million headers
                 self._handle: zipfile.ZipFile | tarfile.TarFile = zipfile.ZipFile(path)
                 raw = self._zip_members(max_members)
             else:
@@ -125,7 +127,11 @@ class ArchiveStore:
                 kind = "file"
             else:
                 kind = "device"
-            yield info.name, info.size, float(info.mtime), kind, info
+            mtime = posix_time(info.mtime)
+            if mtime is None:
+                self.notes.append(f"archive member time {info.mtime!r} is not a valid time; ignored: "
+                                  f"{display_path(info.name)}")
+            yield info.name, info.size, mtime, kind, info
 
     def _index(self, raw, max_members: int, max_bytes: int) -> None:
         total = 0
@@ -134,6 +140,9 @@ class ArchiveStore:
             if name is None:
                 if reason:
                     self.notes.append(f"archive member skipped ({reason}): {display_path(raw_name)}")
+                continue
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                self.notes.append(f"archive member skipped (size {size!r} is not valid): {display_path(name)}")
                 continue
             if kind in ("symlink", "hardlink", "device"):
                 self.notes.append(f"archive member skipped ({kind} member): {display_path(name)}")
@@ -214,6 +223,28 @@ class ArchiveStore:
 
     def hash_key(self, rel: str, entry: Entry) -> tuple | None:
         return None  # archives are read once per run; no cross-run cache
+
+
+# A central-directory header is 46 bytes plus its name, extra field and comment; this allows
+# names averaging about 1 KiB before a directory is called too large for its member cap.
+_MAX_DIRECTORY_BYTES_PER_MEMBER = 1024
+
+
+def _check_zip_directory(path: Path, max_members: int) -> None:
+    """Refuse a zip whose end record declares more members (or a larger central directory) than the
+    cap allows, before `zipfile` parses every header of it into memory."""
+    try:
+        with open(path, "rb") as fh:
+            end = zipfile._EndRecData(fh)  # noqa: SLF001 - the stdlib's own end-record reader (zip64 aware)
+    except (AttributeError, OSError):
+        return  # no end-record reader in this Python: the count is checked after the index is read
+    if not end:
+        return  # zipfile itself will say the archive is damaged
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
+    if entries > max_members or size > max_members * _MAX_DIRECTORY_BYTES_PER_MEMBER:
+        raise ArchiveLimitExceeded(
+            f"archive declares {entries} members in a {size}-byte directory, over the cap of {max_members} members",
+            hint="raise --max-archive-members if this archive is trusted")
 
 
 def _dos_time(date_time: tuple) -> float | None:

@@ -7,6 +7,7 @@ read-only and immutable so that no `-wal`/`-shm` file ever appears beside a cust
 
 from __future__ import annotations
 
+import os
 import plistlib
 import posixpath
 import re
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from mlcache_audit.docfields import MAX_BYTES, posix_time
 from mlcache_audit.errors import CorruptInput, EncryptedBackup
 from mlcache_audit.sources.base import (
     DIR,
@@ -51,11 +53,18 @@ def looks_like_backup(children: dict[str, bool]) -> bool:
 def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
     """One container per app domain of the backup at `rel` in `store` (optionally only one app)."""
     base = store.label if not rel else f"{store.label}!{rel}" if store.kind != "folder" else posixpath.join(store.label, rel)
-    manifest_plist = read_plist(store.read(join_rel(rel, "Manifest.plist")))
+    header_notes: list[str] = []
+
+    def read(name: str, limit: int = 1 << 20) -> bytes | None:
+        if store.kind == "folder":
+            return store.read(join_rel(rel, name), limit, header_notes)
+        return store.read(join_rel(rel, name), limit)
+
+    manifest_plist = read_plist(read("Manifest.plist"))
     if manifest_plist.get("IsEncrypted"):
         raise EncryptedBackup(f"{base} is an encrypted backup: its Manifest.db cannot be read without the password",
                               hint="make an unencrypted backup, or decrypt it first")
-    info_plist = read_plist(store.read(join_rel(rel, "Info.plist")))
+    info_plist = read_plist(read("Info.plist"))
     rows = _read_manifest(store, rel, base)
     domains: dict[str, list[_Row]] = defaultdict(list)
     notes: dict[str, list[str]] = defaultdict(list)  # per domain: a bad row concerns its own app only
@@ -65,6 +74,12 @@ def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
         if not isinstance(file_id, str) or not _FILE_ID.match(file_id):
             notes[domain].append(f"backup row skipped (fileID is not 40 hex digits): {display_path(str(file_id))}")
             continue
+        if rel_path is not None and not isinstance(rel_path, str):
+            notes[domain].append(f"backup row skipped (relativePath is not text): {file_id}")
+            continue
+        if isinstance(flags, bool) or not isinstance(flags, int | None) or (flags or 0) not in (0, 1, 2, 4):
+            notes[domain].append(f"backup row skipped (flags is not 1, 2 or 4): {file_id}")
+            continue
         path = rel_path or ""
         parts = [p for p in path.split("/") if p not in ("", ".")]
         if path.startswith("/") or ".." in parts:
@@ -72,7 +87,9 @@ def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
             continue
         if not parts:
             continue
-        domains[domain].append(_Row(file_id, "/".join(parts), int(flags or 0), _mbfile(blob)))
+        meta, problems = _mbfile(blob)
+        notes[domain].extend(f"backup record of {display_path(path)}: {p}" for p in problems)
+        domains[domain].append(_Row(file_id, "/".join(parts), int(flags or 0), meta))
     device = {
         "device_name": info_plist.get("Device Name"),
         "product_type": info_plist.get("Product Type"),
@@ -87,7 +104,7 @@ def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
             continue
         containers.append(BackupContainer(
             store=store, root=rel, form="backup", bundle_id=app_id, label=f"{base} [{domain}]",
-            not_observable=list(BACKUP_NOT_OBSERVABLE), notes=list(notes[domain]),
+            not_observable=list(BACKUP_NOT_OBSERVABLE), notes=header_notes + notes[domain],
             info={"domain": domain, **{k: v for k, v in device.items() if v is not None}},
             rows=domains[domain]))
     return containers
@@ -135,7 +152,8 @@ def _read_manifest(store, rel: str, base: str) -> list[tuple]:
         if store.kind == "folder":
             head = store.read(db_rel, 16) or b""
             _check_header(head, base)
-            uri = "file:" + urllib.parse.quote(store.real(db_rel)) + "?mode=ro&immutable=1"
+            # quote() of the exact bytes: a backup folder's name need not be UTF-8.
+            uri = "file:" + urllib.parse.quote(os.fsencode(store.real(db_rel))) + "?mode=ro&immutable=1"
             conn = sqlite3.connect(uri, uri=True)
         else:
             data = store.read(db_rel, _MAX_MANIFEST_BYTES) or b""
@@ -157,29 +175,41 @@ def _check_header(head: bytes, base: str) -> None:
                            hint="if the backup is encrypted, make an unencrypted one")
 
 
-def _mbfile(blob: bytes | None) -> dict:
-    """Size, LastModified, InodeNumber, Mode, Target of an NSKeyedArchiver `MBFile` record."""
+def _mbfile(blob) -> tuple[dict, list[str]]:
+    """Size, LastModified, InodeNumber, Mode, Target of an NSKeyedArchiver `MBFile` record, each
+    type- and range-checked; (fields, problems) where a problem names a field that was dropped."""
+    if blob is not None and not isinstance(blob, bytes):
+        return {}, ["the file record is not a binary plist"]
     archive = read_plist(blob)
     objects = archive.get("$objects")
     top = archive.get("$top", {}).get("root") if isinstance(archive.get("$top"), dict) else None
     if not isinstance(objects, list) or not isinstance(top, plistlib.UID) or top.data >= len(objects):
-        return {}
+        return {}, ([] if blob is None else ["the file record is not an MBFile archive"])
     record = objects[top.data]
     if not isinstance(record, dict):
-        return {}
+        return {}, ["the file record is not an MBFile archive"]
     out: dict = {}
-    for key in ("Size", "InodeNumber", "Mode"):
-        if isinstance(record.get(key), int):
-            out[key] = record[key]
+    problems = []
+    for key, high in (("Size", MAX_BYTES), ("InodeNumber", 1 << 64), ("Mode", 0o177777)):
+        value = record.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high:
+            out[key] = value
+        else:
+            problems.append(f"{key} {value!r} is not a valid value; ignored")
     modified = record.get("LastModified")
-    if isinstance(modified, int | float):
-        out["LastModified"] = float(modified)
-    elif isinstance(modified, datetime):
-        out["LastModified"] = modified.timestamp()
+    if isinstance(modified, datetime):
+        modified = modified.timestamp()
+    if modified is not None:
+        if (t := posix_time(modified)) is not None:
+            out["LastModified"] = t
+        else:
+            problems.append(f"LastModified {modified!r} is not a valid time; ignored")
     target = record.get("Target")
     if isinstance(target, plistlib.UID) and target.data < len(objects) and isinstance(objects[target.data], str):
         out["Target"] = objects[target.data]
-    return out
+    return out, problems
 
 
 def _iso(value) -> str | None:

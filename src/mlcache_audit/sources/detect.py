@@ -40,17 +40,20 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         store = ArchiveStore(p, kind, max_members=max_archive_members, max_bytes=max_archive_bytes)
     else:
         raise NotAContainer(f"{path} is neither a folder nor a file")
-    found = _Finder(store).find("", 0)
+    finder = _Finder(store)
+    found = finder.find("", 0)
     containers: list[Container] = []
     for rel, form, bid in found:
         if form == "backup":
-            containers.extend(open_backup(store, rel, bundle_id))
+            for c in open_backup(store, rel, bundle_id):
+                c.notes[:0] = finder.notes
+                containers.append(c)
             continue
         if bundle_id and bid != bundle_id:
             continue
         label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == "folder" \
             else f"{store.label}!{rel or '.'}"
-        c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label)
+        c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label, notes=list(finder.notes))
         for area in OBSERVABLE_AREAS:  # a copy may lack them (a Documents-only pull): unknown, not clean
             parent, _, name = area.rpartition("/")
             if not (store.list_dir(join_rel(rel, parent) if parent else rel) or {}).get(name):
@@ -72,6 +75,7 @@ class _Finder:
     def __init__(self, store):
         self.store = store
         self.probes = 0
+        self.notes: list[str] = []  # metadata files that could not be read (a FIFO, a device, ...)
 
     def find(self, rel: str, depth: int) -> list[tuple[str, str, str | None]]:
         self.probes += 1
@@ -165,7 +169,13 @@ class _Finder:
         return None
 
     def _plist(self, rel: str) -> dict:
-        return read_plist(self.store.read(rel, 1 << 20))  # a damaged plist only costs us the bundle id
+        # A damaged plist only costs us the bundle id; one that is not a regular file is noted.
+        return read_plist(_read(self.store, rel, self.notes))
+
+
+def _read(store, rel: str, notes: list[str], limit: int = 1 << 20) -> bytes | None:
+    """A metadata file's bytes; a folder store notes what is there but is not a regular file."""
+    return store.read(rel, limit, notes) if store.kind == "folder" else store.read(rel, limit)
 
 
 def _top_name(store) -> str:
