@@ -11,7 +11,7 @@ import xxhash
 
 from mlcache_audit.audit import AuditResult
 from mlcache_audit.docfields import Fields
-from mlcache_audit.errors import PlanInvalid, ReadOnlyEvidence
+from mlcache_audit.errors import PlanInvalid
 from mlcache_audit.fsio import path_fields, path_from, readable
 from mlcache_audit.rules import DEFAULT_RULES, RULES
 from mlcache_audit.safety import may_act_on
@@ -50,6 +50,7 @@ class ContainerPlan:
     actions: tuple[Action, ...]
     reclaimable_bytes: int
     kept_back: tuple[str, ...] = ()  # reclaimable paths left out by the path rules, with the reason
+    read_only: str | None = None  # a backup or archive: why nothing can be acted on, and what to do instead
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Plan:
                 "actions": [{**path_fields(a.path), "bytes": a.bytes, "rule": a.rule, "kind": a.kind,
                              "seen": asdict(a.seen), "content": a.content} for a in c.actions],
                 "reclaimable_bytes": c.reclaimable_bytes, "kept_back": [readable(k) for k in c.kept_back],
+                "read_only": c.read_only,
             } for c in self.containers],
             "notes": [readable(n) for n in self.notes],
         }
@@ -114,7 +116,8 @@ class Plan:
             containers.append(ContainerPlan(
                 root=root, bundle_id=f.text(c, "bundle_id", where, optional=True), form=f.text(c, "form", where),
                 actions=tuple(actions), reclaimable_bytes=f.integer(c, "reclaimable_bytes", where),
-                kept_back=tuple(f.texts(c, "kept_back", where))))
+                kept_back=tuple(f.texts(c, "kept_back", where)),
+                read_only=f.text(c, "read_only", where, optional=True)))
         return cls(path=_path(f, d, "path", "the plan"), created=f.text(d, "created", "the plan"),
                    rules=tuple(f.texts(d, "rules", "the plan")),
                    include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
@@ -163,11 +166,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
     containers = []
     for ca in audit.containers:
         c = ca.container
-        if not c.cleanable_in_place:
-            what = "a device backup" if c.form == "backup" else f"a {c.store.kind} archive"
-            raise ReadOnlyEvidence(
-                f"{c.label} is {what}: read-only evidence, never modified",
-                hint="clean the app's container on the device or simulator, or a folder copy of it")
+        read_only = None if c.cleanable_in_place else read_only_advice(c.form, c.store.kind)
         entries = c.entries()
         index = {e.path: i for i, e in enumerate(entries)}
         by_artifact = {a.path: a for a in ca.scan.artifacts}
@@ -194,13 +193,23 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             freed = sum(e.size for e in ([top] if top.type == FILE else below) if e.type == FILE and e.nlink <= 1)
             a = by_artifact[p]
             actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p)))
-        containers.append(ContainerPlan(str(c.store.real(c.root)) if c.root else str(c.store.base),
-                                        c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
-                                        tuple(kept_back)))
+        root = c.label if read_only else str(c.store.real(c.root)) if c.root else str(c.store.base)
+        containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
+                                        tuple(kept_back), read_only))
     # Absolute, so `mlcache apply` finds the same container from any working folder.
     return Plan(os.path.realpath(audit.path), datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
                 tuple(sorted(rules)),
                 include_persistent, tuple(containers))
+
+
+def read_only_advice(form: str, store_kind: str) -> str:
+    """Why a plan for this form is a preview only, and what to ask for instead."""
+    if form == "backup":
+        return ("a device backup is read-only evidence, never modified; it also lacks tmp/ and Library/Caches. "
+                "Ask the customer to offload and reinstall the app (or update it), or clean a container pulled "
+                "from the device or simulator")
+    return (f"a {store_kind} archive is read-only evidence, never modified; unpack it and clean the folder copy, "
+            "or ask the customer to run the clean on the original container")
 
 
 def _subtree(entries: list[Entry], start: int, path: str) -> list[Entry]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlcache_audit.errors import ContainerInUse, PlanInvalid
+from mlcache_audit.errors import ContainerInUse, PlanInvalid, ReadOnlyEvidence
 from mlcache_audit.fsio import readable
 from mlcache_audit.plan import Plan
 from mlcache_audit.sources import open_containers
@@ -27,6 +27,10 @@ def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
 
 def verify_plan_targets(plan: Plan) -> None:
     """The plan must still describe the containers at its roots, and no live one may be in use."""
+    for cp in plan.containers:
+        if cp.read_only:
+            raise ReadOnlyEvidence(f"{readable(cp.root)}: {cp.read_only.split(';')[0]}",
+                                   hint=cp.read_only.split("; ", 1)[-1])
     try:
         current = {(c.store.real(c.root) if c.root else str(c.store.base)):
                    (c.bundle_id, c.form, c.cleanable_in_place, c.live) for c in open_containers(plan.path)}

@@ -179,6 +179,8 @@ def render_apply(term: Terminal, result: dict, plan: dict) -> None:
         for note in c["recovered"]:
             out.print(f"  [yellow]from an interrupted run:[/yellow] {escape(note)}")
         planned = {a["path"]: a["bytes"] for a in by_root.get(c["root"], {}).get("actions", [])}
+        if read_only := by_root.get(c["root"], {}).get("read_only"):
+            out.print(f"  [yellow]Preview only:[/yellow] {escape(read_only)}.")
         if not c["outcomes"]:
             out.print("  Nothing to remove.")
         for o in c["outcomes"]:
