@@ -134,8 +134,11 @@ def test_backup_inside_a_zip_is_read_in_memory(built, tmp_path):
 
 
 def test_archives_are_never_cleaned(built):
-    result = run("clean", built["healthy_zip"])
-    assert result.exit_code == 2 and "zip archive: read-only evidence" in result.stderr
+    preview = run("clean", built["studio_tgz"])  # support staff can see what a clean would do
+    assert preview.exit_code == 0 and "Preview only" in preview.stdout and "read-only evidence" in preview.stdout
+    assert "Would remove" in preview.stdout
+    result = run("clean", built["healthy_zip"], "--apply", "--yes")
+    assert result.exit_code == 2 and "zip archive is read-only evidence" in result.stderr
 
 
 def test_macos_archive_utility_entries_are_skipped(built, tmp_path):

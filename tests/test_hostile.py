@@ -21,7 +21,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import hostile_corpus  # noqa: E402
 from conftest import run  # noqa: E402
-
 from mlcache_audit.fsio import path_from  # noqa: E402
 
 TIME_LIMIT = 60  # seconds for one command on one case: a hang fails the test instead of CI

@@ -1,0 +1,417 @@
+"""Hostile input, part two: OS faults injected where root cannot meet them, documents fuzzed, random
+trees with arbitrary byte names, and the small classes (empty paths, outputs, case-folded names)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).parent))
+import hostile_corpus  # noqa: E402
+from conftest import run, tree_state  # noqa: E402
+from mlcache_audit import apply as apply_mod  # noqa: E402
+from mlcache_audit.apply import apply_plan, restore_quarantine  # noqa: E402
+from mlcache_audit.audit import audit_path  # noqa: E402
+from mlcache_audit.errors import MlcacheError  # noqa: E402
+from mlcache_audit.gate import budgets_from, check, diff, load_snapshot  # noqa: E402
+from mlcache_audit.plan import Plan, make_plan  # noqa: E402
+from mlcache_audit.quarantine import read_manifest  # noqa: E402
+from mlcache_audit.safety import may_act_on  # noqa: E402
+from test_hostile import assert_clean_output, full_state, json_doc, remove_iteratively, time_limit  # noqa: E402
+
+
+def leak_container(tmp_path: Path) -> Path:
+    root = hostile_corpus._container(tmp_path / "app")
+    hostile_corpus._leak(root, 4)
+    return root
+
+
+def plan_for(root: Path) -> Plan:
+    return make_plan(audit_path(str(root), hash_cache=False))
+
+
+# -- OS errors per entry ------------------------------------------------------------------------
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC, errno.ENAMETOOLONG, errno.EPERM])
+def test_apply_reports_os_errors_per_entry(tmp_path, monkeypatch, code):
+    root = leak_container(tmp_path)
+    plan = plan_for(root)
+    real_rename = os.rename
+    hit = {"n": 0}
+
+    def failing_rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        hit["n"] += 1
+        if hit["n"] == 2:
+            raise OSError(code, os.strerror(code))
+        return real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(apply_mod.os, "rename", failing_rename)
+    outcome = apply_plan(plan)
+    failed = [o for c in outcome.containers for o in c.outcomes if o.status == "failed"]
+    assert len(failed) == 1 and errno.errorcode[code] in failed[0].reason and failed[0].bytes == 0
+    assert sum(o.status == "removed" for c in outcome.containers for o in c.outcomes) == \
+           sum(len(c.actions) for c in plan.containers) - 1  # the rest went on
+
+
+def test_failed_entry_through_the_cli_exits_1_without_internal_error(tmp_path, monkeypatch):
+    root = leak_container(tmp_path)
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(apply_mod.os, "rename", read_only)
+    result = run("clean", root, "--apply", "--yes")
+    assert_clean_output(result)
+    assert result.exit_code == 1 and "Read-only file system (EROFS)" in result.stdout
+
+
+def _tmpfs(path: Path, options: str = "") -> bool:
+    """A real second volume, where the OS itself produces EXDEV and EROFS (root only)."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options or "size=64m", "tmpfs", str(path)],
+                          capture_output=True)
+    return done.returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_read_only_volume_is_a_failed_entry_not_a_crash(tmp_path):
+    vol = tmp_path / "vol"
+    if not _tmpfs(vol):
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    try:
+        root = leak_container(vol)
+        plan = plan_for(root)
+        subprocess.run(["mount", "-o", "remount,ro", str(vol)], check=True, capture_output=True)
+        outcome = apply_plan(plan, state_dir=tmp_path / "state")
+        statuses = {o.status for c in outcome.containers for o in c.outcomes}
+        assert statuses == {"failed"}
+        assert all("EROFS" in o.reason for c in outcome.containers for o in c.outcomes)
+    finally:
+        _umount(vol)
+
+
+def test_quarantine_moves_by_rename_only(tmp_path):
+    """Another volume is refused before anything moves (a real tmpfs where possible)."""
+    vol = tmp_path / "vol"
+    if not _tmpfs(vol):
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    try:
+        root = leak_container(tmp_path)
+        before = tree_state(root)
+        result = run("clean", root, "--apply", "--yes", "--quarantine", vol / "q")
+        assert result.exit_code == 2 and "another volume" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert tree_state(root) == before
+    finally:
+        _umount(vol)
+
+
+def test_exdev_at_the_move_leaves_the_entry_and_a_cancelled_record(tmp_path, monkeypatch):
+    root = leak_container(tmp_path)
+    before = tree_state(root)
+    q = tmp_path / "q"
+
+    def exdev(*a, **k):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(apply_mod.os, "rename", exdev)
+    outcome = apply_plan(plan_for(root), quarantine=q)
+    assert {o.status for c in outcome.containers for o in c.outcomes} == {"failed"}
+    assert all("another volume" in o.reason for c in outcome.containers for o in c.outcomes)
+    assert tree_state(root) == before
+    records, finished, damaged = read_manifest(str(q))
+    assert records and {r.stored for r in records} == finished and not damaged  # written first, then cancelled
+    assert restore_quarantine(q).outcomes == ()
+
+
+def test_manifest_record_is_written_before_the_move(tmp_path, monkeypatch):
+    root = leak_container(tmp_path)
+    q = tmp_path / "q"
+    real_rename = os.rename
+    seen_records = []
+
+    def watching(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        seen_records.append(len((q / "manifest.jsonl").read_text().splitlines()))
+        return real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(apply_mod.os, "rename", watching)
+    outcome = apply_plan(plan_for(root), quarantine=q)
+    assert outcome.complete
+    assert seen_records == list(range(1, len(seen_records) + 1))  # each move found its record already there
+
+
+def test_restore_skips_hostile_manifest_lines_and_restores_the_rest(tmp_path):
+    root = leak_container(tmp_path)
+    q = tmp_path / "q"
+    outcome = apply_plan(plan_for(root), quarantine=q)
+    moved = sum(o.status == "quarantined" for c in outcome.containers for o in c.outcomes)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not yours")
+    other = hostile_corpus._container(tmp_path / "other-app", "com.example.other")
+    good = json.loads((q / "manifest.jsonl").read_text().splitlines()[0])
+    hostile = [
+        {**good, "stored": "../../outside/secret"},
+        {**good, "stored": "/etc/passwd"},
+        {**good, "root": str(other)},
+        {**good, "path": "../escape"},
+        {**good, "path": "Documents/notes.txt"},
+        {**good, "bytes": "12"},
+        {**good, "bytes": True},
+        {**good, "bytes": -1},
+        {**good, "root": 5},
+        ["not", "an", "object"],
+        "text",
+    ]
+    with open(q / "manifest.jsonl", "a") as fh:
+        for rec in hostile:
+            fh.write(json.dumps(rec) + "\n")
+        fh.write("{torn line\n")
+    result = run("restore", q, "--format", "json")
+    assert_clean_output(result)
+    assert result.exit_code == 1
+    doc = json_doc(result)
+    assert sum(o["status"] == "restored" for o in doc["outcomes"]) == moved
+    assert sum(o["status"] == "skipped" for o in doc["outcomes"]) == len(hostile) + 1
+    assert (outside / "secret").read_text() == "not yours"
+    assert not any(n.startswith(("F38A", "escape")) for n in os.listdir(other / "tmp"))
+
+
+def test_restore_only_into_the_container_it_was_made_for(tmp_path):
+    root = leak_container(tmp_path)
+    q = tmp_path / "q"
+    apply_plan(plan_for(root), quarantine=q)
+    meta = root / ".com.apple.mobile_container_manager.metadata.plist"
+    import plistlib
+
+    meta.write_bytes(plistlib.dumps({"MCMMetadataIdentifier": "com.example.someone-else"}))
+    result = restore_quarantine(q)
+    assert result.outcomes and all(o.status == "skipped" and "no longer holds" in o.reason for o in result.outcomes)
+
+
+# -- documents from outside ---------------------------------------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20)
+
+
+def _replace_somewhere(doc, data):
+    """The document with one value, chosen by hypothesis, replaced by any JSON value."""
+    if isinstance(doc, dict) and doc:
+        key = data.draw(st.sampled_from(sorted(doc)))
+        if data.draw(st.booleans()):
+            return {**doc, key: data.draw(json_values)}
+        return {**doc, key: _replace_somewhere(doc[key], data)}
+    if isinstance(doc, list) and doc:
+        i = data.draw(st.integers(0, len(doc) - 1))
+        return doc[:i] + [_replace_somewhere(doc[i], data)] + doc[i + 1:]
+    return data.draw(json_values)
+
+
+@pytest.fixture(scope="module")
+def valid_docs(tmp_path_factory):
+    root = leak_container(tmp_path_factory.mktemp("docs"))
+    plan = plan_for(root).to_dict()
+    snap = json.loads(run("snapshot", root).stdout)
+    return {"plan": plan, "snapshot": snap}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_plans_are_a_plan_or_a_clean_error(valid_docs, data):
+    doc = _replace_somewhere(valid_docs["plan"], data) if data.draw(st.booleans()) else data.draw(json_values)
+    try:
+        plan = Plan.from_dict(doc)
+    except MlcacheError as exc:
+        assert exc.exit_code == 2 and "\n" not in str(exc)
+        return
+    for c in plan.containers:
+        assert os.path.isabs(c.root)
+        for a in c.actions:
+            assert isinstance(a.bytes, int) and not isinstance(a.bytes, bool) and a.bytes >= 0
+            assert isinstance(a.path, str)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_snapshots_are_a_snapshot_or_a_clean_error(valid_docs, data):
+    doc = _replace_somewhere(valid_docs["snapshot"], data)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "snap.json"
+        path.write_text(json.dumps(doc))
+        try:
+            snap = load_snapshot(path)
+        except MlcacheError as exc:
+            assert exc.exit_code == 2
+            return
+    rows = diff(snap, valid_docs["snapshot"])  # a loaded snapshot can always be compared and checked
+    assert rows
+    result = check(valid_docs["snapshot"], budgets_from({"max-growth": "1MB", "baseline": "x"}), snap)
+    assert all(isinstance(r.passed, bool) for r in result.results)
+
+
+@settings(max_examples=200, deadline=None)
+@given(config=st.dictionaries(st.sampled_from(["max-total", "max-growth", "max-growth-pct", "max-copies",
+                                               "fail-on", "baseline", "other"]), json_values, max_size=4))
+def test_fuzzed_configs_are_budgets_or_a_clean_error(config):
+    try:
+        b = budgets_from(config)
+    except MlcacheError as exc:
+        assert exc.exit_code == 2
+        return
+    for v in (b.max_total, b.max_growth, b.max_copies):
+        assert v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+    assert b.max_growth_pct is None or math.isfinite(b.max_growth_pct)
+
+
+def test_config_boolean_size_is_an_error_not_a_one_byte_budget(tmp_path):
+    root = leak_container(tmp_path)
+    (tmp_path / "mlcache.toml").write_text("max-total = true\n")
+    result = run("check", root, "--config", tmp_path / "mlcache.toml")
+    assert result.exit_code == 2 and "max-total" in result.stderr
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines=st.lists(json_values | st.text(max_size=30), max_size=8))
+def test_fuzzed_manifests_are_records_damaged_lines_or_a_clean_error(lines):
+    with tempfile.TemporaryDirectory() as d:
+        text = "\n".join(v if isinstance(v, str) and v.startswith("{") else json.dumps(v) for v in lines)
+        (Path(d) / "manifest.jsonl").write_text(text)
+        records, finished, damaged = read_manifest(d)
+        assert len(records) + len(finished) + len(damaged) <= len(lines)
+        result = restore_quarantine(Path(d))
+        assert all(o.status in ("skipped", "failed") for o in result.outcomes)
+
+
+# -- random trees with arbitrary byte names -----------------------------------------------------
+names = st.binary(min_size=1, max_size=24).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
+nodes = st.recursive(st.sampled_from(["file", "fifo", "deep"]),
+                     lambda inner: st.dictionaries(names, inner, max_size=4), max_leaves=12)
+
+
+def _make(path: bytes, node) -> None:
+    if node == "file":
+        with open(path, "wb") as fh:
+            fh.write(b"x" * 17)
+    elif node == "fifo":
+        os.mkfifo(path)
+    elif node == "deep":
+        os.mkdir(path)
+        fd = os.open(path, os.O_RDONLY)
+        for _ in range(300):
+            os.mkdir(b"d", dir_fd=fd)
+            nfd = os.open(b"d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.close(fd)
+    else:
+        os.mkdir(path)
+        for name, child in node.items():
+            _make(path + b"/" + name, child)
+
+
+@settings(max_examples=25, deadline=None)
+@given(tmp_tree=st.dictionaries(names, nodes, max_size=4), caches_tree=st.dictionaries(names, nodes, max_size=3))
+def test_random_byte_trees_scan_and_clean_safely(tmp_tree, caches_tree):
+    base = Path(tempfile.mkdtemp())
+    try:
+        root = hostile_corpus._container(base / "app")
+        hostile_corpus._leak(root, 2)
+        for name, node in tmp_tree.items():
+            target = os.fsencode(root / "tmp") + b"/" + name
+            if not os.path.lexists(target):
+                _make(target, node)
+        caches = os.fsencode(root / "Library" / "Caches" / "com.example.hostile" / "com.apple.e5rt.e5bundlecache")
+        os.makedirs(caches + b"/23A344", exist_ok=True)
+        for name, node in caches_tree.items():
+            _make(caches + b"/23A344/" + name, node)
+        docs = full_state(root / "Documents")
+        with time_limit(120):
+            scanned = run("scan", root, "--format", "json", "--no-hash-cache")
+            applied = run("clean", root, "--apply", "--yes", "--format", "json", "--no-hash-cache")
+        for result in (scanned, applied):
+            assert_clean_output(result)
+        assert scanned.exit_code == 0 and applied.exit_code in (0, 1)
+        json_doc(scanned)
+        for c in json_doc(applied)["containers"]:
+            for o in c["outcomes"]:
+                assert may_act_on(o["path"]) or o["status"] == "skipped"
+        assert full_state(root / "Documents") == docs
+    finally:
+        remove_iteratively(base)
+        os.rmdir(base)
+
+
+# -- small classes ------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [("scan", ""), ("clean", ""), ("snapshot", ""), ("check", "", "--max-total", "1MB"),
+                                  ("diff", "", "x"), ("apply", ""), ("restore", "")])
+def test_empty_path_is_an_error_never_the_current_folder(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(leak_container(tmp_path))  # the current folder is a container: it must not be scanned
+    result = run(*args)
+    assert result.exit_code == 2 and "is empty" in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("option", [("clean", "--plan-out"), ("snapshot", "-o"), ("check", "--junit")])
+def test_outputs_into_a_missing_folder_are_one_line(option, tmp_path):
+    root = leak_container(tmp_path)
+    extra = ("--max-total", "1GB") if option[0] == "check" else ()
+    result = run(option[0], root, option[1], tmp_path / "missing" / "out", *extra)
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_step_summary_into_a_missing_folder_is_one_line(tmp_path, monkeypatch):
+    root = leak_container(tmp_path)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "missing" / "summary.md"))
+    result = run("check", root, "--max-total", "1GB")
+    assert result.exit_code == 2 and "cannot append" in result.stderr
+
+
+@pytest.mark.parametrize("path", ["documents/notes.txt", "DOCUMENTS", "library/preferences/x.plist",
+                                  "Library/PREFERENCES", "tmp/.COM.APPLE.MOBILE_CONTAINER_MANAGER.METADATA.PLIST"])
+def test_protected_paths_compare_as_macos_does(path):
+    assert not may_act_on(path)
+
+
+def test_protected_path_in_nfd_is_protected():
+    import unicodedata
+
+    assert not may_act_on(unicodedata.normalize("NFD", "Documents/Café.txt"))
+    assert not may_act_on("dOcUmEnTs/x")
+
+
+def test_hash_cache_notices_an_in_place_edit_that_keeps_mtime(tmp_path):
+    root = leak_container(tmp_path)
+    audit_path(str(root))
+    victim = next((root / "tmp").glob("*.mlmodelc")) / "coremldata.bin"
+    st = victim.stat()
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime kept, as `touch -r` or a restore would
+    again = audit_path(str(root))
+    assert again.hashes.stats.files_hashed >= 1  # not taken from the cache
+    groups = {}
+    for ca in again.containers:
+        for a in ca.scan.artifacts:
+            if a.path.endswith(".mlmodelc"):
+                groups.setdefault(ca.fingerprints.content.get(a.path), []).append(a.path)
+    assert any(victim.parent.name in p for ps in groups.values() if len(ps) == 1 for p in ps)
