@@ -81,7 +81,7 @@ def test_plan_contract_keys_are_pinned(fx):
     doc = json.loads(run("clean", fx("recompile"), "--format", "json").stdout)
     assert doc["schema"] == "mlcache.plan/1"
     c = doc["containers"][0]
-    assert {"root", "bundle_id", "form", "actions", "reclaimable_bytes", "kept_back"} <= set(c)
+    assert {"root", "bundle_id", "form", "actions", "reclaimable_bytes", "kept_back", "read_only"} <= set(c)
     a = c["actions"][0]
     assert {"path", "bytes", "rule", "kind", "seen", "content"} <= set(a)
     assert set(a["seen"]) == {"type", "size", "files", "mtime_ns", "inode", "fingerprint"}
