@@ -415,3 +415,20 @@ def test_hash_cache_notices_an_in_place_edit_that_keeps_mtime(tmp_path):
             if a.path.endswith(".mlmodelc"):
                 groups.setdefault(ca.fingerprints.content.get(a.path), []).append(a.path)
     assert any(victim.parent.name in p for ps in groups.values() if len(ps) == 1 for p in ps)
+
+
+def test_non_utf8_entries_quarantine_and_restore_exactly(tmp_path):
+    case = hostile_corpus.build(hostile_corpus.non_utf8_names, tmp_path)
+    before = full_state(case.target)
+    q = tmp_path / "q"
+    moved = run("clean", case.target, "--apply", "--yes", "--quarantine", q, "--format", "json")
+    assert_clean_output(moved)
+    doc = json_doc(moved)
+    exact = [o for c in doc["containers"] for o in c["outcomes"] if "path_b64" in o]
+    assert exact and all(o["status"] == "quarantined" for o in exact)
+    assert b"bad\xff\xfe-copy.mlmodelc" not in os.listdir(os.fsencode(case.target / "tmp")) or \
+           b"bad\xff\xfe.mlmodelc" not in os.listdir(os.fsencode(case.target / "tmp"))
+    restored = run("restore", q)
+    assert_clean_output(restored)
+    assert restored.exit_code == 0
+    assert full_state(case.target) == before
