@@ -66,8 +66,11 @@ def test_studio_rules(built):
     support = "Library/Application Support"
     assert f["stale-os-build"]["evidence"]["old_builds"] == ["22G90"]
     assert len(f["stale-os-build"]["reclaimable_paths"]) == 2
-    red = f["redundant-specialization"]
-    assert red["evidence"] == {"groups": 1, "redundant": 2}
+    # Three Styler entries alike in layout and size, made on three days, but no compile copies pair with
+    # them and no watch saw them: alike is not proof, so they are reported with 0 bytes.
+    assert "redundant-specialization" not in f
+    possible = f["possible-respecialization"]
+    assert possible["reclaimable_bytes"] == 0 and possible["evidence"]["entries"] == 3
     assert len(f["interrupted-specialization"]["reclaimable_paths"]) == 1
     assert f["interrupted-specialization"]["reclaimable_paths"][0].endswith(".bundle")
     orphan = f["executorch-orphan"]["reclaimable_paths"]

@@ -107,7 +107,7 @@ def test_unknown_cache_layout_is_unrecognised_never_guessed(fx):
 
 def test_json_contract_keys_are_pinned(built):
     doc = scan_json(built["recompile"])
-    assert doc["schema"] == "mlcache.scan/1"
+    assert doc["schema"] == "mlcache.scan/2"
     c = doc["containers"][0]
     for key in ("bundle_id", "form", "source", "root", "total_bytes", "not_observable", "reclaimable_bytes",
                 "artifacts", "findings", "coreml_bytes", "file_count", "bytes_by_kind", "other_bytes_by_area",
@@ -183,11 +183,18 @@ def test_every_documented_tmp_producer_is_recognised(fx):
     bf.copy_bundle(bf.PARKINSON, tmp / "Detector_0B1C2D3E-4F50-4617-8293-A4B5C6D7E8F9.mlmodelc", bf.T0)
     bf.copy_bundle(bf.PARKINSON, tmp / "plain.mlmodelc", bf.T0)
     bf.write(tmp / "executorchcoreml" / "5D4C3B2A-1F0E-4D9C-8B7A-6F5E4D3C2B1A", b"x" * 10, bf.T0)
+    sha = "ab" * 32  # PyTorch's legacy backend: <sha256 of spec>, .mlmodelc, .version (PTMCoreMLCompiler.mm)
+    bf.write(tmp / sha, bf.TINY_SPEC.read_bytes(), bf.T0)
+    bf.copy_bundle(bf.PARKINSON, tmp / f"{sha}.mlmodelc", bf.T0)
+    bf.write(tmp / f"{sha}.version", "1", bf.T0)
     c = scan_json(root)["containers"][0]
     got = {a["path"]: (a["producer"], (a["detail"] or {}).get("leftover"), (a["detail"] or {}).get("pid"))
            for a in c["artifacts"] if a["kind"] == "compile_leftover"}
     assert got == {
-        "tmp/model_4242_abc.mlmodelc": ("PyTorch Core ML backend (legacy)", "bundle", 4242),
+        "tmp/model_4242_abc.mlmodelc": ("a per-process compile (model_<pid>_*)", "bundle", 4242),
+        f"tmp/{sha}": ("PyTorch Core ML backend (legacy)", "spec", None),
+        f"tmp/{sha}.mlmodelc": ("PyTorch Core ML backend (legacy)", "bundle", None),
+        f"tmp/{sha}.version": ("PyTorch Core ML backend (legacy)", "version", None),
         f"tmp/onnxruntime-{bf.gus(7, 31)}": ("ONNX Runtime Core ML EP", "package", 31),
         f"tmp/onnxruntime-{bf.gus(8, 31)}.model.mlmodel": ("ONNX Runtime Core ML EP", "spec", 31),
         f"tmp/{bf.gus(9, 77)}": ("TensorFlow Lite Core ML delegate", "spec", 77),

@@ -123,10 +123,13 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
 
     if quarantine is not None:
         quarantine = preflight.verify_quarantine(plan, quarantine, create=not dry_run)
-    if not dry_run:
-        preflight.verify_plan_targets(plan)
+    refused = {} if dry_run else preflight.verify_plan_targets(plan)
     results = []
     for cp in plan.containers:
+        if cp.root in refused:  # a client that is running: every entry skipped, named, and the run exits 1
+            results.append(ContainerOutcome(cp.root, cp.bundle_id, tuple(
+                Outcome(a.path, 0, a.rule, "skipped", refused[cp.root]) for a in cp.actions)))
+            continue
         journal = None if dry_run else _Journal(state_dir or default_state_dir(), cp.root)
         recovered = journal.recover() if journal else []
         outcomes = []

@@ -13,8 +13,8 @@ import click
 
 from mlcache_audit import __version__
 from mlcache_audit.docfields import read_document, write_output
+from mlcache_audit.domain import RULES
 from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound, PlanInvalid
-from mlcache_audit.rules import RULES
 from mlcache_audit.sources.archive import DEFAULT_MAX_MEMBERS
 from mlcache_audit.units import parse_size
 

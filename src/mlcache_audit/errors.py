@@ -56,10 +56,6 @@ class PlanInvalid(MlcacheError):
     """A saved plan that is not a plan, has an unknown schema, or names another container."""
 
 
-class ContainerInUse(MlcacheError):
-    """A live container that a running process has files open in."""
-
-
 class BudgetConfigError(MlcacheError):
     """A budget, size or config value that cannot be understood."""
 

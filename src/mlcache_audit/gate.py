@@ -15,9 +15,8 @@ from xml.etree import ElementTree as ET
 from mlcache_audit import fsio
 from mlcache_audit.audit import AuditResult
 from mlcache_audit.docfields import Fields, append_output, read_document
+from mlcache_audit.domain import COMPILE_LEFTOVER, COMPILED_MODEL, KINDS, RULES, SOURCE_MODEL
 from mlcache_audit.errors import BudgetConfigError, PathNotFound
-from mlcache_audit.rules import RULES
-from mlcache_audit.scan import COMPILE_LEFTOVER, COMPILED_MODEL, KINDS, SOURCE_MODEL
 from mlcache_audit.units import format_signed_size, format_size, parse_size
 
 SNAPSHOT_SCHEMA = "mlcache.snapshot/1"

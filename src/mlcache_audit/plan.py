@@ -11,9 +11,9 @@ import xxhash
 
 from mlcache_audit.audit import AuditResult
 from mlcache_audit.docfields import Fields
+from mlcache_audit.domain import DEFAULT_RULES, RULES
 from mlcache_audit.errors import PlanInvalid
 from mlcache_audit.fsio import path_fields, path_from, readable
-from mlcache_audit.rules import DEFAULT_RULES, RULES
 from mlcache_audit.safety import may_act_on
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlcache_audit.errors import ContainerInUse, PlanInvalid, ReadOnlyEvidence
+from mlcache_audit.errors import PlanInvalid, ReadOnlyEvidence
 from mlcache_audit.fsio import readable
 from mlcache_audit.plan import Plan
+from mlcache_audit.processes import processes_using
 from mlcache_audit.sources import open_containers
 
 
@@ -25,8 +26,9 @@ def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
     return None
 
 
-def verify_plan_targets(plan: Plan) -> None:
-    """The plan must still describe the containers at its roots, and no live one may be in use."""
+def verify_plan_targets(plan: Plan) -> dict[str, str]:
+    """The plan must still describe the containers at its roots (else PlanInvalid, nothing is done).
+    Returns the live containers that are in use, root -> why: those are skipped, the rest go on."""
     for cp in plan.containers:
         if cp.read_only:
             raise ReadOnlyEvidence(f"{readable(cp.root)}: {cp.read_only.split(';')[0]}",
@@ -44,12 +46,14 @@ def verify_plan_targets(plan: Plan) -> None:
                               hint="make a new plan with `mlcache clean`")
         if not ident[2]:
             raise PlanInvalid(f"{readable(cp.root)} is not a folder that can be cleaned in place")
-        if ident[3] and cp.actions:
+    refused = {}
+    for cp in plan.containers:
+        if current[cp.root][3] and cp.actions:
             users = processes_using(cp.root)
             if users:
-                raise ContainerInUse(f"{cp.bundle_id or readable(cp.root)} is in use by {', '.join(users[:3])}",
-                                     hint="quit the app (and its simulator) first; deleting a running app's "
-                                          "specializations breaks it until restart")
+                refused[cp.root] = (f"in use by {', '.join(users[:3])}: quit the app (and its simulator) first; "
+                                    "deleting a running app's caches breaks it until restart")
+    return refused
 
 
 def verify_quarantine(plan: Plan, quarantine: Path, *, create: bool = True) -> Path:
@@ -77,23 +81,3 @@ def verify_quarantine(plan: Plan, quarantine: Path, *, create: bool = True) -> P
                               hint="mlcache moves entries aside by rename and never copies them; choose a "
                                    "quarantine folder on the container's volume")
     return quarantine
-
-
-def processes_using(root: str) -> list[str]:
-    """`name (pid N)` of every process with a file open or its working folder inside `root`."""
-    import psutil
-
-    prefix = root.rstrip(os.sep) + os.sep
-    users = []
-    for proc in psutil.process_iter(["pid", "name"]):
-        try:
-            paths = [f.path for f in proc.open_files()]
-            try:
-                paths.append(proc.cwd())
-            except (psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
-            continue
-        if any(p == root or p.startswith(prefix) for p in paths):
-            users.append(f"{proc.info['name']} (pid {proc.info['pid']})")
-    return users

@@ -1,48 +1,64 @@
 """Turn artifacts and fingerprints into findings: what grew, why, what can go, and how to stop it.
 
-Every rule keeps at least one copy of every model, never reclaims anything in Documents/, and names
-its reclaimable paths; a container's reclaimable bytes count the union of those paths once.
+Every rule reclaims only on positive evidence (domain.RULE[...].evidence; docs/rules.md cites the
+sources). Where the evidence is missing, a finding is reported with 0 bytes reclaimable and says what
+is missing. Every rule keeps at least one copy of every model, never reclaims a protected path, and
+names its reclaimable paths; a container's reclaimable bytes count the union of those paths once.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from mlcache_audit.fingerprint import Fingerprints
-from mlcache_audit.safety import is_protected
-from mlcache_audit.scan import (
+from mlcache_audit.domain import (
     COMPILE_LEFTOVER,
     COMPILED_MODEL,
+    COREAI_SPECIALIZATION,
+    DEFAULT_RULES,
     E5_CACHE,
     EXECUTORCH_ASSET,
+    EXECUTORCH_SCRATCH,
+    MPSGRAPH_SCRATCH_KIND,
+    RULE,
+    RULES,
     SOURCE_MODEL,
     SPECIALIZATION,
     SPECIALIZATION_PARTIAL,
     UNRECOGNISED,
-    Artifact,
-    ScanResult,
+    build_order,
+    is_build,
+    remedy_of,
 )
+from mlcache_audit.fingerprint import Fingerprints
+from mlcache_audit.safety import is_protected
+from mlcache_audit.scan import Artifact, ScanResult
 from mlcache_audit.units import iso_utc
+
+__all__ = ["DEFAULT_RULES", "RULES", "Diagnosis", "Evidence", "Finding", "build_order", "diagnose"]
 
 DAY = 86400.0
 SIZE_TOLERANCE = 0.10  # re-specializations of one model have near-equal, not equal, sizes [I]
+BURST_SECONDS = 120.0  # entries this close in time were made by one load (FIELD-EVIDENCE.md: LLM chunks)
+PAIR_SECONDS = 600.0  # a load's entries are written within minutes after its compile copy
 
-# rule id -> (severity, opt_in, title). Opt-in rules are only acted on when asked (--include-persistent).
-RULES: dict[str, tuple[str, bool, str]] = {
-    "repeated-compile": ("high", False, "The same model is compiled again and again"),
-    "tmp-compile-leftover": ("medium", False, "On-device compile output left in tmp/"),
-    "stale-os-build": ("medium", False, "Specializations for an older OS build"),
-    "redundant-specialization": ("medium", False, "Several specializations of one model and configuration"),
-    "interrupted-specialization": ("medium", False, "Interrupted specialization writes"),
-    "executorch-orphan": ("medium", False, "ExecuTorch assets its index no longer knows"),
-    "duplicate-persistent-model": ("low", True, "The same model stored at several persistent paths"),
-    "old-model-version": ("low", True, "Older versions of a model kept beside the current one"),
-    "unrecognised-cache-layout": ("info", False, "Unrecognised layout inside a Core ML cache"),
-}
-DEFAULT_RULES = tuple(r for r, (_, opt_in, _) in RULES.items() if not opt_in)
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the environment says about a container, gathered before the rules run (they stay pure).
+
+    running_pids: for a live folder, which of the pids named by scratch are running (None: an offline
+    copy, where no process can own anything). launches: path -> launch number from `mlcache watch`.
+    current_build: the running OS build, for a per-process cache on a live Mac.
+    """
+
+    running_pids: frozenset[int] | None = None
+    launches: dict[str, int] = field(default_factory=dict)
+    current_build: str | None = None
+
+
+OFFLINE = Evidence()
 
 
 @dataclass
@@ -67,18 +83,22 @@ class Diagnosis:
     reclaimable_opt_in_bytes: int  # what the opt-in rules would add
 
 
-def diagnose(scan: ScanResult, fp: Fingerprints) -> Diagnosis:
+def diagnose(scan: ScanResult, fp: Fingerprints, evidence: Evidence = OFFLINE) -> Diagnosis:
     """All findings for one container, largest reclaimable first."""
     by_path = {a.path: a for a in scan.artifacts}
     findings: list[Finding] = []
-    findings += _compile_rules(scan.artifacts, fp)
-    findings += _specialization_rules(scan.artifacts)
-    findings += _executorch_rule(scan)
+    compile_findings, compile_copies = _compile_rules(scan.artifacts, fp)
+    findings += compile_findings
+    findings += _build_rules(scan.artifacts, evidence)
+    findings += _respecialization_rules(scan.artifacts, compile_copies, evidence)
+    findings += _pid_scratch_rules(scan.artifacts, evidence)
+    findings += _coreai_rule(scan.artifacts, evidence)
+    findings += _executorch_rules(scan)
     findings += _persistent_rules(scan.artifacts, fp)
     unknown = [a for a in scan.artifacts if a.kind == UNRECOGNISED]
     if unknown:
         findings.append(_finding("unrecognised-cache-layout", unknown, [],
-                                 f"{len(unknown)} item(s) inside a Core ML cache do not match any known layout",
+                                 f"{len(unknown)} item(s) inside a known ML cache do not match any known layout",
                                  explanation="mlcache only removes layouts it recognises; these are listed, never removed.",
                                  remedy="Nothing to do; report the layout to the mlcache developers if it keeps growing."))
     findings.sort(key=lambda f: (-f.reclaimable_bytes, f.rule, f.paths[:1]))
@@ -89,14 +109,10 @@ def diagnose(scan: ScanResult, fp: Fingerprints) -> Diagnosis:
 
 def _finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], summary: str,
              evidence: dict | None = None, explanation: str = "", remedy: str = "") -> Finding:
-    severity, opt_in, title = RULES[rule]
-    reclaim_by_path = {a.path: a for a in reclaim if not _protected(a.path)}  # each artifact once
-    return Finding(rule, severity, title, summary, sorted({a.path for a in concerned}), sorted(reclaim_by_path),
-                   sum(a.bytes for a in reclaim_by_path.values()), opt_in, evidence or {}, explanation, remedy)
-
-
-def _protected(path: str) -> bool:
-    return is_protected(path)
+    r = RULE[rule]
+    reclaim_by_path = {a.path: a for a in reclaim if not is_protected(a.path)}  # each artifact once
+    return Finding(rule, r.severity, r.title, summary, sorted({a.path for a in concerned}), sorted(reclaim_by_path),
+                   sum(a.bytes for a in reclaim_by_path.values()), r.opt_in, evidence or {}, explanation, remedy)
 
 
 def _newest(group: list[Artifact]) -> Artifact:
@@ -104,36 +120,16 @@ def _newest(group: list[Artifact]) -> Artifact:
 
 
 # -- on-device compiles -------------------------------------------------------------------------
-_REMEDIES = {
-    "TensorFlow Lite Core ML delegate": (
-        "The TensorFlow Lite Core ML delegate converts and compiles the model every time an interpreter is "
-        "created, under a new tmp/<GUS>.mlmodelc name, and deletes it only in the delegate's destructor. "
-        "Create the interpreter once and reuse it, and make sure it is destroyed (a leaked or killed "
-        "interpreter leaves both files). Better: convert the model ahead of time with coremltools and ship "
-        "or cache the compiled .mlmodelc in Application Support."),
-    "ONNX Runtime Core ML EP": (
-        "ONNX Runtime's Core ML provider recompiles on every session. Set the provider option "
-        "ModelCacheDirectory (ONNX Runtime 1.21 and later) to a folder in Application Support so the "
-        "compiled model is reused across launches."),
-    "ExecuTorch": (
-        "ExecuTorch moves replaced assets to tmp/executorchcoreml before deleting them; leftovers there mean "
-        "an interrupted clean-up. Update ExecuTorch and keep model identifiers stable between launches."),
-    "MLModel.compileModel(at:)": (
-        "MLModel.compileModel(at:) returns a bundle in a temporary location. Move it once to Application "
-        "Support (FileManager.replaceItemAt), load it from there on later launches, and only compile again "
-        "when the source model changes."),
-    "PyTorch Core ML backend (legacy)": (
-        "The legacy PyTorch Core ML backend compiles into the temp folder per process. Reuse the module "
-        "within the process, and clean model_<pid>_* bundles whose process is gone."),
-}
 _WHY_RESPECIALIZE = (
     "Core ML tells models apart by path and file metadata, not content: every recompiled copy is a new model "
     "to it, so each copy also gets its own specialization in Library/Caches/<bundle-id>/"
     "com.apple.e5rt.e5bundlecache, and the old ones are never removed.")
 
 
-def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]:
+def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> tuple[list[Finding], list[Artifact]]:
+    """Findings, and the repeated compile copies (the evidence the re-specialization rule pairs with)."""
     findings = []
+    copies: list[Artifact] = []
     by_content: dict[str, list[Artifact]] = defaultdict(list)
     for a in artifacts:
         if a.path in fp.content:
@@ -146,10 +142,11 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]
         leftovers = [a for a in group if a.kind == COMPILE_LEFTOVER and a.detail.get("bundle")]
         if len(leftovers) < 2:
             continue
+        copies += leftovers
         keep = None if digest in persistent_contents else _newest(leftovers)
         reclaim = [a for a in leftovers if a is not keep]
         handled.update(a.path for a in leftovers)
-        producer = _most_common(a.producer for a in leftovers) or "an on-device compile"
+        producer = _most_common(a.producer for a in leftovers)
         first = min(a.oldest_mtime or 0 for a in leftovers)
         last = max(a.newest_mtime or 0 for a in leftovers)
         span_days = (last - first) / DAY
@@ -157,7 +154,8 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]
         pids = {a.detail["pid"] for a in leftovers if "pid" in a.detail}
         during = [s for s in specializations if s.newest_mtime and first - 3600 <= s.newest_mtime <= last + 3600]
         evidence = {
-            "copies": len(leftovers), "producer": producer, "model": leftovers[0].model.get("class_name"),
+            "copies": len(leftovers), "producer": producer or "an on-device compile",
+            "model": leftovers[0].model.get("class_name"),
             "bytes_per_copy": leftovers[0].bytes, "total_bytes": total,
             "first_seen": iso_utc(first or None), "last_seen": iso_utc(last or None), "span_days": round(span_days, 2),
             "bytes_per_day": round(total / span_days) if span_days >= 1 / 24 else None,
@@ -170,9 +168,9 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]
         launches = f" in {len(pids)} launches" if pids else ""
         findings.append(_finding(
             "repeated-compile", leftovers + during, reclaim,
-            f"{producer} compiled one model {len(leftovers)} times{days}{launches}; "
+            f"{producer or 'an on-device compile'} compiled one model {len(leftovers)} times{days}{launches}; "
             f"{len(during)} specializations were made in the same span",
-            evidence, explanation=_WHY_RESPECIALIZE, remedy=_REMEDIES.get(producer, _REMEDIES["MLModel.compileModel(at:)"])))
+            evidence, explanation=_WHY_RESPECIALIZE, remedy=remedy_of(producer)))
     rest = [a for a in artifacts if a.kind == COMPILE_LEFTOVER and a.path not in handled]
     if rest:
         reclaim = []
@@ -198,17 +196,17 @@ def _compile_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Finding]
                         "location and the app must move it to a permanent one. Files left in tmp/ are "
                         "deleted by the system only while the app is not running, and are recompiled next time.",
             remedy=_remedies_for(a.producer for a in rest)))
-    return findings
+    return findings, copies
 
 
 def _remedies_for(producers) -> str:
     """One remedy per producer that left something behind, each named."""
-    names = sorted({p for p in producers if p in _REMEDIES})
+    names = sorted({p for p in producers if p})
     if not names:
-        return _REMEDIES["MLModel.compileModel(at:)"]
+        return remedy_of(None)
     if len(names) == 1:
-        return _REMEDIES[names[0]]
-    return " ".join(f"[{n}] {_REMEDIES[n]}" for n in names)
+        return remedy_of(names[0])
+    return " ".join(f"[{n}] {remedy_of(n)}" for n in names)
 
 
 def _most_common(values) -> str | None:
@@ -219,84 +217,100 @@ def _most_common(values) -> str | None:
     return max(counts, key=lambda k: (counts[k], k)) if counts else None
 
 
-# -- specialization cache -----------------------------------------------------------------------
-_BUILD = re.compile(r"^(\d{2})([A-Z])(\d+)([a-z]?)$")
+# -- OS builds ----------------------------------------------------------------------------------
+def _build_rules(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
+    """Every E5RT or Core AI build folder older than the current build goes. The current build is the
+    newest present in any Core ML or Core AI cache of this container (a simulator app's caches carry
+    its runtime's build, not the Mac's), or the running OS build for a per-process cache."""
+    entries = [a for a in artifacts if a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION)]
+    builds = {a.detail["build"] for a in entries if is_build(a.detail.get("build", ""))}
+    if not builds:
+        return []
+    current = ev.current_build if ev.current_build and is_build(ev.current_build) else \
+        max(builds, key=build_order)
+    stale = [a for a in entries if is_build(a.detail.get("build", ""))
+             and build_order(a.detail["build"]) < build_order(current)]
+    if not stale:
+        return []
+    old_builds = sorted({a.detail["build"] for a in stale}, key=build_order)
+    caches = sorted({"Core AI" if a.kind == COREAI_SPECIALIZATION else "Core ML (E5RT)" for a in stale})
+    return [_finding(
+        "stale-os-build", stale, stale,
+        f"{len(stale)} cache entr{'y' if len(stale) == 1 else 'ies'} ({', '.join(caches)}) for OS build(s) "
+        f"{', '.join(old_builds)}; the current build is {current}",
+        {"old_builds": old_builds, "current_build": current,
+         "current_from": "the running OS" if ev.current_build else "the newest build present",
+         "entries": len(stale)},
+        explanation="Core ML's specialization cache and Core AI's cache keep one folder per OS build. After an OS "
+                    "update everything is specialized again under the new build, and the old build's folder is "
+                    "never read again (Core AI's cache has kept 22 GB of old builds after an update).",
+        remedy="Nothing to change in the app; old build folders can go (they are rebuilt on demand). For Core AI, "
+               + remedy_of("Core AI"))]
 
 
-def build_order(build: str) -> tuple:
-    """Sort key of an Apple OS build string: 22G90 < 23A5297i (a beta) < 23A344 < 24G517."""
-    m = _BUILD.match(build)
-    if not m:
-        return (-1, "", -1, 0)
-    major, train, number, beta = m.groups()
-    # Betas carry a 4-digit number and a letter suffix; a release of the same train is newer.
-    return (int(major), train, 0 if beta else 1, int(number))
+# -- re-specializations -------------------------------------------------------------------------
+def _respecialization_rules(artifacts: list[Artifact], copies: list[Artifact], ev: Evidence) -> list[Finding]:
+    """Entries alike in layout and size are copies of one model only with evidence that they came from
+    different loads of it: each load burst pairs one-to-one with a repeated compile copy in tmp/ (a
+    copy's newest mtime shortly before the burst), or `mlcache watch` saw them appear in different
+    launches. Entries within two minutes of each other are one load: distinct models (an 80-chunk LLM
+    makes 480 alike entries in one load). Without evidence: possible-respecialization, 0 bytes."""
+    entries = [a for a in artifacts if a.kind == SPECIALIZATION and E5_CACHE in a.path]
+    if not entries:
+        return []
+    current = max((a.detail["build"] for a in entries), key=build_order)
+    groups: dict[tuple, list[Artifact]] = defaultdict(list)
+    for a in entries:
+        if a.detail["build"] == current and a.detail.get("contents") == "bundle":
+            groups[(_cache_of(a), tuple(a.detail.get("layout", ())))].append(a)
+    copy_times = sorted(c.newest_mtime for c in copies if c.newest_mtime is not None)
+    proven: list[list[list[Artifact]]] = []  # per group, its bursts with evidence (oldest first)
+    unproven: list[list[Artifact]] = []
+    for group in groups.values():
+        for cluster in _size_clusters(group):
+            if len(cluster) < 2:
+                continue
+            bursts = _bursts(cluster)
+            if len(bursts) < 2:
+                continue  # one load made them all: distinct models, nothing to report
+            with_evidence = _by_launch(bursts, ev.launches) or _paired(bursts, copy_times)
+            if len(with_evidence) >= 2:
+                proven.append(with_evidence)
+            else:
+                unproven.append(cluster)
+    findings = []
+    if proven:
+        reclaim = [a for bursts in proven for b in bursts[:-1] for a in b]
+        concerned = [a for bursts in proven for b in bursts for a in b]
+        basis = "watch history" if ev.launches else "paired with repeated compiles"
+        findings.append(_finding(
+            "redundant-specialization", concerned, reclaim,
+            f"{len(concerned)} specializations of {len(proven)} model configuration(s) were made in "
+            f"{sum(len(b) for b in proven)} different loads; only the newest load's are needed",
+            {"groups": len(proven), "redundant": len(reclaim), "loads": sum(len(b) for b in proven), "basis": basis},
+            explanation=_WHY_RESPECIALIZE + " Each of these entries was written right after a recompiled copy "
+                        "appeared in tmp/ (or in a launch `mlcache watch` saw), so they are one model specialized "
+                        "again on every load.",
+            remedy=remedy_of("Core ML (e5rt)")))
+    if unproven:
+        n = sum(len(c) for c in unproven)
+        findings.append(_finding(
+            "possible-respecialization", [a for c in unproven for a in c], [],
+            f"{n} specializations in {len(unproven)} group(s) look alike (layout and size) and were made in "
+            "different loads, but nothing proves they are one model; 0 bytes reclaimable",
+            {"groups": len(unproven), "entries": n,
+             "missing": "no repeated compile copies in tmp/ pair with them, and no `mlcache watch` history"},
+            explanation="Alike layouts and sizes do not prove two entries are one model: distinct models with one "
+                        "architecture (chunks of an LLM, variants) look the same. mlcache reclaims re-specializations "
+                        "only when they pair with repeated compiles in tmp/ or appear launch after launch in a watch.",
+            remedy="Run `mlcache watch PATH --process <app>` over a few launches: entries that reappear on every "
+                   "launch are the leak and become reclaimable."))
+    return findings
 
 
 def _cache_of(a: Artifact) -> str:
     parts = a.path.split("/")
     return "/".join(parts[: parts.index(E5_CACHE) + 1])
-
-
-def _specialization_rules(artifacts: list[Artifact]) -> list[Finding]:
-    entries = [a for a in artifacts if a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL) and E5_CACHE in a.path]
-    findings = []
-    caches: dict[str, list[Artifact]] = defaultdict(list)
-    for a in entries:
-        caches[_cache_of(a)].append(a)
-    stale: list[Artifact] = []
-    redundant: list[Artifact] = []
-    redundant_concerned: list[Artifact] = []
-    groups_seen = 0
-    builds_seen: dict[str, list[str]] = {}
-    for cache, items in caches.items():
-        builds = sorted({a.detail["build"] for a in items}, key=build_order)
-        newest = builds[-1]
-        builds_seen[cache] = builds
-        stale += [a for a in items if a.detail["build"] != newest]
-        groups: dict[tuple, list[Artifact]] = defaultdict(list)
-        for a in items:
-            if a.kind == SPECIALIZATION and a.detail["build"] == newest:
-                groups[(tuple(a.detail.get("layout", ())),)].append(a)
-        for group in groups.values():
-            for cluster in _size_clusters(group):
-                if len(cluster) < 2:
-                    continue
-                groups_seen += 1
-                keep = _newest(cluster)
-                redundant += [a for a in cluster if a is not keep]
-                redundant_concerned += cluster
-    if stale:
-        old_builds = sorted({a.detail["build"] for a in stale}, key=build_order)
-        current = sorted({b[-1] for b in builds_seen.values()})
-        findings.append(_finding(
-            "stale-os-build", stale, stale,
-            f"{len(stale)} specialization(s) for OS build(s) {', '.join(old_builds)}; the newest present is "
-            f"{', '.join(current)}",
-            {"old_builds": old_builds, "current_builds": current, "entries": len(stale)},
-            explanation="The specialization cache keeps one folder per OS build. After an OS update Core ML "
-                        "specializes again under the new build, and the old build's folder is never read again.",
-            remedy="Nothing to change in the app; the old build folders can go (Core ML rebuilds what it needs)."))
-    if redundant:
-        findings.append(_finding(
-            "redundant-specialization", redundant_concerned, redundant,
-            f"{len(redundant) + groups_seen} specializations of {groups_seen} model configuration(s) in one OS build;"
-            f" only the newest of each is needed",
-            {"groups": groups_seen, "redundant": len(redundant)},
-            explanation=_WHY_RESPECIALIZE + " Entries with the same inner layout (function, input shape, compute "
-                        "path) and near-equal sizes are re-specializations of one model and configuration.",
-            remedy="Stop the recompiles (see the repeated-compile finding) and load the model from one stable "
-                   "path; then Core ML reuses a single specialization."))
-    partial = [a for a in entries if a.kind == SPECIALIZATION_PARTIAL]
-    if partial:
-        findings.append(_finding(
-            "interrupted-specialization", partial, partial,
-            f"{len(partial)} interrupted specialization write(s) (*.tmp.<n>.bundle)",
-            {"entries": len(partial)},
-            explanation="A specialization is written to a .tmp.<n>.bundle folder and renamed when complete; a "
-                        "crash or kill during the write leaves the temporary folder behind for good.",
-            remedy="Nothing to change in the app; these can go."))
-    return findings
 
 
 def _size_clusters(group: list[Artifact]) -> list[list[Artifact]]:
@@ -309,23 +323,130 @@ def _size_clusters(group: list[Artifact]) -> list[list[Artifact]]:
     return clusters
 
 
-# -- ExecuTorch ---------------------------------------------------------------------------------
-def _executorch_rule(scan: ScanResult) -> list[Finding]:
-    keys = scan.index_keys.get("executorch")
-    assets = [a for a in scan.artifacts if a.kind == EXECUTORCH_ASSET]
-    if keys is None or not assets:
+def _bursts(cluster: list[Artifact]) -> list[list[Artifact]]:
+    """Entries split into load bursts by their newest mtimes (a gap over two minutes starts a new one).
+    Entries without a time form no burst: nothing can be said of them."""
+    dated = sorted((a for a in cluster if a.newest_mtime is not None), key=lambda a: a.newest_mtime)
+    bursts: list[list[Artifact]] = []
+    for a in dated:
+        if bursts and a.newest_mtime - bursts[-1][-1].newest_mtime <= BURST_SECONDS:
+            bursts[-1].append(a)
+        else:
+            bursts.append([a])
+    return bursts
+
+
+def _paired(bursts: list[list[Artifact]], copy_times: list[float]) -> list[list[Artifact]]:
+    """The bursts that pair one-to-one, in time order, with a compile copy made shortly before them."""
+    out = []
+    i = 0
+    for burst in bursts:
+        start = burst[0].newest_mtime
+        while i < len(copy_times) and copy_times[i] < start - PAIR_SECONDS:
+            i += 1
+        if i < len(copy_times) and copy_times[i] <= start:
+            out.append(burst)
+            i += 1  # each copy pairs with one burst only
+    return out
+
+
+def _by_launch(bursts: list[list[Artifact]], launches: dict[str, int]) -> list[list[Artifact]]:
+    """Bursts regrouped by the launch `mlcache watch` saw their entries appear in (one burst per launch)."""
+    if not launches:
         return []
-    orphans = [a for a in assets if a.detail.get("asset_id") not in keys]
-    if not orphans:
+    per_launch: dict[int, list[Artifact]] = defaultdict(list)
+    for b in bursts:
+        for a in b:
+            if a.path in launches:
+                per_launch[launches[a.path]].append(a)
+    return [per_launch[k] for k in sorted(per_launch)] if len(per_launch) >= 2 else []
+
+
+# -- scratch owned by a process ------------------------------------------------------------------
+def _pid_scratch_rules(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
+    findings = []
+    for rule, kind, what in (("interrupted-specialization", SPECIALIZATION_PARTIAL,
+                              "interrupted specialization write(s) (*.tmp.<pid>[_<n>].bundle)"),
+                             ("mpsgraph-scratch", MPSGRAPH_SCRATCH_KIND, "MPSGraph scratch folder(s) (mpsgraph-<pid>-*)")):
+        items = [a for a in artifacts if a.kind == kind]
+        if not items:
+            continue
+        running = [a for a in items if ev.running_pids is not None and a.detail.get("pid") in ev.running_pids]
+        dead = [a for a in items if a not in running]
+        basis = "an offline copy: no process can own them" if ev.running_pids is None else \
+            "their processes are not running"
+        findings.append(_finding(
+            rule, items, dead,
+            f"{len(items)} {what}; {len(dead)} belong to processes that are gone"
+            + (f", {len(running)} to running processes (kept)" if running else ""),
+            {"entries": len(items), "reclaimable": len(dead), "basis": basis,
+             "running_pids": sorted({a.detail["pid"] for a in running})},
+            explanation="Both are written under a process id and abandoned when that process ends before it "
+                        "finishes or cleans up; public sweepers remove them exactly when the pid is gone "
+                        "(kill(pid, 0) fails with ESRCH).",
+            remedy=remedy_of("Core ML (e5rt)" if kind == SPECIALIZATION_PARTIAL else "MPSGraph")))
+    return findings
+
+
+# -- Core AI --------------------------------------------------------------------------------------
+def _coreai_rule(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
+    entries = [a for a in artifacts if a.kind == COREAI_SPECIALIZATION]
+    builds = {a.detail["build"] for a in artifacts
+              if a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION) and is_build(a.detail["build"])}
+    current = ev.current_build or (max(builds, key=build_order) if builds else None)
+    live = [a for a in entries if not (is_build(a.detail["build"]) and current
+                                       and build_order(a.detail["build"]) < build_order(current))]
+    if not live:
         return []
+    sources = {a.detail["main_hash"]: a.path for a in artifacts
+               if a.kind == SOURCE_MODEL and a.detail.get("main_hash")}
+    linked = {a.path: sources[a.detail["main_hash"]] for a in live if a.detail["main_hash"] in sources}
+    not_builds = sorted({a.detail["build"] for a in live if not is_build(a.detail["build"])})
     return [_finding(
-        "executorch-orphan", orphans, orphans,
-        f"{len(orphans)} ExecuTorch asset(s) on disk that assets.db no longer lists",
-        {"orphans": len(orphans), "indexed": len(keys)},
-        explanation="ExecuTorch's Core ML backend tracks compiled assets in MODEL_ASSETS_STORE "
-                    "(Library/Application Support/executorchcoreml/assets.db); an asset the index does not list "
-                    "is never loaded again.",
-        remedy="Nothing to change in the app; these can go. Keep ExecuTorch up to date.")]
+        "coreai-cache", live, [],
+        f"{len(live)} Core AI cache entr{'y' if len(live) == 1 else 'ies'} of the current build; {len(linked)} "
+        f"linked to a source .aimodel in this container by main.hash, {len(live) - len(linked)} whose source is "
+        "not here (usually in the app bundle)",
+        {"entries": len(live), "linked": [{"entry": p, "source": s} for p, s in sorted(linked.items())],
+         "unlinked": len(live) - len(linked), "not_build_folders": not_builds},
+        explanation="Core AI keys entries by the model's content (main.hash) and options, so they do not leak by "
+                    "path. Deleting one costs a re-specialization (minutes for large models), and a missing "
+                    "source proves nothing (it usually lives in the app bundle), so they are reported, never "
+                    "reclaimed." + (f" Folders that are not OS builds ({', '.join(not_builds)}) are never "
+                                    "called old." if not_builds else ""),
+        remedy=remedy_of("Core AI"))]
+
+
+# -- ExecuTorch ---------------------------------------------------------------------------------
+def _executorch_rules(scan: ScanResult) -> list[Finding]:
+    findings = []
+    assets = [a for a in scan.artifacts if a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml"]
+    keys = scan.index_keys.get("executorch")
+    # Only the asset store indexes its assets in assets.db; the newer model cache (version.txt) never
+    # writes it, so its models are live, never orphans (ETCoreMLModelCache.h).
+    if assets and keys is not None and not scan.layout.get("executorch_model_cache"):
+        orphans = [a for a in assets if a.detail.get("asset_id") not in keys]
+        if orphans:
+            findings.append(_finding(
+                "executorch-orphan", orphans, orphans,
+                f"{len(orphans)} ExecuTorch asset(s) on disk that assets.db no longer lists",
+                {"orphans": len(orphans), "indexed": len(keys)},
+                explanation="ExecuTorch's Core ML asset store tracks compiled assets in MODEL_ASSETS_STORE "
+                            "(Library/Application Support/executorchcoreml/assets.db); an asset the index does "
+                            "not list is never loaded again. assets.db itself is never removed.",
+                remedy=remedy_of("ExecuTorch")))
+    scratch = [a for a in scan.artifacts if a.kind == EXECUTORCH_SCRATCH]
+    if scratch:
+        roles = sorted({a.detail.get("role", "") for a in scratch})
+        findings.append(_finding(
+            "executorch-scratch", scratch, scratch,
+            f"{len(scratch)} ExecuTorch staging or temporary item(s) ({', '.join(roles)})",
+            {"items": len(scratch), "roles": roles},
+            explanation="ExecuTorch stages compiles in staging/ and temp/ (removed after 24 hours by the model "
+                        "cache itself) and publishes files through .tmp-* names; what is left there belongs to "
+                        "no asset. Bookmarks and keyed staging of the Core AI backend are never removed alone.",
+            remedy=_remedies_for(a.producer for a in scratch)))
+    return findings
 
 
 # -- persistent copies --------------------------------------------------------------------------
@@ -341,7 +462,7 @@ def _persistent_rules(artifacts: list[Artifact], fp: Fingerprints) -> list[Findi
         if len(group) < 2:
             continue
         groups += 1
-        outside = [a for a in group if not _protected(a.path)]
+        outside = [a for a in group if not is_protected(a.path)]
         keep = _newest(outside) if outside else None
         dup_concerned += group
         dup_reclaim += [a for a in outside if a is not keep]

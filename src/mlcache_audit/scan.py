@@ -14,32 +14,46 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from mlcache_audit import models
+from mlcache_audit.domain import (
+    COMPILE_LEFTOVER,
+    COMPILED_MODEL,
+    COREAI_CACHE,
+    COREAI_SPECIALIZATION,
+    E5_CACHE,
+    EXECUTORCH_ASSET,
+    EXECUTORCH_COREAI,
+    EXECUTORCH_COREML,
+    EXECUTORCH_SCRATCH,
+    KINDS,
+    METAL_CACHE,
+    MODEL_KINDS,
+    MPSGRAPH_SCRATCH,
+    MPSGRAPH_SCRATCH_KIND,
+    SOURCE_MODEL,
+    SPECIALIZATION,
+    SPECIALIZATION_PARTIAL,
+    UNRECOGNISED,
+    is_build,
+)
 from mlcache_audit.sources.base import DIR, FILE, Container, Entry
 
-# Artifact kinds, in report order.
-COMPILE_LEFTOVER = "compile_leftover"
-SPECIALIZATION = "specialization"
-SPECIALIZATION_PARTIAL = "specialization_partial"
-COMPILED_MODEL = "compiled_model"
-SOURCE_MODEL = "source_model"
-EXECUTORCH_ASSET = "executorch_asset"
-METAL_CACHE = "metal_shader_cache"
-UNRECOGNISED = "unrecognised"
-KINDS = (COMPILE_LEFTOVER, SPECIALIZATION, SPECIALIZATION_PARTIAL, COMPILED_MODEL, SOURCE_MODEL,
-         EXECUTORCH_ASSET, METAL_CACHE, UNRECOGNISED)
-MODEL_KINDS = (COMPILE_LEFTOVER, COMPILED_MODEL, SOURCE_MODEL, EXECUTORCH_ASSET)
+__all__ = ["KINDS", "MODEL_KINDS", "Artifact", "ScanResult", "scan_container", "area_of"]
 
-E5_CACHE = "com.apple.e5rt.e5bundlecache"
 _UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 # NSProcessInfo.globallyUniqueString: <UUID>-<pid>-<16 hex>, as the TFLite Core ML delegate names files.
 GUS = re.compile(rf"^({_UUID})-(\d+)-([0-9A-Fa-f]{{16}})$")
 _ORT = re.compile(rf"^onnxruntime-{_UUID}-(\d+)-[0-9A-Fa-f]{{16}}")
 _STEM_UUID = re.compile(rf"^(.+)_({_UUID})\.mlmodelc$")
 _LEGACY_PID = re.compile(r"^model_(\d+)_.*\.mlmodelc$")
-_BUILD = re.compile(r"^\d{2}[A-Z]\d{1,5}[a-z]?$")
 _HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
-_TMP_BUNDLE = re.compile(r"\.tmp\.\d+\.bundle$")
+# An interrupted E5RT write: <64 hex>.tmp.<pid>_<n>.bundle, or .tmp.<pid>.bundle (FIELD-EVIDENCE.md).
+_TMP_BUNDLE = re.compile(r"\.tmp\.(\d+)(?:_(\d+))?\.bundle$")
 _HEX_ANY = re.compile(r"[0-9A-Fa-f]{64}")
+_MPSGRAPH = re.compile(r"^mpsgraph-(\d+)-(.+)$")
+_TORCH_LEGACY = re.compile(r"^([0-9a-f]{64})(\.mlmodelc|\.version)?$")  # PTMCoreMLCompiler.mm: sha256 of the spec
+_COMPUTE_UNITS = re.compile(r"_(all|cpu_only|cpu_and_gpu|cpu_and_ne)$")
+# Files of an E5RT pointer entry (no bundle of its own): FIELD-EVIDENCE.md, "Entry contents vary".
+_POINTER_FILES = ("model.milhash", "model.anehash", "universal.bundle")
 
 AREAS = ("Documents", "Library/Application Support", "Library/Caches", "Library/Preferences", "Library", "tmp")
 
@@ -93,6 +107,7 @@ class ScanResult:
     file_count: int
     other_bytes_by_area: dict[str, int]
     index_keys: dict[str, set[str] | None]  # store name -> keys its index knows (None: unreadable)
+    layout: dict[str, bool] = field(default_factory=dict)  # facts about stores (ExecuTorch cache version)
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:
@@ -151,7 +166,13 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
             other[area_of(e.path)] += size
     for a in artifacts:
         _describe(container, a)
-    return ScanResult(container, artifacts, total, files, dict(other), _read_indexes(container, artifacts))
+    layout = {}
+    if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
+        # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
+        version = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
+        layout["executorch_model_cache"] = any(e.path == version for e in entries)
+    indexes = {} if layout.get("executorch_model_cache") else _read_indexes(container, artifacts)
+    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout)
 
 
 def _counted_size(e: Entry, seen: set[tuple]) -> int:
@@ -182,53 +203,131 @@ def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:
     name = e.name
     if parent is not None:
         # The one nesting allowed: an interrupted write inside a specialization entry.
-        if parent.kind == SPECIALIZATION and is_dir and _TMP_BUNDLE.search(name):
-            return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)", detail=dict(parent.detail))
+        if parent.kind == SPECIALIZATION and is_dir and (m := _TMP_BUNDLE.search(name)):
+            return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)",
+                            detail={**parent.detail, **_pid_detail(m)})
         return None
     parts = e.path.split("/")
-    if E5_CACHE in e.path and E5_CACHE in parts[:-1]:
+    if E5_CACHE in parts[:-1]:
         return _classify_e5(e, parts, is_dir)
-    if is_dir and name in ("com.apple.metal", "com.apple.metalfe") and area_of(e.path) == "Library/Caches":
+    in_caches = parts[:2] == ["Library", "Caches"]
+    if in_caches and COREAI_CACHE in parts[2:-1]:
+        return _classify_coreai(e, parts, is_dir)
+    if in_caches and len(parts) >= 4 and parts[2] == EXECUTORCH_COREML:
+        return _classify_executorch(e, parts, is_dir)
+    if in_caches and len(parts) >= 4 and parts[2] == EXECUTORCH_COREAI:
+        return _classify_executorch_coreai(e, parts, is_dir)
+    if is_dir and name in ("com.apple.metal", "com.apple.metalfe") and in_caches:
         return Artifact(METAL_CACHE, e.path, True, "Metal")
-    if len(parts) >= 2 and parts[-2] == "models" and "executorchcoreml" in parts[:-2] and \
-            area_of(e.path) == "Library/Caches":
-        return Artifact(EXECUTORCH_ASSET, e.path, is_dir, "ExecuTorch", detail={"asset_id": name.split(".")[0]})
-    in_tmp = parts[0] == "tmp"
-    if in_tmp:
+    if parts[0] == "tmp":
         leftover = _classify_tmp(e, parts, is_dir)
         if leftover is not None:
             return leftover
     if is_dir and name.endswith(".mlmodelc"):
         producer = "Hugging Face hub" if "huggingface" in parts else None
         return Artifact(COMPILED_MODEL, e.path, True, producer)
+    if is_dir and name.endswith(".aimodelc"):
+        return Artifact(COMPILED_MODEL, e.path, True, "Core AI", detail={"format": "aimodelc"})
+    if is_dir and name.endswith(".aimodel"):
+        return Artifact(SOURCE_MODEL, e.path, True, "Core AI", detail={"format": "aimodel"})
     if (is_dir and name.endswith(".mlpackage")) or (not is_dir and name.endswith(".mlmodel")):
         return Artifact(SOURCE_MODEL, e.path, is_dir, detail={"format": "mlpackage" if is_dir else "mlmodel"})
     return None
 
 
+def _pid_detail(m: re.Match) -> dict:
+    return {"pid": int(m.group(1)), **({"write": int(m.group(2))} if m.group(2) else {})}
+
+
 def _classify_e5(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
     """`<cache>/<OS build>/<64 hex>/...`: one artifact per entry; anything else is unrecognised."""
-    depth = len(parts) - 1 - parts.index(E5_CACHE)
-    build = parts[parts.index(E5_CACHE) + 1]
-    if _TMP_BUNDLE.search(e.name) and is_dir:
-        return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)", detail={"build": build})
+    idx = parts.index(E5_CACHE)
+    depth = len(parts) - 1 - idx
+    build = parts[idx + 1]
+    if is_dir and depth >= 2 and (m := _TMP_BUNDLE.search(e.name)):
+        return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)", detail={"build": build, **_pid_detail(m)})
     if depth == 1:
-        if is_dir and _BUILD.match(e.name):
+        if is_dir and is_build(e.name):
             return None  # the build folder itself: its entries are the artifacts
         return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "not an OS build folder"})
-    if depth == 2 and is_dir and _HEX64.match(e.name) and _BUILD.match(build):
+    if depth == 2 and is_dir and _HEX64.match(e.name) and is_build(build):
         return Artifact(SPECIALIZATION, e.path, True, "Core ML (e5rt)", detail={"build": build, "entry": e.name})
     return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "unknown specialization cache layout"})
 
 
+def _classify_coreai(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
+    """`coreai-cache/<OS build>/<client>/<main.hash hex>/<options key>/model.aimodelx/...`: one
+    artifact per (model, options) folder. A build folder that is not a build (one beta wrote
+    `unknown/`) still holds entries: they are reported and never called old."""
+    idx = parts.index(COREAI_CACHE)
+    depth = len(parts) - 1 - idx
+    if depth <= 2 and is_dir:
+        return None  # the build and client folders
+    if depth == 3 and is_dir and _HEX64.match(e.name):
+        return None  # the model's main.hash folder
+    if depth == 4 and is_dir:
+        build, client, main_hash = parts[idx + 1], parts[idx + 2], parts[idx + 3]
+        return Artifact(COREAI_SPECIALIZATION, e.path, True, "Core AI",
+                        detail={"build": build, "client": client, "main_hash": main_hash.lower(), "options": e.name})
+    return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "unknown Core AI cache layout"})
+
+
+def _classify_executorch(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
+    """ExecuTorch's Core ML backend under Library/Caches/executorchcoreml/ (ETCoreMLStrings.mm,
+    ETCoreMLModelCache.h): `models/<id>.mlmodelc` assets (the asset store's or the model cache's),
+    `models/<id>.accessed` LRU clocks, `staging/<UUID>/` and `temp/<UUID>/` scratch."""
+    area, name = parts[3], e.name
+    if len(parts) != 5:
+        return None
+    if area == "models":
+        if not is_dir and name.endswith(".accessed"):
+            return None  # the model cache's LRU clock: part of the cache, not an asset
+        asset_id = name.removesuffix(".mlmodelc")
+        detail = {"backend": "coreml", "asset_id": asset_id}
+        if m := _COMPUTE_UNITS.search(asset_id):
+            detail["compute_units"] = m.group(1)
+        return Artifact(EXECUTORCH_ASSET, e.path, is_dir, "ExecuTorch", detail=detail)
+    if area in ("staging", "temp"):
+        return Artifact(EXECUTORCH_SCRATCH, e.path, is_dir, "ExecuTorch", detail={"role": area})
+    return None
+
+
+def _classify_executorch_coreai(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
+    """ExecuTorch's Core AI backend under Library/Caches/executorch_coreai/ (its runtime README):
+    `bookmarks/<key>.bookmark`, `staging/<key>/`, `locks/<key>.lock`, `.tmp-<UUID>` publications."""
+    name = e.name
+    if name.startswith(".tmp-"):
+        return Artifact(EXECUTORCH_SCRATCH, e.path, is_dir, "ExecuTorch Core AI backend", detail={"role": "tmp"})
+    if len(parts) != 5:
+        return None
+    area = parts[3]
+    if area == "bookmarks" and not is_dir and name.endswith(".bookmark"):
+        return Artifact(EXECUTORCH_ASSET, e.path, False, "ExecuTorch Core AI backend",
+                        detail={"backend": "coreai", "role": "bookmark", "key": name.removesuffix(".bookmark")})
+    if area == "staging" and is_dir:
+        # Removed only with its key (the SDK entry, then staging, then the bookmark): never alone.
+        return Artifact(EXECUTORCH_ASSET, e.path, True, "ExecuTorch Core AI backend",
+                        detail={"backend": "coreai", "role": "staging", "key": name})
+    if area == "locks":
+        return None
+    return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "unknown ExecuTorch Core AI layout"})
+
+
 def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
-    """On-device compile output in tmp/ (see the producer table in COREML-ON-DISK.md)."""
+    """On-device compile output and scratch in tmp/ (producer tables in COREML-ON-DISK.md and
+    FIELD-EVIDENCE.md)."""
     name = e.name
     if len(parts) >= 2 and parts[1] == "executorchcoreml":
         # Items in the trash folder (or its models/ folder), never the folders ExecuTorch recreates.
         if (len(parts) == 3 and parts[2] != "models") or (len(parts) == 4 and parts[2] == "models"):
             return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "ExecuTorch", detail={"leftover": "trash"})
         return None
+    if len(parts) >= 2 and parts[1] == MPSGRAPH_SCRATCH:
+        if len(parts) != 3:
+            return None
+        if is_dir and (m := _MPSGRAPH.match(name)):
+            return Artifact(MPSGRAPH_SCRATCH_KIND, e.path, True, "MPSGraph", detail={"pid": int(m.group(1))})
+        return Artifact(UNRECOGNISED, e.path, is_dir, detail={"reason": "unknown MPSGraph scratch layout"})
     if len(parts) != 2:
         return None
     stem = name[: -len(".mlmodelc")] if name.endswith(".mlmodelc") else None
@@ -243,11 +342,15 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
         leftover = "bundle" if name.endswith(".mlmodelc") else "package" if is_dir else "spec"
         return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "ONNX Runtime Core ML EP",
                         detail={"leftover": leftover, "pid": int(m.group(1))})
+    if (m := _TORCH_LEGACY.match(name)) and is_dir == (m.group(2) == ".mlmodelc"):
+        leftover = {".mlmodelc": "bundle", ".version": "version"}.get(m.group(2) or "", "spec")
+        return Artifact(COMPILE_LEFTOVER, e.path, is_dir, "PyTorch Core ML backend (legacy)",
+                        detail={"leftover": leftover, "spec_sha256": m.group(1)})
     if is_dir and (m := _STEM_UUID.match(name)):
         return Artifact(COMPILE_LEFTOVER, e.path, True, "MLModel.compileModel(at:)",
                         detail={"leftover": "bundle", "stem": m.group(1)})
     if is_dir and (m := _LEGACY_PID.match(name)):
-        return Artifact(COMPILE_LEFTOVER, e.path, True, "PyTorch Core ML backend (legacy)",
+        return Artifact(COMPILE_LEFTOVER, e.path, True, "a per-process compile (model_<pid>_*)",
                         detail={"leftover": "bundle", "pid": int(m.group(1))})
     if is_dir and name.endswith(".mlmodelc"):
         return Artifact(COMPILE_LEFTOVER, e.path, True, "MLModel.compileModel(at:)", detail={"leftover": "bundle"})
@@ -275,6 +378,14 @@ def _describe(container: Container, a: Artifact) -> None:
             summary.setdefault("type", "pipeline")
         a.model = summary
         a.detail["bundle"] = True
+    elif a.kind == SOURCE_MODEL and a.detail.get("format") == "aimodel":
+        # main.hash is the SHA-256 of main.mlirb; Core AI's cache names the model's folder by it.
+        if "main.hash" in names:
+            a.detail["main_hash"] = _hash_text(container.read(f"{a.path}/main.hash", 1024))
+        else:
+            a.notes.append("main.hash missing: the package is incomplete")
+        if "main.mlirb" not in names:
+            a.notes.append("main.mlirb missing: the package is incomplete")
     elif a.kind == SOURCE_MODEL:
         # Only real source models are inspected (coremltools costs ~1 s to import); compile inputs in
         # tmp/ are grouped by content, which needs no parse.
@@ -292,14 +403,39 @@ def _describe(container: Container, a: Artifact) -> None:
             if data is not None:
                 a.model, notes = models.inspect_source_spec(data)
                 a.notes.extend(notes)
-    elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL):
+    elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION):
         # The inner names carry the function, input shape and compute path (main_480x272/main_ane).
         a.detail["layout"] = sorted({_HEX_ANY.sub("<hex>", a.rel(e)) for e in a.members})
+        if a.kind == SPECIALIZATION:
+            a.detail["contents"] = _entry_contents(names)
+            if not names:
+                a.notes.append("no bytes: folders emptied by a purge (APFS keeps them); not corruption")
+
+
+def _entry_contents(names: set[str]) -> str:
+    """bundle (a specialization of its own), pointer (model.milhash, .e5, model.anehash,
+    universal.bundle: it points at one held elsewhere), or empty (emptied by a purge)."""
+    if not names:
+        return "empty"
+    tops = {n.split("/", 1)[0] for n in names}
+    if all(t in _POINTER_FILES or t.endswith(".e5") for t in tops):
+        return "pointer"
+    return "bundle"
+
+
+def _hash_text(data: bytes | None) -> str | None:
+    """main.hash as lowercase hex: 32 raw bytes, or 64 hex digits as text."""
+    if not data:
+        return None
+    text = data.strip()
+    if len(text) == 64 and _HEX64.match(text.decode("ascii", "replace")):
+        return text.decode("ascii").lower()
+    return data.hex() if len(data) == 32 else None
 
 
 def _read_indexes(container: Container, artifacts: list[Artifact]) -> dict[str, set[str] | None]:
     """Keys of the ExecuTorch asset store's index (`MODEL_ASSETS_STORE` in assets.db), if present."""
-    if not any(a.kind == EXECUTORCH_ASSET for a in artifacts):
+    if not any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         return {}
     import sqlite3
 
