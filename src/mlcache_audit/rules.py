@@ -384,8 +384,13 @@ def _pid_scratch_rules(artifacts: list[Artifact], ev: Evidence) -> list[Finding]
             explanation="Both are written under a process id and abandoned when that process ends before it "
                         "finishes or cleans up; public sweepers remove them exactly when the pid is gone "
                         "(kill(pid, 0) fails with ESRCH).",
-            remedy=remedy_of("Core ML (e5rt)" if kind == SPECIALIZATION_PARTIAL else "MPSGraph")))
+            remedy=_INTERRUPTED_REMEDY if kind == SPECIALIZATION_PARTIAL else remedy_of("MPSGraph")))
     return findings
+
+
+_INTERRUPTED_REMEDY = ("Nothing to change in the app: a specialization write was cut short (a crash, a kill, a "
+                       "full disk). The temporary bundle can go once its process is gone; Core ML writes a complete "
+                       "one on the next load.")
 
 
 # -- Core AI --------------------------------------------------------------------------------------

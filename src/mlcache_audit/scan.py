@@ -145,6 +145,8 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
         # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
         new = _classify(e, stack[-1]) if stack and stack[-1].kind == SPECIALIZATION else \
             None if stack else _classify(e, None)
+        if new is not None and stack:
+            stack[-1].detail["interrupted_writes"] = stack[-1].detail.get("interrupted_writes", 0) + 1
         if new is not None:
             artifacts.append(new)
             if new.is_dir:
@@ -407,14 +409,16 @@ def _describe(container: Container, a: Artifact) -> None:
         # The inner names carry the function, input shape and compute path (main_480x272/main_ane).
         a.detail["layout"] = sorted({_HEX_ANY.sub("<hex>", a.rel(e)) for e in a.members})
         if a.kind == SPECIALIZATION:
-            a.detail["contents"] = _entry_contents(names)
-            if not names:
+            a.detail["contents"] = _entry_contents(names) if names or not a.detail.get("interrupted_writes") \
+                else "interrupted"
+            if a.detail["contents"] == "empty":
                 a.notes.append("no bytes: folders emptied by a purge (APFS keeps them); not corruption")
 
 
 def _entry_contents(names: set[str]) -> str:
     """bundle (a specialization of its own), pointer (model.milhash, .e5, model.anehash,
-    universal.bundle: it points at one held elsewhere), or empty (emptied by a purge)."""
+    universal.bundle: it points at one held elsewhere), or empty (emptied by a purge); an entry
+    holding only an interrupted write is `interrupted` (set by the caller)."""
     if not names:
         return "empty"
     tops = {n.split("/", 1)[0] for n in names}
