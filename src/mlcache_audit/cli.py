@@ -126,7 +126,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @click.argument("path", callback=_nonempty_path)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text for people, json (schema mlcache.scan/1) for tools.")
+              help="text for people, json (schema mlcache.scan/2) for tools.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
 @source_options
 def scan(path: str, fmt: str, top: int, **kwargs) -> None:
