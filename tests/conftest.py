@@ -50,8 +50,47 @@ def isolated_dirs(tmp_path, monkeypatch):
 
 
 def run(*args: str, input: str | None = None):
-    """The real command through click's runner; exceptions are never swallowed."""
-    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+    """The real command through click's runner; exceptions are never swallowed. Every JSON document
+    it prints is validated against the schema mlcache ships for it (`mlcache schema NAME`)."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+    validate_output(result.stdout)
+    return result
+
+
+_SCHEMAS: dict[str, dict] = {}
+
+
+def schema_of(name: str) -> dict:
+    if name not in _SCHEMAS:
+        from importlib import resources
+
+        text = resources.files("mlcache_audit").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
+        _SCHEMAS[name] = json.loads(text)
+    return _SCHEMAS[name]
+
+
+def validate_document(doc: dict) -> None:
+    import jsonschema
+
+    name = doc["schema"].split(".", 1)[1].split("/", 1)[0]
+    jsonschema.validate(doc, schema_of(name), cls=jsonschema.Draft202012Validator)
+
+
+def validate_output(stdout: str) -> None:
+    """Validate what looks like an mlcache JSON document or JSON Lines stream; leave text alone."""
+    for line in stdout.splitlines() if stdout.lstrip().startswith("{") else ():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            doc = json.loads(stdout)  # an indented document (snapshot): validate it whole, once
+            if isinstance(doc, dict) and str(doc.get("schema", "")).startswith("mlcache."):
+                validate_document(doc)
+            return
+        if isinstance(doc, dict) and str(doc.get("schema", "")).startswith("mlcache."):
+            validate_document(doc)
 
 
 def scan_json(path: Path, *extra: str) -> dict:

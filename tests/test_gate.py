@@ -48,12 +48,16 @@ def test_three_more_leftovers_fail_a_1mb_growth_budget(healthy_with_baseline, tm
     assert result.exit_code == 1
     errors = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
     assert len(errors) == 1
-    assert errors[0].startswith("::error title=mlcache budget max-growth::Core ML grew by +2.9 MB")
+    assert errors[0].startswith("::error title=mlcache budget max-growth::ML caches grew by +2.9 MB")
+    # The annotation names what is behind the growth: the rule, the model, the producer and the fix.
+    assert "repeated-compile (model parkinson_wave, from TensorFlow Lite Core ML delegate)" in errors[0]
+    assert "Fix: The TensorFlow Lite Core ML delegate" in errors[0]
     SCHEMA.validate(str(junit))
     xml = junit.read_text()
     assert xml.count("<testcase") == 1 and xml.count("<failure") == 1 and 'type="BudgetExceeded"' in xml
     md = summary.read_text()
-    assert "mlcache check: failed" in md and "| max-growth | **FAIL** |" in md
+    assert "mlcache check: failed" in md and "| max-growth | total | **FAIL** |" in md
+    assert "App: com.example.healthy" in md and "| compile_leftover | 0 B | 2.9 MB | +2.9 MB |" in md
 
 
 def test_a_generous_budget_passes(healthy_with_baseline, tmp_path):
@@ -90,7 +94,7 @@ def test_growth_percent_budget(healthy_with_baseline):
     result = run("check", root, "--baseline", base, "--max-growth-pct", "25", "--format", "json")
     assert result.exit_code == 1
     (budget,) = json.loads(result.stdout)["budgets"]
-    assert budget["name"] == "max-growth-pct" and budget["actual"].startswith("+28")
+    assert budget["name"] == "max-growth-pct" and budget["unit"] == "percent" and 280 < budget["actual"] < 290
 
 
 def test_usage_and_input_errors_are_exit_2(built, tmp_path):
@@ -135,9 +139,10 @@ def test_snapshot_and_check_contract_keys_are_pinned(built, tmp_path):
     assert snap["totals"]["kinds"]["specialization"] == {"bytes": snap["totals"]["kinds"]["specialization"]["bytes"],
                                                          "count": 24}
     check = json.loads(run("check", built["recompile"], "--max-total", "1GB", "--format", "json").stdout)
-    assert check["schema"] == "mlcache.check/1"
-    assert {"path", "passed", "budgets", "notes", "totals", "baseline_totals"} <= set(check)
-    assert set(check["budgets"][0]) == {"name", "passed", "actual", "limit", "message"}
+    assert check["schema"] == "mlcache.check/2"
+    assert {"path", "passed", "config", "budgets", "notes", "totals", "baseline_totals", "containers"} <= set(check)
+    assert set(check["budgets"][0]) == {"name", "scope", "passed", "actual", "limit", "unit", "message", "findings"}
+    assert isinstance(check["budgets"][0]["actual"], int) and check["budgets"][0]["unit"] == "bytes"
 
 
 def test_diff_of_snapshots_and_of_containers(healthy_with_baseline, tmp_path):
@@ -146,17 +151,18 @@ def test_diff_of_snapshots_and_of_containers(healthy_with_baseline, tmp_path):
     result = run("diff", base, root, "--format", "json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    assert doc["schema"] == "mlcache.diff/1"
+    assert doc["schema"] == "mlcache.diff/2"
+    assert doc["old"]["path"] == str(root) and doc["old"]["created"]  # the snapshot is the old side
     rows = {r["name"]: r for r in doc["rows"]}
     assert rows["compile_leftover"]["old_bytes"] == 0 and rows["compile_leftover"]["new_count"] == 6
-    assert rows["coreml total"]["delta_bytes"] == rows["compile_leftover"]["new_bytes"]
+    assert rows["ML caches total"]["delta_bytes"] == rows["compile_leftover"]["new_bytes"]
     text = run("diff", base, root).stdout
-    assert "compile_leftover" in text and "+2.9 MB" in text
+    assert "compile_leftover" in text and "+2.9 MB" in text and text.index("old") < text.index("new")
 
 
 def test_github_escapes_are_applied():
-    from mlcache_audit.gate import BudgetResult, CheckResult, github_annotations
+    from mlcache_audit.report.github import annotations
 
-    r = CheckResult("p", (BudgetResult("max-total", False, "1", "0", "100% over\nline two"),), {}, None, ())
-    (line,) = github_annotations(r)
+    doc = {"budgets": [{"name": "max-total", "passed": False, "message": "100% over\nline two", "findings": []}]}
+    (line,) = annotations(doc)
     assert line == "::error title=mlcache budget max-total::100%25 over%0Aline two"

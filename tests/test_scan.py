@@ -140,10 +140,10 @@ def test_json_goes_to_stdout_alone(built):
 
 def test_text_report_leads_with_findings_and_shows_timeline(built):
     out = run("scan", built["recompile"]).stdout
-    assert out.index("Findings") < out.index("Where the bytes are")
+    assert out.index("Verdict: 23.6 MB can be freed.") < out.index("Findings") < out.index("Where the bytes are")
     assert "compiled one model 24 times" in out
-    assert "Core ML bytes added per day" in out
-    assert "Reclaimable:" in out
+    assert "ML cache bytes added per day" in out
+    assert "Next:  mlcache clean" in out
 
 
 def test_healthy_container_has_nothing_reclaimable(built):

@@ -63,10 +63,6 @@ class Outcome:
     status: str  # removed | quarantined | would remove | would quarantine | restored | skipped | failed
     reason: str = ""
 
-    def to_dict(self) -> dict:
-        return {**fsio.path_fields(self.path), "bytes": self.bytes, "rule": self.rule, "status": self.status,
-                "reason": self.reason}
-
 
 @dataclass(frozen=True)
 class ContainerOutcome:
@@ -95,16 +91,6 @@ class ApplyResult:
         """True when every planned entry was done (or, in a dry run, could be)."""
         return all(o.status in ("removed", "quarantined", "would remove", "would quarantine")
                    for c in self.containers for o in c.outcomes)
-
-    def to_dict(self) -> dict:
-        return {
-            "schema": "mlcache.apply/1", "dry_run": self.dry_run,
-            "quarantine": fsio.readable(self.quarantine) if self.quarantine else None,
-            "freed_bytes": self.freed_bytes, "would_free_bytes": self.would_free_bytes, "complete": self.complete,
-            "containers": [{**fsio.path_fields(c.root, "root"), "bundle_id": c.bundle_id,
-                            "recovered": list(c.recovered), "outcomes": [o.to_dict() for o in c.outcomes]}
-                           for c in self.containers],
-        }
 
 
 def default_state_dir() -> Path:
@@ -468,10 +454,6 @@ class RestoreResult:
     @property
     def complete(self) -> bool:
         return all(o.status == "restored" for o in self.outcomes)
-
-    def to_dict(self) -> dict:
-        return {"schema": "mlcache.restore/1", "complete": self.complete,
-                "outcomes": [o.to_dict() for o in self.outcomes]}
 
 
 def restore_quarantine(directory: Path) -> RestoreResult:

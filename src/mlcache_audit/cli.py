@@ -1,10 +1,8 @@
-"""Command line: parses options, calls one stage function per command, renders the result."""
+"""Command line: parses options, calls one function of commands.py, renders its result."""
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -12,11 +10,9 @@ from pathlib import Path
 import click
 
 from mlcache_audit import __version__
-from mlcache_audit.docfields import read_document, write_output
+from mlcache_audit.docfields import write_output
 from mlcache_audit.domain import RULES
 from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound, PlanInvalid
-from mlcache_audit.sources.archive import DEFAULT_MAX_MEMBERS
-from mlcache_audit.units import parse_size
 
 
 class _Failure(click.ClickException):
@@ -53,8 +49,7 @@ class MlcacheGroup(click.Group):
 def _terminal():
     from mlcache_audit.terminal import Terminal  # rich is imported only when something is drawn
 
-    return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"),
-                    color=None if not os.environ.get("NO_COLOR") else False)
+    return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"))
 
 
 def _nonempty_path(ctx, param, value):
@@ -72,39 +67,59 @@ def _nonempty_file(ctx, param, value):
     return None if value is None else Path(_nonempty_path(ctx, param, value))
 
 
+def _path_argument(name: str):
+    """A PATH argument: never empty, completed as a file or folder name by the shell."""
+    return click.argument(name, type=click.Path(), callback=_nonempty_path)
+
+
 def source_options(fn):
-    """Options shared by every command that reads a container."""
+    """Options shared by every command that reads a container; handed on as one SourceOptions."""
     @click.option("--bundle-id", help="Only the container of this app (a backup or simulator holds many).")
     @click.option("--no-hash-cache", is_flag=True,
                   help="Do not read or write the content-hash cache (~/.cache/mlcache, ~/Library/Caches/mlcache "
                        "on macOS; MLCACHE_CACHE_DIR moves it).")
-    @click.option("--max-archive-members", type=click.IntRange(1), default=DEFAULT_MAX_MEMBERS, show_default=True,
+    @click.option("--max-archive-members", type=click.IntRange(1), default=1_000_000, show_default=True,
                   help="Refuse archives with more members than this (zip-bomb guard).")
     @click.option("--max-archive-bytes", default="256GiB", show_default=True,
                   help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard).")
     @click.option("--max-hash-bytes", default="64GiB", show_default=True,
                   help="Hash at most this many bytes in one run; past it, possible copies are left unjudged.")
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
+    def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes, **kwargs):
+        from mlcache_audit.commands import SourceOptions
+        from mlcache_audit.units import parse_size
+
+        source = SourceOptions(bundle_id, not no_hash_cache, max_archive_members, parse_size(max_archive_bytes),
+                               parse_size(max_hash_bytes))
+        return fn(*args, source=source, **kwargs)
     return wrapper
 
 
-def _audit(term, path: str, *, bundle_id: str | None = None, no_hash_cache: bool = False,
-           max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: str = "256GiB",
-           max_hash_bytes: str = "64GiB"):
-    from mlcache_audit.audit import audit_path
-
-    with term.progress(f"Scanning {path}") as progress:
-        return audit_path(path, bundle_id=bundle_id, hash_cache=not no_hash_cache,
-                          max_archive_members=max_archive_members, max_archive_bytes=parse_size(max_archive_bytes),
-                          max_hash_bytes=parse_size(max_hash_bytes), progress=progress)
+def output_option(fn):
+    return click.option("-o", "--output", callback=_nonempty_file,
+                        help="Write the document to this file instead of standard output.")(fn)
 
 
-def _source_opts(kwargs: dict) -> dict:
-    """Take the shared source options out of a command's keyword arguments, for `_audit`."""
-    return {k: kwargs.pop(k) for k in ("bundle_id", "no_hash_cache", "max_archive_members", "max_archive_bytes",
-                                   "max_hash_bytes")}
+def _emit(term, text: str, output: Path | None) -> None:
+    if output is None:
+        term.write(text)
+    else:
+        write_output(output, text)
+        term.message(f"Written to {output}")
+
+
+def _render_text(term, output: Path | None, draw) -> None:
+    """Text for people: drawn on the terminal, or recorded whole (nothing cut) into --output."""
+    if output is None:
+        draw(term)
+        return
+    import io
+
+    from mlcache_audit.terminal import Terminal
+
+    buffer = io.StringIO()
+    draw(Terminal(buffer, term.stderr, color=False))
+    _emit(term, buffer.getvalue(), output)
 
 
 @click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +127,7 @@ def _source_opts(kwargs: dict) -> dict:
 @click.option("--debug", is_flag=True, help="Show a traceback for unexpected errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Audit and clean Core ML caches in iOS and macOS app containers.
+    """Audit and clean on-device ML caches (Core ML, Core AI) in iOS and macOS app containers.
 
     PATH may be a data container pulled from a device, an .xcappdata, an Xcode Device Hub folder, a
     simulator tree, a macOS ~/Library/Containers/<id> folder, a device backup, or a zip or tar of any of them.
@@ -124,22 +139,36 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("path", callback=_nonempty_path)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text for people, json (schema mlcache.scan/2) for tools.")
+@_path_argument("path")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
+              show_default=True, help="text for people, json (mlcache.scan/2) for tools, markdown for tickets, "
+                                      "html for one self-contained page.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
+@output_option
 @source_options
-def scan(path: str, fmt: str, top: int, **kwargs) -> None:
-    """Show every Core ML artifact in PATH, what it costs, and why it grew."""
-    term = _terminal()
-    result = _audit(term, path, **_source_opts(kwargs))
-    doc = result.to_dict()
-    if fmt == "json":
-        term.json(doc)
-    else:
-        from mlcache_audit.report import render_scan
+def scan(path: str, fmt: str, top: int, output: Path | None, source) -> None:
+    """Show every ML cache artifact in PATH, what it costs, and why it grew."""
+    from mlcache_audit import commands
 
-        render_scan(term, doc, top=top)
+    term = _terminal()
+    with term.progress(f"Scanning {path}") as progress:
+        doc = commands.scan(path, source, progress).document
+    if fmt == "json":
+        from mlcache_audit.report.json import dumps
+
+        _emit(term, dumps(doc), output)
+    elif fmt == "markdown":
+        from mlcache_audit.report.markdown import scan_markdown
+
+        _emit(term, scan_markdown(doc, top=top), output)
+    elif fmt == "html":
+        from mlcache_audit.report.html import scan_html
+
+        _emit(term, scan_html(doc), output)
+    else:
+        from mlcache_audit.report.text import render_scan
+
+        _render_text(term, output, lambda t: render_scan(t, doc, top=top))
 
 
 def _rule_choice():
@@ -147,64 +176,62 @@ def _rule_choice():
 
 
 @cli.command()
-@click.argument("path", callback=_nonempty_path)
+@_path_argument("path")
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
 @click.option("--yes", is_flag=True, help="Do not ask; needed to act when standard input is not a terminal.")
 @click.option("--quarantine", callback=_nonempty_file,
-              help="Move entries into this folder (with a manifest) instead of deleting them.")
+              help="Move entries into this folder (on the container's volume, with a manifest) instead of deleting them.")
 @click.option("--plan-out", callback=_nonempty_file,
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
               help="Also remove duplicate and old model copies in persistent places (the newest copy stays).")
 @click.option("--only", multiple=True, type=_rule_choice(), help="Act only on findings of this rule (repeatable).")
 @click.option("--keep", multiple=True, type=_rule_choice(), help="Never act on findings of this rule (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json prints the plan (mlcache.plan/1), or with --apply the outcome (mlcache.apply/1).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
+              show_default=True, help="json prints the plan (mlcache.plan/1), or with --apply the outcome (mlcache.apply/1).")
+@output_option
 @source_options
 def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_out: Path | None,
-          include_persistent: bool, only: tuple[str, ...], keep: tuple[str, ...], fmt: str, **kwargs) -> None:
+          include_persistent: bool, only: tuple[str, ...], keep: tuple[str, ...], fmt: str, output: Path | None,
+          source) -> None:
     """Preview (default) or carry out the removal of what is safe to remove in PATH.
 
-    Removed by default: compile leftovers in tmp/, specializations of older OS builds, redundant
-    specializations (the newest stays), interrupted writes, and ExecuTorch assets its index forgot.
-    Documents/, Library/Preferences/ and anything outside the container are never touched.
+    Removed by default: compile leftovers in tmp/, caches of older OS builds, proven re-specializations
+    (the newest load's stay), interrupted writes and scratch of exited processes, ExecuTorch scratch and
+    assets its index forgot. Documents/, Library/Preferences/ and anything outside the container are
+    never touched. A backup or an archive is previewed, never changed.
     """
-    from mlcache_audit.plan import make_plan
+    from mlcache_audit import commands
 
     term = _terminal()
-    result = _audit(term, path, **_source_opts(kwargs))
-    plan = make_plan(result, only=set(only) or None, keep=set(keep), include_persistent=include_persistent)
-    if plan_out:
-        write_output(plan_out, plan.to_json())
-        term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
-    if not do_apply:
-        if fmt == "json":
-            term.json(plan.to_dict())
-            return
-        _run_apply(term, plan, dry_run=True, quarantine=quarantine, fmt=fmt)
-        return
-    _confirm(term, plan, yes, quarantine)
-    _run_apply(term, plan, dry_run=False, quarantine=quarantine, fmt=fmt)
+
+    def save_plan(plan) -> None:
+        if plan_out:
+            write_output(plan_out, plan.to_json())
+            term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
+
+    with term.progress(f"Scanning {path}") as progress:
+        outcome = commands.clean(path, source=source, selection=commands.Selection(frozenset(only), frozenset(keep),
+                                                                                    include_persistent),
+                                 act=do_apply, quarantine=quarantine, confirm=_confirmer(term, yes, quarantine),
+                                 plan_sink=save_plan, progress=progress)
+    _render_clean(term, outcome, fmt, output, plan_document=not do_apply)
 
 
 @cli.command(name="apply")
-@click.argument("plan_file", callback=_nonempty_file)
+@click.argument("plan_file", type=click.Path(dir_okay=False), callback=_nonempty_file)
 @click.option("--yes", is_flag=True, help="Do not ask; needed when standard input is not a terminal.")
 @click.option("--quarantine", callback=_nonempty_file,
-              help="Move entries into this folder (with a manifest) instead of deleting them.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str) -> None:
+              help="Move entries into this folder (on the container's volume, with a manifest) instead of deleting them.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@output_option
+def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str, output: Path | None) -> None:
     """Carry out a plan saved by `mlcache clean --plan-out`, re-checking every entry first."""
-    from mlcache_audit.plan import Plan
+    from mlcache_audit import commands
 
     term = _terminal()
-    try:
-        doc = json.loads(read_document(plan_file, "plan file"))
-    except (ValueError, UnicodeDecodeError):
-        raise PlanInvalid(f"{plan_file} is not JSON; expected a plan from `mlcache clean --plan-out`") from None
-    plan = Plan.from_dict(doc, source=str(plan_file))
-    _confirm(term, plan, yes, quarantine)
-    _run_apply(term, plan, dry_run=False, quarantine=quarantine, fmt=fmt)
+    outcome = commands.apply(plan_file, quarantine=quarantine, confirm=_confirmer(term, yes, quarantine))
+    _render_clean(term, outcome, fmt, output, plan_document=False)
 
 
 def stdin_is_terminal() -> bool:
@@ -214,154 +241,183 @@ def stdin_is_terminal() -> bool:
     return is_terminal(sys.stdin)
 
 
-def _confirm(term, plan, yes: bool, quarantine: Path | None) -> None:
-    from mlcache_audit.units import format_size
+def _confirmer(term, yes: bool, quarantine: Path | None):
+    def confirm(plan) -> bool:
+        from mlcache_audit.units import format_size
 
-    n = sum(len(c.actions) for c in plan.containers)
-    if yes or n == 0:
-        return
-    if not stdin_is_terminal():
-        raise PlanInvalid("refusing to act without confirmation: standard input is not a terminal",
-                          hint="review with `mlcache clean PATH`, then pass --yes")
-    verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
-    if not click.confirm(f"{verb} ({format_size(plan.reclaimable_bytes)})?", default=False, err=True):
+        n = sum(len(c.actions) for c in plan.containers if not c.read_only)
+        if yes or n == 0:
+            return True
+        if not stdin_is_terminal():
+            raise PlanInvalid("refusing to act without confirmation: standard input is not a terminal",
+                              hint="review with `mlcache clean PATH`, then pass --yes")
+        verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
+        if click.confirm(f"{verb} ({format_size(plan.reclaimable_bytes)})?", default=False, err=True):
+            return True
         term.message("Nothing was changed.")
-        raise click.exceptions.Exit(int(ExitCode.OK))
+        return False
+    return confirm
 
 
-def _run_apply(term, plan, *, dry_run: bool, quarantine: Path | None, fmt: str) -> None:
-    from mlcache_audit.apply import apply_plan
-    from mlcache_audit.report import render_apply
+def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document: bool) -> None:
+    from mlcache_audit.report.json import apply_document, dumps
 
-    outcome = apply_plan(plan, dry_run=dry_run, quarantine=quarantine)
+    if not outcome.confirmed:
+        return
+    doc = apply_document(outcome.result)
     if fmt == "json":
-        term.json(outcome.to_dict())
+        _emit(term, outcome.plan.to_json() if plan_document else dumps(doc), output)
+    elif fmt == "markdown":
+        from mlcache_audit.report.markdown import clean_markdown
+
+        _emit(term, clean_markdown(doc, outcome.plan.to_dict()), output)
+    elif fmt == "html":
+        from mlcache_audit.report.html import clean_html
+
+        _emit(term, clean_html(doc, outcome.plan.to_dict()), output)
     else:
-        render_apply(term, outcome.to_dict(), plan.to_dict())
-    if not outcome.complete:
+        from mlcache_audit.report.text import render_apply
+
+        _render_text(term, output, lambda t: render_apply(t, doc, outcome.plan.to_dict()))
+    if not outcome.result.complete:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
 @cli.command()
-@click.argument("directory", callback=_nonempty_file)
+@click.argument("directory", type=click.Path(file_okay=False), callback=_nonempty_file)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def restore(directory: Path, fmt: str) -> None:
     """Put back everything a `--quarantine DIR` run moved aside, exactly where it was."""
-    from mlcache_audit.apply import restore_quarantine
-    from mlcache_audit.report import render_restore
+    from mlcache_audit import commands
+    from mlcache_audit.report.json import dumps, restore_document
 
     term = _terminal()
-    if not directory.is_dir():
-        raise PathNotFound(f"no such quarantine folder: {directory}")
-    result = restore_quarantine(directory)
-    render_restore(term, result.to_dict()) if fmt == "text" else term.json(result.to_dict())
+    result = commands.restore(directory)
+    doc = restore_document(result)
+    if fmt == "json":
+        term.write(dumps(doc))
+    else:
+        from mlcache_audit.report.text import render_restore
+
+        render_restore(term, doc)
     if not result.complete:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
 @cli.command()
-@click.argument("path", callback=_nonempty_path)
-@click.option("-o", "--output", callback=_nonempty_file,
-              help="Write the snapshot here (default: standard output).")
+@_path_argument("path")
+@output_option
 @source_options
-def snapshot(path: str, output: Path | None, **kwargs) -> None:
+def snapshot(path: str, output: Path | None, source) -> None:
     """Record a compact JSON snapshot (mlcache.snapshot/1) of PATH, to compare later."""
-    from mlcache_audit.gate import snapshot as make_snapshot
+    import json
+
+    from mlcache_audit import commands
 
     term = _terminal()
-    doc = make_snapshot(_audit(term, path, **_source_opts(kwargs)))
-    if output:
-        write_output(output, json.dumps(doc, indent=2) + "\n")
-        term.message(f"Snapshot written to {output}")
-    else:
-        term.json(doc)
-
-
-def _snapshot_of(term, path: str) -> dict:
-    from mlcache_audit.gate import is_snapshot_file, load_snapshot
-    from mlcache_audit.gate import snapshot as make_snapshot
-
-    p = Path(path)
-    if is_snapshot_file(p):
-        return load_snapshot(p)
-    return make_snapshot(_audit(term, path))
+    with term.progress(f"Scanning {path}") as progress:
+        doc = commands.snapshot(path, source, progress)
+    _emit(term, json.dumps(doc, indent=2) + "\n", output)
 
 
 @cli.command(name="diff")
-@click.argument("old", callback=_nonempty_path)
-@click.argument("new", callback=_nonempty_path)
+@_path_argument("old")
+@_path_argument("new")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def diff_cmd(old: str, new: str, fmt: str) -> None:
-    """Old, new and delta per artifact kind; OLD and NEW are snapshots or containers."""
-    from mlcache_audit.gate import diff_dict
-    from mlcache_audit.report import render_diff
+@output_option
+@source_options
+def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
+    """Old, new and delta per artifact kind for one app; OLD and NEW are snapshots or containers."""
+    from mlcache_audit import commands
 
     term = _terminal()
-    doc = diff_dict(_snapshot_of(term, old), _snapshot_of(term, new))
-    term.json(doc) if fmt == "json" else render_diff(term, doc)
+    with term.progress("Comparing") as progress:
+        doc = commands.diff(old, new, source, progress)
+    if fmt == "json":
+        from mlcache_audit.report.json import dumps
+
+        _emit(term, dumps(doc), output)
+    else:
+        from mlcache_audit.report.text import render_diff
+
+        _render_text(term, output, lambda t: render_diff(t, doc))
 
 
 @cli.command()
-@click.argument("path", callback=_nonempty_path)
+@_path_argument("path")
 @click.option("--baseline", callback=_nonempty_file, help="A snapshot to measure growth from.")
-@click.option("--max-growth", help="Fail when Core ML grew by more than this since the baseline (500KB, 1MB, 2GiB).")
-@click.option("--max-growth-pct", type=float, help="Fail when Core ML grew by more than N percent since the baseline.")
-@click.option("--max-total", help="Fail when Core ML uses more than this in total.")
-@click.option("--max-copies", type=click.IntRange(0), help="Fail when one model has more than N copies.")
-@click.option("--fail-on", multiple=True, type=_rule_choice(), help="Fail when a finding of this rule exists (repeatable).")
+@click.option("--max-growth", help="Fail when ML caches grew by more than this since the baseline (500KB, 1MB, 2GiB).")
+@click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
+@click.option("--max-total", help="Fail when ML caches use more than this in total.")
+@click.option("--max-copies", type=click.IntRange(0), help="Fail when one model has more than N copies in a container.")
+@click.option("--fail-on", multiple=True, type=_rule_choice(),
+              help="Fail when a finding of this rule reclaims bytes (with --baseline: when they grew). Repeatable.")
 @click.option("--config", callback=_nonempty_file,
-              help="Budgets file (default: mlcache.toml, else [tool.mlcache] in pyproject.toml).")
-@click.option("--junit", callback=_nonempty_file, help="Write a JUnit XML report here.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+              help="Budgets file (default: the nearest mlcache.toml, else [tool.mlcache] in pyproject.toml, "
+                   "searched upward from the current folder).")
+@click.option("--junit", callback=_nonempty_file, help="Write a JUnit XML report here (also when the check fails to run).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--github-annotations/--no-github-annotations", envvar="GITHUB_ACTIONS", default=False,
+              help="Print ::error annotations (on by default under GitHub Actions).")
+@click.option("--step-summary", envvar="GITHUB_STEP_SUMMARY", callback=_nonempty_file,
+              help="Append a Markdown summary to this file (GITHUB_STEP_SUMMARY under GitHub Actions).")
+@output_option
 @source_options
 def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
           max_total: str | None, max_copies: int | None, fail_on: tuple[str, ...], config: Path | None,
-          junit: Path | None, fmt: str, **kwargs) -> None:
-    """The CI gate: exit 1 when a budget is exceeded, 0 when all hold, 2 on bad input.
-
-    Under GitHub Actions it also prints one ::error line per exceeded budget and appends a Markdown
-    summary to $GITHUB_STEP_SUMMARY.
-    """
-    from mlcache_audit.errors import BudgetConfigError
-    from mlcache_audit.gate import (
-        budgets_from,
-        github_annotations,
-        junit_xml,
-        load_config,
-        load_snapshot,
-        write_github_summary,
-    )
-    from mlcache_audit.gate import (
-        check as run_check,
-    )
-    from mlcache_audit.gate import (
-        snapshot as make_snapshot,
-    )
-    from mlcache_audit.report import render_check
+          junit: Path | None, fmt: str, github_annotations: bool, step_summary: Path | None, output: Path | None,
+          source) -> None:
+    """The CI gate: exit 1 when a budget is exceeded, 0 when all hold, 2 on bad input."""
+    from mlcache_audit import commands
 
     term = _terminal()
-    settings, _ = load_config(config, Path.cwd())
-    budgets = budgets_from(settings, max_total=max_total, max_growth=max_growth, max_growth_pct=max_growth_pct,
-                           max_copies=max_copies, fail_on=list(fail_on), baseline=baseline)
-    if not budgets.any():
-        raise BudgetConfigError("no budget given", hint="use --max-total, --max-growth with --baseline, --max-copies "
-                                                        "or --fail-on, or a [tool.mlcache] config")
-    base = load_snapshot(budgets.baseline) if budgets.baseline else None
-    current = make_snapshot(_audit(term, path, **_source_opts(kwargs)))
-    result = run_check(current, budgets, base)
+    options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
+    try:
+        with term.progress(f"Scanning {path}") as progress:
+            doc = commands.check(path, options, cwd=Path.cwd(), source=source, progress=progress).document
+    except MlcacheError as exc:
+        if junit:  # a run that could not check anything still leaves a report that says so
+            from mlcache_audit.report.junit import error_junit
+
+            write_output(junit, error_junit(path, str(exc)))
+        raise
     if junit:
-        write_output(junit, junit_xml(result))
+        from mlcache_audit.report.junit import check_junit
+
+        write_output(junit, check_junit(doc))
     if fmt == "json":
-        term.json(result.to_dict())
+        from mlcache_audit.report.json import dumps
+
+        _emit(term, dumps(doc), output)
+    elif fmt == "markdown":
+        from mlcache_audit.report.markdown import check_markdown
+
+        _emit(term, check_markdown(doc), output)
     else:
-        render_check(term, result.to_dict())
-        if os.environ.get("GITHUB_ACTIONS") == "true":
-            for line in github_annotations(result):
-                term.stdout.write(line + "\n")
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        write_github_summary(result)
-    if not result.passed:
+        from mlcache_audit.report.text import render_check
+
+        _render_text(term, output, lambda t: render_check(t, doc))
+    if github_annotations:
+        from mlcache_audit.report.github import annotations
+
+        for line in annotations(doc):
+            term.write(line + "\n")
+    if step_summary:
+        from mlcache_audit.docfields import append_output
+        from mlcache_audit.report.github import step_summary as summary
+
+        append_output(step_summary, summary(doc))
+    if not doc["passed"]:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+
+
+@cli.command()
+@click.argument("name", type=click.Choice(["scan", "plan", "apply", "restore", "snapshot", "diff", "check", "watch"]))
+def schema(name: str) -> None:
+    """Print the JSON Schema (draft 2020-12) of one of mlcache's documents."""
+    from importlib import resources
+
+    click.echo(resources.files("mlcache_audit").joinpath("schemas", f"{name}.schema.json").read_text("utf-8"), nl=False)
 
 
 def main() -> None:

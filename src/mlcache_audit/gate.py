@@ -1,26 +1,27 @@
-"""CI support: compact snapshots of a scan, diffs between two, and budgets that fail a build."""
+"""CI support: compact snapshots of a scan, diffs between two, and budgets that fail a build.
+
+The reports CI reads (JUnit, GitHub annotations and step summary, Markdown) are in report/."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+import posixpath
 import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 from mlcache_audit import fsio
 from mlcache_audit.audit import AuditResult
-from mlcache_audit.docfields import Fields, append_output, read_document
-from mlcache_audit.domain import COMPILE_LEFTOVER, COMPILED_MODEL, KINDS, RULES, SOURCE_MODEL
+from mlcache_audit.docfields import Fields, read_document
+from mlcache_audit.domain import COMPILE_LEFTOVER, COMPILED_MODEL, KINDS, MODEL_KINDS, RULES, SOURCE_MODEL
 from mlcache_audit.errors import BudgetConfigError, PathNotFound
 from mlcache_audit.units import format_signed_size, format_size, parse_size
 
 SNAPSHOT_SCHEMA = "mlcache.snapshot/1"
-CHECK_SCHEMA = "mlcache.check/1"
+
 
 
 # -- snapshots ----------------------------------------------------------------------------------
@@ -36,7 +37,8 @@ def snapshot(audit: AuditResult) -> dict:
         rules = {f.rule: {"reclaimable_bytes": f.reclaimable_bytes, "paths": len(f.paths)}
                  for f in ca.diagnosis.findings}
         containers.append({
-            "bundle_id": ca.container.bundle_id, "form": ca.container.form, "source": ca.container.source,
+            "bundle_id": ca.container.bundle_id, "client": ca.container.client, "form": ca.container.form,
+            "source": ca.container.source, "findings": [_finding_brief(ca, f) for f in ca.diagnosis.findings],
             "total_bytes": ca.scan.total_bytes, "coreml_bytes": ca.scan.coreml_bytes,
             "reclaimable_bytes": ca.diagnosis.reclaimable_bytes,
             "not_observable": list(ca.container.not_observable),
@@ -44,6 +46,18 @@ def snapshot(audit: AuditResult) -> dict:
         })
     return {"schema": SNAPSHOT_SCHEMA, "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
             "path": audit.path, "containers": containers, "totals": _totals(containers)}
+
+
+def _finding_brief(ca, f) -> dict:
+    """What a CI annotation needs to name: the rule, the model, the producer, the fix."""
+    by_path = {a.path: a for a in ca.scan.artifacts}
+    concerned = [by_path[p] for p in f.paths if p in by_path]
+    model = next((a.model.get("class_name") for a in concerned if a.model.get("class_name")), None) or \
+        next((posixpath.basename(a.path) for a in concerned if a.kind in MODEL_KINDS), None)
+    producer = next((a.producer for a in concerned if a.producer), None)
+    return {"rule": f.rule, "reclaimable_bytes": f.reclaimable_bytes, "paths": len(f.paths),
+            "model": fsio.readable(model) if model else None, "producer": producer, "remedy": f.remedy,
+            "summary": f.summary}
 
 
 def max_copies(ca) -> int:
@@ -96,7 +110,12 @@ def load_snapshot(path: Path) -> dict:
     for i, c in enumerate(f.seq(doc.get("containers"), "containers")):
         c = f.obj(c, f"containers[{i}]")
         f.text(c, "bundle_id", f"containers[{i}]", optional=True)
+        f.text(c, "client", f"containers[{i}]", optional=True)
         _check_counts(f, c, f"containers[{i}]")
+        for j, brief in enumerate(f.seq(c.get("findings", []), f"containers[{i}].findings")):
+            brief = f.obj(brief, f"containers[{i}].findings[{j}]")
+            f.text(brief, "rule", f"containers[{i}].findings[{j}]")
+            f.integer(brief, "reclaimable_bytes", f"containers[{i}].findings[{j}]")
     return doc
 
 
@@ -136,6 +155,22 @@ class DiffRow:
         return self.new_bytes - self.old_bytes
 
 
+def select_app(doc: dict, bundle_id: str | None, side: str) -> dict:
+    """The snapshot narrowed to one app. A snapshot of several apps needs --bundle-id: adding up
+    every app of a simulator or a backup would compare nothing in particular."""
+    apps = doc["containers"]
+    if bundle_id is None:
+        if len({c.get("bundle_id") or c.get("client") for c in apps}) > 1:
+            names = ", ".join(sorted(str(c.get("bundle_id") or c.get("client")) for c in apps))
+            raise BudgetConfigError(f"the {side} side holds several apps ({names})",
+                                    hint="choose one with --bundle-id")
+        return doc
+    chosen = [c for c in apps if bundle_id in (c.get("bundle_id"), c.get("client"))]
+    if not chosen:
+        raise BudgetConfigError(f"the {side} side has no app {bundle_id}")
+    return {**doc, "containers": chosen, "totals": _totals(chosen)}
+
+
 def diff(old: dict, new: dict) -> list[DiffRow]:
     """Old, new and delta per artifact kind, then the Core ML and container totals."""
     o, n = old["totals"], new["totals"]
@@ -144,18 +179,11 @@ def diff(old: dict, new: dict) -> list[DiffRow]:
         ok, nk = o["kinds"].get(kind, {}), n["kinds"].get(kind, {})
         if ok or nk:
             rows.append(DiffRow(kind, ok.get("bytes", 0), nk.get("bytes", 0), ok.get("count", 0), nk.get("count", 0)))
-    rows.append(DiffRow("coreml total", o["coreml_bytes"], n["coreml_bytes"],
+    rows.append(DiffRow("ML caches total", o["coreml_bytes"], n["coreml_bytes"],
                         sum(v["count"] for v in o["kinds"].values()), sum(v["count"] for v in n["kinds"].values())))
     rows.append(DiffRow("reclaimable", o["reclaimable_bytes"], n["reclaimable_bytes"], 0, 0))
     rows.append(DiffRow("container total", o["total_bytes"], n["total_bytes"], 0, 0))
     return rows
-
-
-def diff_dict(old: dict, new: dict) -> dict:
-    return {"schema": "mlcache.diff/1", "old": old.get("path"), "new": new.get("path"),
-            "rows": [{"name": r.name, "old_bytes": r.old_bytes, "new_bytes": r.new_bytes,
-                      "delta_bytes": r.delta_bytes, "old_count": r.old_count, "new_count": r.new_count}
-                     for r in diff(old, new)]}
 
 
 # -- budgets ------------------------------------------------------------------------------------
@@ -174,11 +202,16 @@ class Budgets:
 
 
 def load_config(explicit: Path | None, cwd: Path) -> tuple[dict, str | None]:
-    """Budget settings from `--config`, else `mlcache.toml`, else `[tool.mlcache]` in pyproject.toml."""
-    candidates = [explicit] if explicit else [cwd / "mlcache.toml", cwd / "pyproject.toml"]
+    """Budget settings from `--config`, else the nearest `mlcache.toml` (or `[tool.mlcache]` in a
+    `pyproject.toml`) in the current folder or any folder above it. A relative `baseline` in the file
+    is resolved against the file's folder, so CI and a developer's shell read the same file alike."""
+    if explicit is not None:
+        candidates = [explicit]
+    else:
+        candidates = [d / name for d in (cwd, *cwd.parents) for name in ("mlcache.toml", "pyproject.toml")]
     for path in candidates:
-        if path is None or not path.is_file():
-            if explicit:
+        if not path.is_file():
+            if explicit is not None:
                 raise PathNotFound(f"no such config file: {explicit}")
             continue
         try:
@@ -190,6 +223,9 @@ def load_config(explicit: Path | None, cwd: Path) -> tuple[dict, str | None]:
             continue
         if not isinstance(section, dict):
             raise BudgetConfigError(f"{path}: [tool.mlcache] must be a table")
+        section = dict(section)
+        if isinstance(section.get("baseline"), str) and section["baseline"] and not os.path.isabs(section["baseline"]):
+            section["baseline"] = str(path.parent / section["baseline"])
         return section, str(path)
     return {}, None
 
@@ -243,9 +279,12 @@ def budgets_from(config: dict, **options) -> Budgets:
 class BudgetResult:
     name: str
     passed: bool
-    actual: str
-    limit: str
+    actual: int | float
+    limit: int | float
+    unit: str  # bytes | percent | copies | bytes reclaimable
     message: str
+    scope: str = "total"  # "total", or the app (bundle id or client) a per-container budget is about
+    findings: tuple[dict, ...] = ()  # the findings behind a failure: rule, model, producer, remedy
 
 
 @dataclass(frozen=True)
@@ -255,109 +294,84 @@ class CheckResult:
     snapshot: dict
     baseline: dict | None
     notes: tuple[str, ...]
+    config: str | None = None
 
     @property
     def passed(self) -> bool:
         return all(r.passed for r in self.results)
 
-    def to_dict(self) -> dict:
-        return {"schema": CHECK_SCHEMA, "path": self.path, "passed": self.passed,
-                "budgets": [r.__dict__ for r in self.results], "notes": list(self.notes),
-                "totals": self.snapshot["totals"],
-                "baseline_totals": self.baseline["totals"] if self.baseline else None}
 
-
-def check(current: dict, budgets: Budgets, baseline: dict | None) -> CheckResult:
-    """Each budget against the current snapshot (and the baseline for growth)."""
+def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | None = None) -> CheckResult:
+    """Totals budgets against the whole snapshot; copies and findings per container (one JUnit suite
+    each). `--fail-on RULE` fails on a finding that reclaims bytes, or, with a baseline, one whose
+    reclaimable bytes grew: a kept last copy (0 B) never fails a build."""
     t = current["totals"]
     out = []
     notes = []
     if t["not_observable"]:
         notes.append(f"not observable in this form: {', '.join(t['not_observable'])}; growth there cannot be checked")
+    if baseline is not None:
+        now_apps = {c.get("bundle_id") or c.get("client") for c in current["containers"]}
+        then_apps = {c.get("bundle_id") or c.get("client") for c in baseline["containers"]}
+        if now_apps != then_apps:
+            notes.append(f"the baseline is of another app ({', '.join(sorted(map(str, then_apps)))}; now "
+                         f"{', '.join(sorted(map(str, now_apps)))}): growth compares different things")
     coreml = t["coreml_bytes"]
     if budgets.max_total is not None:
         ok = coreml <= budgets.max_total
-        out.append(BudgetResult("max-total", ok, format_size(coreml), format_size(budgets.max_total),
-                                f"Core ML uses {format_size(coreml)}" + (" (within " if ok else ", over the budget of ")
+        out.append(BudgetResult("max-total", ok, coreml, budgets.max_total, "bytes",
+                                f"ML caches use {format_size(coreml)}" + (" (within " if ok else ", over the budget of ")
                                 + format_size(budgets.max_total) + (")" if ok else "")))
     if baseline is not None:
         old = baseline["totals"]["coreml_bytes"]
         growth = coreml - old
         if budgets.max_growth is not None:
             ok = growth <= budgets.max_growth
-            out.append(BudgetResult("max-growth", ok, format_signed_size(growth), format_size(budgets.max_growth),
-                                    f"Core ML grew by {format_signed_size(growth)} since the baseline "
-                                    f"({format_size(old)} -> {format_size(coreml)}); budget {format_size(budgets.max_growth)}"))
+            out.append(BudgetResult("max-growth", ok, growth, budgets.max_growth, "bytes",
+                                    f"ML caches grew by {format_signed_size(growth)} since the baseline "
+                                    f"({format_size(old)} -> {format_size(coreml)}); budget {format_size(budgets.max_growth)}",
+                                    findings=_grown(current, baseline) if not ok else ()))
         if budgets.max_growth_pct is not None:
-            pct = (growth / old * 100) if old else (0.0 if growth <= 0 else float("inf"))
+            pct = (growth / old * 100) if old else (0.0 if growth <= 0 else 1e9)
             ok = pct <= budgets.max_growth_pct
-            out.append(BudgetResult("max-growth-pct", ok, f"{pct:+.1f}%", f"{budgets.max_growth_pct:g}%",
-                                    f"Core ML grew by {pct:+.1f}% since the baseline; budget {budgets.max_growth_pct:g}%"))
-    if budgets.max_copies is not None:
-        copies = t["max_copies"]
-        ok = copies <= budgets.max_copies
-        out.append(BudgetResult("max-copies", ok, str(copies), str(budgets.max_copies),
-                                f"the most copies of one model is {copies}; budget {budgets.max_copies}"))
-    for rule in budgets.fail_on:
-        hit = t["rules"].get(rule)
-        ok = not hit
-        out.append(BudgetResult(f"fail-on:{rule}", ok, "found" if hit else "absent", "absent",
-                                f"{rule}: " + (f"found ({hit['paths']} paths, {format_size(hit['reclaimable_bytes'])} "
-                                               "reclaimable)" if hit else "not found")))
-    return CheckResult(current["path"], tuple(out), current, baseline, tuple(notes))
+            out.append(BudgetResult("max-growth-pct", ok, round(pct, 3), budgets.max_growth_pct, "percent",
+                                    f"ML caches grew by {pct:+.1f}% since the baseline; budget {budgets.max_growth_pct:g}%",
+                                    findings=_grown(current, baseline) if not ok else ()))
+    old_rules = _rules_by_app(baseline) if baseline is not None else {}
+    for c in current["containers"]:
+        app = str(c.get("bundle_id") or c.get("client") or "unknown app")
+        if budgets.max_copies is not None:
+            ok = c["max_copies"] <= budgets.max_copies
+            out.append(BudgetResult("max-copies", ok, c["max_copies"], budgets.max_copies, "copies",
+                                    f"{app}: the most copies of one model is {c['max_copies']}; budget {budgets.max_copies}",
+                                    scope=app, findings=() if ok else tuple(
+                                        b for b in c.get("findings", []) if b["rule"] == "repeated-compile")))
+        for rule in budgets.fail_on:
+            briefs = [b for b in c.get("findings", []) if b["rule"] == rule]
+            now = sum(b["reclaimable_bytes"] for b in briefs)
+            before = old_rules.get(app, {}).get(rule, 0) if baseline is not None else None
+            failing = now > 0 and (before is None or now > before)
+            why = ("absent" if not briefs else f"found, {format_size(now)} reclaimable"
+                   + (f" (was {format_size(before)} in the baseline)" if before is not None else ""))
+            out.append(BudgetResult(f"fail-on:{rule}", not failing, now, before or 0, "bytes reclaimable",
+                                    f"{app}: {rule}: {why}", scope=app, findings=tuple(briefs) if failing else ()))
+    return CheckResult(current["path"], tuple(out), current, baseline, tuple(notes), config)
 
 
-# -- CI reports ---------------------------------------------------------------------------------
-def junit_xml(result: CheckResult) -> str:
-    """One testcase per budget, <failure> on breach, in the Ant JUnit shape that Jenkins, GitLab,
-    Azure and the GitHub test-report actions read (strict: properties, system-out and system-err
-    present, no attributes on <testsuites>)."""
-    failures = sum(not r.passed for r in result.results)
-    suites = ET.Element("testsuites")
-    suite = ET.SubElement(suites, "testsuite", name="mlcache budgets", package="mlcache", id="0",
-                          timestamp=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-                          hostname=socket.gethostname() or "localhost", tests=str(len(result.results)),
-                          failures=str(failures), errors="0", skipped="0", time="0")
-    props = ET.SubElement(suite, "properties")
-    ET.SubElement(props, "property", name="path", value=result.path)
-    for r in result.results:
-        case = ET.SubElement(suite, "testcase", classname="mlcache.budget", name=r.name, time="0")
-        if not r.passed:
-            failure = ET.SubElement(case, "failure", message=r.message, type="BudgetExceeded")
-            failure.text = f"{r.name}: actual {r.actual}, limit {r.limit}\n{r.message}"
-    ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
-    ET.SubElement(suite, "system-err").text = ""
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+def _rules_by_app(doc: dict) -> dict[str, dict[str, int]]:
+    return {str(c.get("bundle_id") or c.get("client") or "unknown app"):
+            {r: v["reclaimable_bytes"] for r, v in c["rules"].items()} for c in doc["containers"]}
 
 
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+def _grown(current: dict, baseline: dict) -> tuple[dict, ...]:
+    """The findings whose reclaimable bytes grew since the baseline: what is behind the growth."""
+    before = _rules_by_app(baseline)
+    out = []
+    for c in current["containers"]:
+        app = str(c.get("bundle_id") or c.get("client") or "unknown app")
+        for b in c.get("findings", []):
+            if b["reclaimable_bytes"] > before.get(app, {}).get(b["rule"], 0):
+                out.append(b)
+    return tuple(sorted(out, key=lambda b: -b["reclaimable_bytes"]))
 
 
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def github_annotations(result: CheckResult) -> list[str]:
-    """One `::error` line per exceeded budget (not per file: GitHub shows only a few per step)."""
-    return [f"::error title={_escape_property('mlcache budget ' + r.name)}::{_escape_data(r.message)}"
-            for r in result.results if not r.passed]
-
-
-def markdown_summary(result: CheckResult) -> str:
-    lines = [f"### mlcache check: {'passed' if result.passed else 'failed'}", "",
-             "| budget | result | actual | limit |", "|---|---|---|---|"]
-    for r in result.results:
-        lines.append(f"| {r.name} | {'pass' if r.passed else '**FAIL**'} | {r.actual} | {r.limit} |")
-    t = result.snapshot["totals"]
-    lines += ["", f"Core ML: {format_size(t['coreml_bytes'])} of {format_size(t['total_bytes'])}; "
-                  f"reclaimable: {format_size(t['reclaimable_bytes'])}; most copies of one model: {t['max_copies']}."]
-    lines += [f"> {n}" for n in result.notes]
-    return "\n".join(lines) + "\n"
-
-
-def write_github_summary(result: CheckResult) -> None:
-    target = os.environ.get("GITHUB_STEP_SUMMARY")
-    if target:
-        append_output(target, markdown_summary(result))

@@ -115,6 +115,12 @@ def inspect_source_spec(data: bytes) -> tuple[dict, list[str]]:
     return {k: v for k, v in summary.items() if v not in (None, [], "")}, []
 
 
+def coremltools_loaded() -> bool:
+    import sys
+
+    return "coremltools.proto.Model_pb2" in sys.modules
+
+
 def _coremltools_proto():
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \

@@ -130,9 +130,10 @@ class ScanResult:
         return [(datetime.fromtimestamp(d * 86400, timezone.utc).date().isoformat(), n) for d, n in sorted(days.items())]
 
 
-def scan_container(container: Container, progress: Callable[[int], None] | None = None) -> ScanResult:
-    """Walk the container once, recognise artifacts, and account for every byte."""
-    entries = container.entries(progress)
+def scan_container(container: Container, progress: Callable[[str, int], None] | None = None) -> ScanResult:
+    """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
+    hears of entries walked ("walked", n) and of slow steps by name (n = 0)."""
+    entries = container.entries((lambda n: progress("walked", n)) if progress else None)
     seen_inodes: set[tuple] = set()
     artifacts: list[Artifact] = []
     stack: list[Artifact] = []
@@ -167,7 +168,7 @@ def scan_container(container: Container, progress: Callable[[int], None] | None 
         else:
             other[area_of(e.path)] += size
     for a in artifacts:
-        _describe(container, a)
+        _describe(container, a, progress)
     layout = {}
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
@@ -359,7 +360,7 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
     return None
 
 
-def _describe(container: Container, a: Artifact) -> None:
+def _describe(container: Container, a: Artifact, progress=None) -> None:
     """Read what recognition needs to say what a bundle or source model is."""
     names = {a.rel(e) for e in a.members}
     is_bundle = a.is_dir and (a.path.endswith(".mlmodelc") or "coremldata.bin" in names)
@@ -401,6 +402,8 @@ def _describe(container: Container, a: Artifact) -> None:
         if spec_path and size > models.MAX_SPEC_BYTES:
             a.notes.append("source model not inspected: larger than 256 MB")
         elif spec_path:
+            if progress and not models.coremltools_loaded():
+                progress("loading coremltools to read a source model", 0)
             data = container.read(spec_path, models.MAX_SPEC_BYTES)
             if data is not None:
                 a.model, notes = models.inspect_source_spec(data)

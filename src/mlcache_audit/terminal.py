@@ -3,13 +3,14 @@ to stderr. rich is imported only when something is drawn, so `--format json` nev
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import TextIO
 
 from mlcache_audit.units import format_size
+
+UNLIMITED_WIDTH = 10_000  # off a terminal: wide enough that no table column is ever folded
 
 
 class Terminal:
@@ -27,11 +28,16 @@ class Terminal:
         from rich.console import Console
 
         if self._out is None:
-            # Off a terminal (pipes, CI logs) prose stays one line per message, so it can be grepped.
-            tty = is_terminal(self.stdout)
+            # Off a terminal (pipes, files, CI logs) nothing is cut or folded: full paths, one line per
+            # message, no fixed width, so a saved report keeps everything and can be grepped.
+            tty = self.stdout_is_terminal
             self._out = Console(file=self.stdout, highlight=False, no_color=self._color is False, soft_wrap=not tty,
-                                width=None if tty else 110)
+                                width=None if tty else UNLIMITED_WIDTH)
         return self._out
+
+    @property
+    def stdout_is_terminal(self) -> bool:
+        return is_terminal(self.stdout)
 
     @property
     def err(self):
@@ -39,12 +45,12 @@ class Terminal:
 
         if self._err is None:
             self._err = Console(file=self.stderr, highlight=False, no_color=self._color is False,
-                                width=None if is_terminal(self.stderr) else 110)
+                                width=None if is_terminal(self.stderr) else UNLIMITED_WIDTH)
         return self._err
 
-    def json(self, doc: dict) -> None:
-        # Compact: the C encoder is ~10x faster than indent=2 on a 40,000-file scan (use jq to read).
-        self.stdout.write(json.dumps(doc, ensure_ascii=True) + "\n")
+    def write(self, text: str) -> None:
+        """A finished document (JSON, Markdown, HTML, XML) to stdout, as it is."""
+        self.stdout.write(text)
 
     def message(self, text: str) -> None:
         self.stderr.write(text + "\n")
@@ -62,6 +68,9 @@ class Terminal:
             counts: dict[str, int] = defaultdict(int)
 
             def update(stage: str, n: int) -> None:
+                if stage not in ("walked", "hashed"):  # a step that takes a while: say what it is
+                    bar.update(task, description=f"{label}: {stage}")
+                    return
                 counts[stage] += n
                 walked = counts.get("walked", 0)
                 hashed = counts.get("hashed", 0)

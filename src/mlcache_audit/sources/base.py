@@ -68,7 +68,13 @@ class Container:
     not_observable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    client_name: str | None = None  # a per-process cache's client (process or bundle id, as the folder spells it)
     _entries: list[Entry] | None = None
+
+    @property
+    def client(self) -> str | None:
+        """Whose caches these are: the cache folder's client name, else the bundle id."""
+        return self.client_name or self.bundle_id
 
     @property
     def source(self) -> str:

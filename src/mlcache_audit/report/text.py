@@ -1,4 +1,4 @@
-"""Rendering: the one module that uses rich. Stages hand it plain data; it prints to the terminal."""
+"""Text for people: the one module that uses rich. It reads the JSON documents and the plan."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from collections import defaultdict
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
+from mlcache_audit.domain import COREAI_CACHE, E5_CACHE, KIND
+from mlcache_audit.report.summary import largest, verdict
 from mlcache_audit.sources.base import display_path
 from mlcache_audit.terminal import Terminal
 from mlcache_audit.units import format_signed_size, format_size
@@ -27,61 +31,97 @@ SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info":
 
 # -- scan -----------------------------------------------------------------------------------------
 def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
+    """Verdict first (per container, and across them when there are several), then the findings,
+    then where the bytes are."""
     out = term.out
-    for c in doc["containers"]:
+    short = term.stdout_is_terminal  # long hashes are shortened only for eyes, never in a file or a pipe
+    containers = doc["containers"]
+    if len(containers) > 1:
+        total = sum(c["reclaimable_bytes"] for c in containers)
+        worst = max(containers, key=lambda c: c["reclaimable_bytes"])
+        out.print(f"[bold]{len(containers)} containers: {format_size(total)} can be freed[/bold]"
+                  + (f", most in {escape(worst['bundle_id'] or worst.get('client') or 'an unknown app')} "
+                     f"({format_size(worst['reclaimable_bytes'])})" if total else "") + ".")
+        out.print()
+    for c in containers:
         _container_header(out, c)
+        _verdict(out, c, doc["path"])
         findings = c["findings"]
         if findings:
             out.print("[bold]Findings[/bold] (largest first)")
             for f in findings:
-                _finding(out, f)
+                _finding(out, f, short)
         else:
-            out.print("[green]No findings:[/green] nothing here looks like Core ML cache growth.")
+            out.print("[green]No findings:[/green] nothing here looks like ML cache growth.")
         out.print()
         _summary_table(out, c)
-        largest = sorted(c["artifacts"], key=lambda a: -a["bytes"])[:top]
-        if largest:
-            t = Table(title=f"Largest Core ML artifacts (top {len(largest)} of {len(c['artifacts'])})",
+        rows, n = largest(c["artifacts"], top)
+        if rows:
+            t = Table(title=f"Largest ML cache artifacts (top {len(rows)} of {n}, identical copies together)",
                       title_justify="left", show_edge=False)
             t.add_column("size", justify="right")
             t.add_column("kind")
             t.add_column("path", overflow="fold")
             t.add_column("model / producer", overflow="fold")
-            for a in largest:
-                what = (a.get("model") or {}).get("class_name") or (a.get("model") or {}).get("type") or ""
-                t.add_row(format_size(a["bytes"]), a["kind"], escape(short_path(a["path"])),
-                          escape(" / ".join(x for x in (what, a.get("producer") or "") if x)))
+            for r in rows:
+                size = f"{r.copies} x {format_size(r.bytes_each)}" if r.copies > 1 else format_size(r.bytes_each)
+                path = (short_path(r.path) if short else display_path(r.path))
+                if r.copies > 1:
+                    path = f"{r.copies} copies, newest {path}"
+                t.add_row(size, r.kind, escape(path), escape(" / ".join(x for x in (r.name, r.producer) if x)))
             out.print(t)
             out.print(_where_tree(c["artifacts"]))
         if len(c["timeline"]) > 1:
             _timeline(out, c["timeline"])
         _notes(out, c["notes"])
-        _reclaim_line(out, c)
         out.print()
 
 
+def _para(out: Console, markup: str, indent: int = 7) -> None:
+    """A paragraph whose wrapped lines keep their indent (readable at 80 columns)."""
+    out.print(Padding(Text.from_markup(markup), (0, 0, 0, indent)))
+
+
+def _verdict(out: Console, c: dict, path: str) -> None:
+    v = verdict(c, path)
+    style = "bold green" if not v.reclaimable_bytes else "bold yellow"
+    out.print(f"[{style}]Verdict: {escape(v.headline)}.[/{style}]")
+    if v.cause:
+        _para(out, f"[dim]Cause:[/dim] {escape(v.cause)}", 2)
+    if v.next_command:
+        _para(out, f"[dim]Next:[/dim]  {escape(v.next_command)}", 2)
+    out.print()
+
+
 def _container_header(out: Console, c: dict) -> None:
-    out.print(f"[bold]{escape(c['bundle_id'] or 'unknown bundle id')}[/bold]  {c['form']} ({c['source']})  "
-              f"{escape(display_path(c['root']))}")
+    out.print(f"[bold]{escape(c['bundle_id'] or c.get('client') or 'unknown bundle id')}[/bold]  {c['form']} "
+              f"({c['source']})  {escape(display_path(c['root']))}")
     info = c.get("info") or {}
     if info.get("device_name") or info.get("ios_version"):
         out.print(f"  device: {escape(str(info.get('device_name', '?')))}, iOS {info.get('ios_version', '?')} "
                   f"({info.get('ios_build', '?')})")
+    if info.get("device") or info.get("runtime"):
+        out.print(f"  simulator: {escape(str(info.get('device', '?')))}, {escape(str(info.get('runtime', '?')))}")
     share = (c["coreml_bytes"] / c["total_bytes"] * 100) if c["total_bytes"] else 0.0
-    out.print(f"  {format_size(c['total_bytes'])} in {c['file_count']} files; Core ML accounts for "
+    out.print(f"  {format_size(c['total_bytes'])} in {c['file_count']} files; ML caches account for "
               f"{format_size(c['coreml_bytes'])} ({share:.0f}%)")
     if c["not_observable"]:
         out.print(f"  [yellow]not observable in this form:[/yellow] {', '.join(c['not_observable'])} "
                   "(unknown, not clean)")
+    if not c["cleanable"]:
+        out.print("  [yellow]read-only evidence:[/yellow] previewed, never cleaned")
     out.print()
 
 
-def _finding(out: Console, f: dict) -> None:
+MAX_PATHS = 6
+
+
+def _finding(out: Console, f: dict, short: bool) -> None:
     style = SEVERITY_STYLE.get(f["severity"], "")
     reclaim = f"{format_size(f['reclaimable_bytes'])} reclaimable" + (" with --include-persistent" if f["opt_in"] else "")
     out.print(f"[{style}]{f['severity'].upper():6}[/{style}] [bold]{escape(f['title'])}[/bold] "
               f"({f['rule']}): {reclaim}")
-    out.print(f"       {escape(f['summary'])}")
+    _para(out, escape(f["summary"]))
     ev = f.get("evidence") or {}
     if f["rule"] == "repeated-compile":
         bits = [f"{ev.get('copies')} copies of {format_size(ev.get('bytes_per_copy') or 0)}"]
@@ -89,17 +129,20 @@ def _finding(out: Console, f: dict) -> None:
             bits.append(f"growing {format_size(ev['bytes_per_day'])}/day")
         if ev.get("bytes_per_launch"):
             bits.append(f"{format_size(ev['bytes_per_launch'])} per launch")
-        out.print("       " + ", ".join(bits))
+        _para(out, ", ".join(bits))
     if f.get("explanation"):
-        out.print(f"       [dim]Why:[/dim] {escape(f['explanation'])}")
+        _para(out, f"[dim]Why:[/dim] {escape(f['explanation'])}")
     if f.get("remedy"):
-        out.print(f"       [dim]Fix:[/dim] {escape(f['remedy'])}")
-    shown = f["reclaimable_paths"][:3] or f["paths"][:3]
-    for p in shown:
-        out.print(f"       - {escape(display_path(p))}")
-    more = len(f["reclaimable_paths"] or f["paths"]) - len(shown)
-    if more > 0:
-        out.print(f"       ... and {more} more")
+        _para(out, f"[dim]Fix:[/dim] {escape(f['remedy'])}")
+    reclaimable = set(f["reclaimable_paths"])
+    # Every path the finding concerns, what can go first; long lists end with a count.
+    ordered = sorted(f["paths"], key=lambda p: (p not in reclaimable, p))
+    for p in ordered[:MAX_PATHS]:
+        mark = "can go" if p in reclaimable else "kept"
+        _para(out, f"- {escape(short_path(p) if short else display_path(p))} [dim]({mark})[/dim]", 7)
+    if len(ordered) > MAX_PATHS:
+        _para(out, f"... and {len(ordered) - MAX_PATHS} more ({sum(p in reclaimable for p in ordered[MAX_PATHS:])} "
+                   "can go; every path is in --format json)", 7)
 
 
 def _summary_table(out: Console, c: dict) -> None:
@@ -111,7 +154,7 @@ def _summary_table(out: Console, c: dict) -> None:
     for a in c["artifacts"]:
         counts[a["kind"]] += 1
     for kind, n in c["bytes_by_kind"].items():
-        t.add_row(f"Core ML: {kind}", format_size(n), str(counts[kind]))
+        t.add_row(KIND[kind].label if kind in KIND else kind, format_size(n), str(counts[kind]))
     for area, n in c["other_bytes_by_area"].items():
         t.add_row(f"other files: {area}", format_size(n), "")
     t.add_row("[bold]total[/bold]", f"[bold]{format_size(c['total_bytes'])}[/bold]", str(c["file_count"]) + " files")
@@ -123,9 +166,10 @@ def _where_tree(artifacts: list[dict]) -> Tree:
     groups: dict[str, list[dict]] = defaultdict(list)
     for a in artifacts:
         parent = posixpath.dirname(a["path"])
-        if "com.apple.e5rt.e5bundlecache" in parent:
-            parent = parent[: parent.index("com.apple.e5rt.e5bundlecache") + len("com.apple.e5rt.e5bundlecache")] + \
-                "/" + a["path"].split("com.apple.e5rt.e5bundlecache/")[1].split("/")[0]
+        for cache in (E5_CACHE, COREAI_CACHE):
+            if cache in parent:
+                parent = parent[: parent.index(cache) + len(cache)] + "/" + a["path"].split(cache + "/")[1].split("/")[0]
+                break
         groups[parent or "."].append(a)
     tree = Tree("[bold]Where they are[/bold]")
     for parent in sorted(groups):
@@ -140,7 +184,7 @@ def _where_tree(artifacts: list[dict]) -> Tree:
 
 def _timeline(out: Console, timeline: list[dict]) -> None:
     peak = max(d["bytes"] for d in timeline) or 1
-    out.print("[bold]Core ML bytes added per day[/bold] (from modification times)")
+    out.print("[bold]ML cache bytes added per day[/bold] (from modification times)")
     for d in timeline[-30:]:
         bar = "#" * max(1, round(d["bytes"] / peak * 40)) if d["bytes"] else ""
         out.print(f"  {d['date']}  {format_size(d['bytes']):>9}  {bar}")
@@ -154,20 +198,6 @@ def _notes(out: Console, notes: list[str]) -> None:
         out.print(f"  - {escape(n)}")
     if len(notes) > MAX_NOTES:
         out.print(f"  ... and {len(notes) - MAX_NOTES} more (see --format json)")
-
-
-def _reclaim_line(out: Console, c: dict) -> None:
-    extra = c.get("reclaimable_opt_in_bytes", 0)
-    line = f"[bold]Reclaimable:[/bold] {format_size(c['reclaimable_bytes'])}"
-    if extra:
-        line += f" (+{format_size(extra)} with --include-persistent)"
-    if c["not_observable"]:
-        line += f"; {', '.join(c['not_observable'])} not observable"
-    if not c["cleanable"]:
-        line += "; read-only evidence: this form is never cleaned"
-    elif c["reclaimable_bytes"] or extra:
-        line += "; preview with `mlcache clean PATH`"
-    out.print(line)
 
 
 # -- clean / apply / restore --------------------------------------------------------------------
@@ -210,23 +240,37 @@ def render_restore(term: Terminal, result: dict) -> None:
 
 
 # -- CI -----------------------------------------------------------------------------------------
-def render_check(term: Terminal, result: dict) -> None:
-    t = Table(title=f"mlcache check: {'passed' if result['passed'] else 'FAILED'}", title_justify="left", show_edge=False)
-    for col in ("budget", "result", "actual", "limit", "detail"):
+def render_check(term: Terminal, doc: dict) -> None:
+    """From an `mlcache.check/2` document."""
+    from mlcache_audit.report.markdown import _amount
+
+    t = Table(title=f"mlcache check: {'passed' if doc['passed'] else 'FAILED'}", title_justify="left", show_edge=False)
+    for col in ("budget", "scope", "result", "actual", "limit", "detail"):
         t.add_column(col, overflow="fold")
-    for r in result["budgets"]:
-        t.add_row(r["name"], "[green]pass[/green]" if r["passed"] else "[bold red]FAIL[/bold red]", r["actual"],
-                  r["limit"], escape(r["message"]))
+    for r in doc["budgets"]:
+        t.add_row(r["name"], escape(r["scope"]), "[green]pass[/green]" if r["passed"] else "[bold red]FAIL[/bold red]",
+                  _amount(r["actual"], r["unit"]), _amount(r["limit"], r["unit"]), escape(r["message"]))
     term.out.print(t)
-    tot = result["totals"]
-    term.out.print(f"Core ML {format_size(tot['coreml_bytes'])} of {format_size(tot['total_bytes'])}; "
+    for r in doc["budgets"]:
+        for f in r["findings"][:3] if not r["passed"] else []:
+            _para(term.out, f"[bold]{r['name']}[/bold] ({escape(r['scope'])}) is {escape(f['rule'])}: "
+                            f"{escape(f.get('summary') or '')} [dim]Fix:[/dim] {escape(f.get('remedy') or '')}", 2)
+    tot = doc["totals"]
+    term.out.print(f"ML caches {format_size(tot['coreml_bytes'])} of {format_size(tot['total_bytes'])}; "
                    f"reclaimable {format_size(tot['reclaimable_bytes'])}; most copies of one model {tot['max_copies']}")
-    for n in result["notes"]:
+    if doc.get("config"):
+        term.out.print(f"[dim]budgets from {escape(doc['config'])}[/dim]")
+    for n in doc["notes"]:
         term.out.print(f"[yellow]{escape(n)}[/yellow]")
 
 
 def render_diff(term: Terminal, doc: dict) -> None:
-    t = Table(title="mlcache diff", title_justify="left", show_edge=False)
+    old, new = doc["old"], doc["new"]
+    term.out.print(f"[bold]old[/bold] {escape(str(old['path']))} ({old.get('created') or 'scanned now'})")
+    term.out.print(f"[bold]new[/bold] {escape(str(new['path']))} ({new.get('created') or 'scanned now'})")
+    if doc.get("bundle_id"):
+        term.out.print(f"app: {escape(doc['bundle_id'])}")
+    t = Table(title="mlcache diff (new minus old)", title_justify="left", show_edge=False)
     for col in ("", "old", "new", "delta", "items"):
         t.add_column(col, justify="left" if not col else "right")
     for r in doc["rows"]:

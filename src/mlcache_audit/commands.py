@@ -1,0 +1,176 @@
+"""One function per command: typed options in, one frozen result out.
+
+cli.py parses options, calls exactly one of these and renders the result; nothing here knows of
+click or of an output format. A dry run returns the same type as a real run, so the two cannot
+drift apart. Environment facts (the GitHub step-summary file, the current folder) come in as
+arguments, never read here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES
+from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+
+Progress = Callable[[str, int], None] | None
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read the containers at a path."""
+
+    bundle_id: str | None = None
+    hash_cache: bool = True
+    max_archive_members: int = DEFAULT_MAX_MEMBERS
+    max_archive_bytes: int = DEFAULT_MAX_BYTES
+    max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES
+
+
+def _audit(path: str, source: SourceOptions, progress: Progress):
+    from mlcache_audit.audit import audit_path
+
+    return audit_path(path, bundle_id=source.bundle_id, hash_cache=source.hash_cache,
+                      max_archive_members=source.max_archive_members, max_archive_bytes=source.max_archive_bytes,
+                      max_hash_bytes=source.max_hash_bytes, progress=progress)
+
+
+# -- scan -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanOutcome:
+    document: dict  # mlcache.scan/2
+
+
+def scan(path: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> ScanOutcome:
+    from mlcache_audit.report.json import scan_document
+
+    return ScanOutcome(scan_document(_audit(path, source, progress)))
+
+
+# -- clean, apply, restore ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CleanOutcome:
+    """A plan and what happened to it: "would ..." outcomes for a dry run, the real ones otherwise."""
+
+    plan: object  # plan.Plan
+    result: object  # apply.ApplyResult
+    confirmed: bool = True  # False when the person answered no: nothing was done
+
+
+@dataclass(frozen=True)
+class Selection:
+    only: frozenset[str] = frozenset()
+    keep: frozenset[str] = frozenset()
+    include_persistent: bool = False
+
+
+def clean(path: str, *, source: SourceOptions = SourceOptions(), selection: Selection = Selection(),
+          act: bool = False, quarantine: Path | None = None, confirm: Callable[[object], bool] | None = None,
+          plan_sink: Callable[[object], None] | None = None, progress: Progress = None) -> CleanOutcome:
+    """Plan what can go; act on it only with `act` and after `confirm(plan)` says yes."""
+    from mlcache_audit.apply import apply_plan
+    from mlcache_audit.plan import make_plan
+
+    plan = make_plan(_audit(path, source, progress), only=set(selection.only) or None, keep=set(selection.keep),
+                     include_persistent=selection.include_persistent)
+    if plan_sink is not None:
+        plan_sink(plan)
+    if act and confirm is not None and not confirm(plan):
+        return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)
+    return CleanOutcome(plan, apply_plan(plan, dry_run=not act, quarantine=quarantine))
+
+
+def apply(plan_file: Path, *, quarantine: Path | None = None,
+          confirm: Callable[[object], bool] | None = None) -> CleanOutcome:
+    """Carry out a saved plan, re-checking every entry first."""
+    import json
+
+    from mlcache_audit.apply import apply_plan
+    from mlcache_audit.docfields import read_document
+    from mlcache_audit.errors import PlanInvalid
+    from mlcache_audit.plan import Plan
+
+    try:
+        doc = json.loads(read_document(plan_file, "plan file"))
+    except (ValueError, UnicodeDecodeError):
+        raise PlanInvalid(f"{plan_file} is not JSON; expected a plan from `mlcache clean --plan-out`") from None
+    plan = Plan.from_dict(doc, source=str(plan_file))
+    if confirm is not None and not confirm(plan):
+        return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)
+    return CleanOutcome(plan, apply_plan(plan, quarantine=quarantine))
+
+
+def restore(directory: Path):
+    """Put back what a quarantine holds (apply.RestoreResult)."""
+    from mlcache_audit.apply import restore_quarantine
+    from mlcache_audit.errors import PathNotFound
+
+    if not directory.is_dir():
+        raise PathNotFound(f"no such quarantine folder: {directory}")
+    return restore_quarantine(directory)
+
+
+# -- CI -------------------------------------------------------------------------------------------
+def snapshot(path: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
+    """`mlcache.snapshot/1` of PATH."""
+    from mlcache_audit.gate import snapshot as make_snapshot
+
+    return make_snapshot(_audit(path, source, progress))
+
+
+def _snapshot_of(path: str, source: SourceOptions, progress: Progress) -> dict:
+    from mlcache_audit.gate import is_snapshot_file, load_snapshot
+
+    p = Path(path)
+    return load_snapshot(p) if is_snapshot_file(p) else snapshot(path, source, progress)
+
+
+def diff(old: str, new: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
+    """`mlcache.diff/2`: OLD and NEW (snapshots or containers) for one app, new minus old."""
+    from mlcache_audit.gate import diff as diff_rows
+    from mlcache_audit.gate import select_app
+    from mlcache_audit.report.json import diff_document
+
+    unfiltered = SourceOptions(None, source.hash_cache, source.max_archive_members, source.max_archive_bytes,
+                               source.max_hash_bytes)
+    a = select_app(_snapshot_of(old, unfiltered, progress), source.bundle_id, "old")
+    b = select_app(_snapshot_of(new, unfiltered, progress), source.bundle_id, "new")
+    return diff_document(a, b, diff_rows(a, b), bundle_id=source.bundle_id)
+
+
+@dataclass(frozen=True)
+class BudgetOptions:
+    max_total: str | None = None
+    max_growth: str | None = None
+    max_growth_pct: float | None = None
+    max_copies: int | None = None
+    fail_on: tuple[str, ...] = ()
+    baseline: Path | None = None
+    config: Path | None = None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    document: dict  # mlcache.check/2
+
+
+def check(path: str, budgets: BudgetOptions, *, cwd: Path, source: SourceOptions = SourceOptions(),
+          progress: Progress = None) -> CheckOutcome:
+    """The CI gate: budgets from options, else the nearest config file (named in the result)."""
+    from mlcache_audit.errors import BudgetConfigError
+    from mlcache_audit.gate import budgets_from, load_config, load_snapshot
+    from mlcache_audit.gate import check as run_check
+    from mlcache_audit.report.json import check_document
+
+    settings, config_path = load_config(budgets.config, cwd)
+    b = budgets_from(settings, max_total=budgets.max_total, max_growth=budgets.max_growth,
+                     max_growth_pct=budgets.max_growth_pct, max_copies=budgets.max_copies,
+                     fail_on=list(budgets.fail_on), baseline=budgets.baseline)
+    if not b.any():
+        raise BudgetConfigError("no budget given", hint="use --max-total, --max-growth with --baseline, --max-copies "
+                                                        "or --fail-on, or a [tool.mlcache] config")
+    base = load_snapshot(b.baseline) if b.baseline else None
+    current = snapshot(path, source, progress)
+    return CheckOutcome(check_document(run_check(current, b, base, config_path)))

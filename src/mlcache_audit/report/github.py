@@ -1,0 +1,35 @@
+"""GitHub Actions: one `::error` annotation per failing budget (GitHub shows only a few per step),
+naming the model, the producer and the fix; and the Markdown step summary."""
+
+from __future__ import annotations
+
+from mlcache_audit.report.markdown import check_markdown
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def annotations(doc: dict) -> list[str]:
+    lines = []
+    for b in doc["budgets"]:
+        if b["passed"]:
+            continue
+        text = b["message"]
+        for f in b["findings"][:2]:
+            what = ", ".join(x for x in (f.get("model") and f"model {f['model']}",
+                                         f.get("producer") and f"from {f['producer']}") if x)
+            text = text.rstrip(".") + f". {f['rule']}" + (f" ({what})" if what else "") + \
+                f": {f.get('summary', '').rstrip('.')}."
+            if f.get("remedy"):
+                text += f" Fix: {f['remedy']}"
+        lines.append(f"::error title={_escape_property('mlcache budget ' + b['name'])}::{_escape_data(text)}")
+    return lines
+
+
+def step_summary(doc: dict) -> str:
+    return check_markdown(doc)

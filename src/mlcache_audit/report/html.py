@@ -1,0 +1,221 @@
+"""One self-contained HTML page for a support ticket: no network, inline CSS, SVG and a few lines of
+JavaScript (sorting only; the page reads the same without it). Every number is also written as a
+`data-*` attribute holding exact bytes, so tests compare the page with the JSON document."""
+
+from __future__ import annotations
+
+from html import escape
+
+from mlcache_audit.domain import KIND
+from mlcache_audit.report.summary import largest, verdict
+from mlcache_audit.units import format_size
+
+_CSS = """
+body{font:15px/1.45 -apple-system,system-ui,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+padding:0 1rem;color:#1d1d1f;background:#fff}
+h1{font-size:1.5rem}h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
+h3{font-size:1.05rem;margin:.2rem 0}code,.path{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;
+word-break:break-all}.verdict{border-radius:10px;padding:1rem 1.2rem;margin:1rem 0;background:#f0f7ee;
+border:1px solid #bcd9b4}.verdict.free{background:#fff7e6;border-color:#f0c36d}.verdict p{margin:.3rem 0}
+.big{font-size:1.35rem;font-weight:600}.muted{color:#6e6e73}.finding{border-left:4px solid #ccc;padding:.4rem .9rem;
+margin:1rem 0;background:#fafafa}.finding.high{border-color:#d70015}.finding.medium{border-color:#f5a623}
+.finding.low{border-color:#0a84ff}.finding.info{border-color:#8e8e93}table{border-collapse:collapse;width:100%;
+margin:.8rem 0}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eee;vertical-align:top}
+th{cursor:pointer;background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;white-space:nowrap}
+svg text{font:11px -apple-system,system-ui,sans-serif}.legend span{display:inline-block;margin-right:1rem}
+.swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-1px}
+details>summary{cursor:pointer}ul.paths{margin:.3rem 0 .3rem 1rem;padding:0}
+"""
+
+_SORT_JS = """
+document.querySelectorAll("table.sortable th").forEach(function(th, col){
+  th.addEventListener("click", function(){
+    var table = th.closest("table"), body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows), asc = th.dataset.dir !== "asc";
+    rows.sort(function(a, b){
+      var x = a.cells[col].dataset.sort || a.cells[col].textContent, y = b.cells[col].dataset.sort || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function(r){ body.appendChild(r); });
+    table.querySelectorAll("th").forEach(function(h){ delete h.dataset.dir; });
+    th.dataset.dir = asc ? "asc" : "desc";
+  });
+});
+"""
+
+_PALETTE = ("#d70015", "#f5a623", "#0a84ff", "#30b158", "#af52de", "#ff9f0a", "#5e5ce6", "#64d2ff", "#bf5af2",
+            "#ffd60a", "#8e8e93", "#a2845e", "#c7c7cc", "#d1d1d6", "#e5e5ea")
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="generator" content="mlcache"><title>{escape(title)}</title><style>{_CSS}</style></head>'
+            f'<body>{body}<script>{_SORT_JS}</script></body></html>\n')
+
+
+# -- scan -----------------------------------------------------------------------------------------
+def scan_html(doc: dict, *, top: int = 50) -> str:
+    parts = [f"<h1>mlcache scan</h1><p class=muted>of <code>{escape(doc['path'])}</code> "
+             f"({len(doc['containers'])} container{'s' if len(doc['containers']) != 1 else ''})</p>"]
+    for i, c in enumerate(doc["containers"]):
+        parts.append(_container(c, doc["path"], i, top))
+    return _page(f"mlcache scan of {doc['path']}", "".join(parts))
+
+
+def _container(c: dict, path: str, index: int, top: int) -> str:
+    v = verdict(c, path)
+    name = c["bundle_id"] or c.get("client") or "unknown app"
+    out = [f'<section class=container data-index="{index}" data-bundle-id="{escape(str(c["bundle_id"] or ""))}">',
+           f"<h2>{escape(name)} <span class=muted>{escape(c['form'])} ({escape(c['source'])})</span></h2>",
+           f"<p class=muted><code>{escape(c['root'])}</code></p>",
+           f'<div class="verdict{" free" if v.reclaimable_bytes else ""}" data-reclaimable-bytes="{c["reclaimable_bytes"]}"'
+           f' data-total-bytes="{c["total_bytes"]}" data-coreml-bytes="{c["coreml_bytes"]}">',
+           f"<p class=big>Verdict: {escape(v.headline)}.</p>"]
+    if v.cause:
+        out.append(f"<p><b>Cause:</b> {escape(v.cause)}</p>")
+    if v.next_command:
+        out.append(f"<p><b>Next:</b> <code>{escape(v.next_command)}</code></p>")
+    out.append(f"<p class=muted>{format_size(c['total_bytes'])} in {c['file_count']} files; ML caches "
+               f"{format_size(c['coreml_bytes'])}.</p></div>")
+    out.append("<h3>Where the bytes are</h3>" + _treemap(c))
+    if c["timeline"]:
+        out.append("<h3>Growth over time</h3>" + _timeline(c["timeline"]))
+    out.append("<h3>Findings</h3>")
+    if not c["findings"]:
+        out.append("<p>No findings: nothing here looks like ML cache growth.</p>")
+    for f in c["findings"]:
+        out.append(_finding(f))
+    rows, n = largest(c["artifacts"], top)
+    out.append(f"<h3>Artifacts</h3><p class=muted>{len(c['artifacts'])} artifacts; the largest {len(rows)} of "
+               f"{n} rows, identical copies together. Click a heading to sort.</p>")
+    out.append('<table class=sortable><thead><tr><th class=num>size</th><th class=num>copies</th><th>kind</th>'
+               '<th>path</th><th>model / producer</th></tr></thead><tbody>')
+    for r in rows:
+        out.append(f'<tr class=artifact><td class=num data-sort="{r.total}" data-bytes="{r.total}">'
+                   f'{format_size(r.total)}</td><td class=num data-sort="{r.copies}">{r.copies}</td>'
+                   f'<td>{escape(r.kind)}</td><td class=path>{escape(r.path)}</td>'
+                   f'<td>{escape(" / ".join(x for x in (r.name, r.producer) if x))}</td></tr>')
+    out.append("</tbody></table>")
+    if c["notes"]:
+        out.append("<details><summary>Notes (" + str(len(c["notes"])) + ")</summary><ul>"
+                   + "".join(f"<li>{escape(n)}</li>" for n in c["notes"]) + "</ul></details>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _finding(f: dict) -> str:
+    reclaim = set(f["reclaimable_paths"])
+    paths = "".join(f"<li><span class=path>{escape(p)}</span>{' <b>(can go)</b>' if p in reclaim else ''}</li>"
+                    for p in sorted(f["paths"], key=lambda p: (p not in reclaim, p)))
+    extra = " with --include-persistent" if f["opt_in"] else ""
+    return (f'<div class="finding {escape(f["severity"])}" data-rule="{escape(f["rule"])}" '
+            f'data-reclaimable-bytes="{f["reclaimable_bytes"]}">'
+            f"<h3>{escape(f['title'])} <code>{escape(f['rule'])}</code></h3>"
+            f"<p><b>{format_size(f['reclaimable_bytes'])} reclaimable{extra}.</b> {escape(f['summary'])}</p>"
+            f"<p><b>Why:</b> {escape(f['explanation'])}</p><p><b>Fix:</b> {escape(f['remedy'])}</p>"
+            f"<details><summary>{len(f['paths'])} path(s)</summary><ul class=paths>{paths}</ul></details></div>")
+
+
+def _treemap(c: dict, width: float = 1000.0, height: float = 320.0) -> str:
+    """The container's bytes by ML cache kind and by area for other files, as a squarified treemap."""
+    items = [(KIND[k].label if k in KIND else k, n, "kind", k) for k, n in c["bytes_by_kind"].items() if n > 0]
+    items += [(f"other files: {a}", n, "area", a) for a, n in c["other_bytes_by_area"].items() if n > 0]
+    items.sort(key=lambda x: -x[1])
+    total = sum(x[1] for x in items)
+    if not total:
+        return "<p class=muted>No bytes.</p>"
+    rects = _squarify([x[1] / total * width * height for x in items], 0.0, 0.0, width, height)
+    svg = [f'<svg class=treemap viewBox="0 0 {width:g} {height:g}" width="100%" role="img" '
+           f'aria-label="bytes by kind and area">']
+    legend = []
+    for (label, n, group, key), (x, y, w, h), color in zip(items, rects, _PALETTE * 4, strict=False):
+        svg.append(f'<g class=tile data-{group}="{escape(key)}" data-bytes="{n}"><rect x="{x:.1f}" y="{y:.1f}" '
+                   f'width="{max(w - 1, 0):.1f}" height="{max(h - 1, 0):.1f}" fill="{color}"><title>{escape(label)}: '
+                   f'{format_size(n)}</title></rect>')
+        if w > 90 and h > 28:
+            svg.append(f'<text x="{x + 6:.1f}" y="{y + 16:.1f}" fill="#fff">{escape(label)}</text>'
+                       f'<text x="{x + 6:.1f}" y="{y + 30:.1f}" fill="#fff">{format_size(n)}</text>')
+        svg.append("</g>")
+        legend.append(f'<span><i class=swatch style="background:{color}"></i>{escape(label)} {format_size(n)}</span>')
+    return "".join(svg) + "</svg><p class=legend>" + "".join(legend) + "</p>"
+
+
+def _squarify(areas: list[float], x: float, y: float, w: float, h: float) -> list[tuple[float, float, float, float]]:
+    """Bruls, Huizing and van Wijk's squarified layout: rows kept as close to square as they go."""
+    out: list[tuple[float, float, float, float]] = []
+    rest = list(areas)
+    while rest:
+        short = min(w, h)
+        row = [rest.pop(0)]
+        while rest and _worst(row + [rest[0]], short) <= _worst(row, short):
+            row.append(rest.pop(0))
+        s = sum(row)
+        if w >= h:  # lay the row along the left edge
+            cw = s / h if h else 0
+            cy = y
+            for a in row:
+                ch = a / cw if cw else 0
+                out.append((x, cy, cw, ch))
+                cy += ch
+            x, w = x + cw, w - cw
+        else:
+            ch = s / w if w else 0
+            cx = x
+            for a in row:
+                cwid = a / ch if ch else 0
+                out.append((cx, y, cwid, ch))
+                cx += cwid
+            y, h = y + ch, h - ch
+    return out
+
+
+def _worst(row: list[float], short: float) -> float:
+    s = sum(row)
+    if not s or not short:
+        return float("inf")
+    return max(max(short * short * a / (s * s), (s * s) / (short * short * a)) for a in row if a > 0)
+
+
+def _timeline(timeline: list[dict], width: float = 1000.0, height: float = 160.0) -> str:
+    days = timeline[-90:]
+    peak = max(d["bytes"] for d in days) or 1
+    bar = width / len(days)
+    svg = [f'<svg class=timeline viewBox="0 0 {width:g} {height + 20:g}" width="100%" role="img" '
+           'aria-label="bytes added per day">']
+    for i, d in enumerate(days):
+        h = d["bytes"] / peak * height
+        svg.append(f'<rect class=day data-date="{d["date"]}" data-bytes="{d["bytes"]}" x="{i * bar + 1:.1f}" '
+                   f'y="{height - h:.1f}" width="{max(bar - 2, 1):.1f}" height="{h:.1f}" fill="#0a84ff">'
+                   f'<title>{d["date"]}: {format_size(d["bytes"])}</title></rect>')
+    svg.append(f'<text x="0" y="{height + 15:g}">{days[0]["date"]}</text>'
+               f'<text x="{width:g}" y="{height + 15:g}" text-anchor="end">{days[-1]["date"]}</text></svg>')
+    return "".join(svg) + f"<p class=muted>ML cache bytes added per day, from modification times; peak {format_size(peak)}.</p>"
+
+
+# -- clean ----------------------------------------------------------------------------------------
+def clean_html(apply_doc: dict, plan: dict) -> str:
+    what = "Would free" if apply_doc["dry_run"] else "Freed"
+    total = apply_doc["would_free_bytes"] if apply_doc["dry_run"] else apply_doc["freed_bytes"]
+    read_only = {c["root"]: c.get("read_only") for c in plan["containers"]}
+    parts = [f"<h1>mlcache clean</h1><p class=muted>of <code>{escape(plan['path'])}</code></p>",
+             f'<div class="verdict{" free" if total else ""}" data-bytes="{total}"><p class=big>{what} '
+             f'{format_size(total)}.</p>'
+             + ("<p>Nothing was changed (dry run).</p>" if apply_doc["dry_run"] else "") + "</div>"]
+    for c in apply_doc["containers"]:
+        parts.append(f"<h2>{escape(c['bundle_id'] or 'unknown app')}</h2><p class=muted><code>{escape(c['root'])}</code></p>")
+        if read_only.get(c["root"]):
+            parts.append(f"<p><b>Preview only:</b> {escape(read_only[c['root']])}.</p>")
+        if not c["outcomes"]:
+            parts.append("<p>Nothing to remove.</p>")
+            continue
+        parts.append('<table class=sortable><thead><tr><th>status</th><th class=num>size</th><th>rule</th>'
+                     '<th>path</th><th>reason</th></tr></thead><tbody>')
+        for o in c["outcomes"]:
+            parts.append(f'<tr class=outcome><td>{escape(o["status"])}</td><td class=num data-sort="{o["bytes"]}" '
+                         f'data-bytes="{o["bytes"]}">{format_size(o["bytes"])}</td><td>{escape(o["rule"])}</td>'
+                         f'<td class=path>{escape(o["path"])}</td><td>{escape(o["reason"])}</td></tr>')
+        parts.append("</tbody></table>")
+    return _page(f"mlcache clean of {plan['path']}", "".join(parts))

@@ -1,0 +1,145 @@
+"""The JSON documents: built here from the stages' results, and read by every other renderer.
+
+Each document carries a `schema` string `mlcache.<name>/<version>`; its JSON Schema ships in
+mlcache_audit/schemas/ (`mlcache schema NAME`). Paths that are not valid UTF-8 carry `*_b64` fields
+(docs/schema.md). The C encoder writes compact JSON: ~10x faster than indent=2 on a 40,000-file scan.
+"""
+
+from __future__ import annotations
+
+import json
+
+from mlcache_audit.fsio import path_fields, readable
+from mlcache_audit.units import iso_utc
+
+SCAN_SCHEMA = "mlcache.scan/2"
+APPLY_SCHEMA = "mlcache.apply/1"
+RESTORE_SCHEMA = "mlcache.restore/1"
+CHECK_SCHEMA = "mlcache.check/2"
+DIFF_SCHEMA = "mlcache.diff/2"
+
+
+def dumps(doc: dict) -> str:
+    return json.dumps(doc, ensure_ascii=True) + "\n"
+
+
+# -- scan -----------------------------------------------------------------------------------------
+def scan_document(audit) -> dict:
+    """`mlcache.scan/2` from an AuditResult."""
+    stats = audit.hashes.stats
+    return {
+        "schema": SCAN_SCHEMA,
+        "path": readable(audit.path),
+        "containers": [container_document(c) for c in audit.containers],
+        "hashing": {
+            "files_hashed": stats.files_hashed, "bytes_hashed": stats.bytes_hashed,
+            "partial_reads": stats.partial_reads, "cache_hits": stats.cache_hits,
+            "cache": str(audit.hashes.cache.path) if audit.hashes.cache else None,
+        },
+    }
+
+
+def container_document(ca) -> dict:
+    scan, fp, dx = ca.scan, ca.fingerprints, ca.diagnosis
+    c = scan.container
+    return {
+        "bundle_id": c.bundle_id,
+        "client": c.client,
+        "form": c.form,
+        "source": c.source,
+        **path_fields(c.label, "root"),
+        "cleanable": c.cleanable_in_place,
+        "total_bytes": scan.total_bytes,
+        "file_count": scan.file_count,
+        "coreml_bytes": scan.coreml_bytes,
+        "reclaimable_bytes": dx.reclaimable_bytes,
+        "reclaimable_opt_in_bytes": dx.reclaimable_opt_in_bytes,
+        "not_observable": list(c.not_observable),
+        "bytes_by_kind": scan.bytes_by_kind,
+        "other_bytes_by_area": dict(sorted(scan.other_bytes_by_area.items())),
+        "info": c.info,
+        "notes": list(c.notes),
+        "timeline": [{"date": d, "bytes": b} for d, b in scan.timeline()],
+        "artifacts": [{
+            "kind": a.kind,
+            **path_fields(a.path),
+            "bytes": a.bytes,
+            "files": a.files,
+            "area": a.area,
+            "oldest_mtime": iso_utc(a.oldest_mtime),
+            "newest_mtime": iso_utc(a.newest_mtime),
+            "producer": a.producer,
+            "model": a.model or None,
+            "detail": {k: v for k, v in a.detail.items() if k != "layout"},
+            "fingerprint": {
+                "metadata": fp.metadata.get(a.path),
+                "structure": fp.structure.get(a.path),
+                "content": fp.content.get(a.path),
+                "content_basis": fp.content_basis.get(a.path),
+                "model": fp.model_key.get(a.path),
+            },
+            "notes": a.notes,
+        } for a in scan.artifacts],
+        "findings": [{
+            "rule": f.rule,
+            "severity": f.severity,
+            "title": f.title,
+            "summary": f.summary,
+            "paths": [readable(p) for p in f.paths],
+            "reclaimable_paths": [readable(p) for p in f.reclaimable_paths],
+            "reclaimable_bytes": f.reclaimable_bytes,
+            "opt_in": f.opt_in,
+            "evidence": {k: readable(v) if isinstance(v, str) else v for k, v in f.evidence.items()},
+            "explanation": f.explanation,
+            "remedy": f.remedy,
+        } for f in dx.findings],
+    }
+
+
+# -- clean, apply, restore ------------------------------------------------------------------------
+def outcome_document(o) -> dict:
+    return {**path_fields(o.path), "bytes": o.bytes, "rule": o.rule, "status": o.status, "reason": o.reason}
+
+
+def apply_document(result) -> dict:
+    """`mlcache.apply/1` from an ApplyResult (a dry run has the same shape)."""
+    return {
+        "schema": APPLY_SCHEMA, "dry_run": result.dry_run,
+        "quarantine": readable(result.quarantine) if result.quarantine else None,
+        "freed_bytes": result.freed_bytes, "would_free_bytes": result.would_free_bytes, "complete": result.complete,
+        "containers": [{**path_fields(c.root, "root"), "bundle_id": c.bundle_id, "recovered": list(c.recovered),
+                        "outcomes": [outcome_document(o) for o in c.outcomes]} for c in result.containers],
+    }
+
+
+def restore_document(result) -> dict:
+    return {"schema": RESTORE_SCHEMA, "complete": result.complete,
+            "outcomes": [outcome_document(o) for o in result.outcomes]}
+
+
+# -- CI -------------------------------------------------------------------------------------------
+def check_document(result) -> dict:
+    """`mlcache.check/2`: budgets with numbers (`actual`, `limit` and their `unit`), each with its
+    scope (`total` or one container) and the findings behind a failure."""
+    return {
+        "schema": CHECK_SCHEMA, "path": readable(result.path), "passed": result.passed,
+        "config": result.config,
+        "budgets": [{"name": r.name, "scope": r.scope, "passed": r.passed, "actual": r.actual, "limit": r.limit,
+                     "unit": r.unit, "message": r.message, "findings": list(r.findings)} for r in result.results],
+        "notes": list(result.notes),
+        "totals": result.snapshot["totals"],
+        "baseline_totals": result.baseline["totals"] if result.baseline else None,
+        "containers": [{"bundle_id": c.get("bundle_id"), "client": c.get("client"), "form": c.get("form"),
+                        "kinds": c["kinds"], "coreml_bytes": c["coreml_bytes"]}
+                       for c in result.snapshot["containers"]],
+    }
+
+
+def diff_document(old: dict, new: dict, rows: list, *, bundle_id: str | None) -> dict:
+    """`mlcache.diff/2`: which side is old (its path and time), the app compared, and the rows."""
+    return {"schema": DIFF_SCHEMA, "bundle_id": bundle_id,
+            "old": {"path": old.get("path"), "created": old.get("created")},
+            "new": {"path": new.get("path"), "created": new.get("created")},
+            "rows": [{"name": r.name, "old_bytes": r.old_bytes, "new_bytes": r.new_bytes,
+                      "delta_bytes": r.delta_bytes, "old_count": r.old_count, "new_count": r.new_count}
+                     for r in rows]}

@@ -1,0 +1,92 @@
+"""What every human-facing format says first, computed once from a scan document: the verdict
+(how much can be freed, the leading cause in one sentence, the next command) and the largest
+artifacts with identical copies collapsed ("23 copies of ...")."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections import defaultdict
+from dataclasses import dataclass
+
+from mlcache_audit.units import format_size
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reclaimable_bytes: int
+    opt_in_bytes: int
+    headline: str
+    cause: str | None
+    next_command: str | None
+
+
+def verdict(c: dict, path: str) -> Verdict:
+    """The verdict of one container of a scan document."""
+    reclaim, extra = c["reclaimable_bytes"], c.get("reclaimable_opt_in_bytes", 0)
+    leading = next((f for f in c["findings"] if f["reclaimable_bytes"] and not f["opt_in"]), None)
+    if leading is None:
+        leading = next((f for f in c["findings"] if f["severity"] in ("high", "medium")), None)
+    if reclaim:
+        headline = f"{format_size(reclaim)} can be freed"
+    elif extra:
+        headline = f"nothing to free by default; {format_size(extra)} more with --include-persistent"
+    else:
+        headline = "nothing to free"
+    if c["not_observable"]:
+        headline += f" ({', '.join(c['not_observable'])} not observable in this form)"
+    cause = f"{leading['summary']} ({leading['rule']})." if leading else None
+    target = shlex.quote(path)
+    if reclaim and c["cleanable"]:
+        command = f"mlcache clean {target}"
+    elif reclaim:
+        command = f"mlcache clean {target}  (a preview: this form is read-only evidence)"
+    elif extra:
+        command = f"mlcache clean {target} --include-persistent"
+    else:
+        command = None
+    return Verdict(reclaim, extra, headline, cause, command)
+
+
+def model_name(a: dict) -> str:
+    """What the model is called: its class name, else the bundle's or package's file name."""
+    model = a.get("model") or {}
+    if model.get("class_name"):
+        return model["class_name"]
+    if a["kind"] in ("compiled_model", "source_model", "compile_leftover", "executorch_asset"):
+        base = posixpath.basename(a["path"])
+        for suffix in (".mlmodelc", ".mlpackage", ".mlmodel", ".aimodelc", ".aimodel"):
+            base = base.removesuffix(suffix)
+        return base
+    return ""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a "largest" list: an artifact, or several identical copies of one."""
+
+    bytes_each: int
+    copies: int
+    kind: str
+    path: str  # the newest copy's
+    name: str
+    producer: str
+
+    @property
+    def total(self) -> int:
+        return self.bytes_each * self.copies
+
+
+def largest(artifacts: list[dict], top: int) -> tuple[list[Row], int]:
+    """The `top` largest rows, byte-identical copies (same content hash) collapsed into one row."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for a in artifacts:
+        key = (a["fingerprint"] or {}).get("content") or ("path:" + a["path"])
+        groups[f"{a['kind']}:{key}"].append(a)
+    rows = []
+    for items in groups.values():
+        newest = max(items, key=lambda a: (a["newest_mtime"] or "", a["path"]))
+        rows.append(Row(max(a["bytes"] for a in items), len(items), newest["kind"], newest["path"],
+                        model_name(newest), newest.get("producer") or ""))
+    rows.sort(key=lambda r: (-r.total, r.path))
+    return rows[:top], len(rows)
