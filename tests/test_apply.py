@@ -152,11 +152,11 @@ def test_quarantine_inside_the_container_is_refused(fx):
 
 
 def test_apply_asks_on_a_terminal_and_defaults_to_no(fx, monkeypatch):
-    import mlcache_audit.cli as cli_mod
+    import mlcache_audit.terminal as terminal_mod
 
     root = fx("recompile")
     before = tree_state(root)
-    monkeypatch.setattr(cli_mod, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(terminal_mod, "stdin_is_terminal", lambda: True)
     result = run("clean", root, "--apply", input="\n")
     assert result.exit_code == 0 and "[y/N]" in result.stderr and "Nothing was changed" in result.stderr
     assert tree_state(root) == before

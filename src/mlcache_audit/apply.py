@@ -33,18 +33,17 @@ Safety rules, each enforced here and pinned by the test named after it (tests/te
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
 import stat
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mlcache_audit import fsio
 from mlcache_audit import quarantine as qfmt
+from mlcache_audit.journal import Journal, default_state_dir
 from mlcache_audit.plan import Action, ContainerPlan, Plan, Seen, target_state
 from mlcache_audit.safety import may_act_on
 from mlcache_audit.sources.base import DIR, Entry
@@ -93,14 +92,6 @@ class ApplyResult:
                    for c in self.containers for o in c.outcomes)
 
 
-def default_state_dir() -> Path:
-    if env := os.environ.get("MLCACHE_STATE_DIR"):
-        return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "mlcache"
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "mlcache"
-
-
 def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = None,
                state_dir: Path | None = None) -> ApplyResult:
     """Carry out a plan entry by entry under the rules in this module's doc. With dry_run, return the
@@ -116,8 +107,8 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
             results.append(ContainerOutcome(cp.root, cp.bundle_id, tuple(
                 Outcome(a.path, 0, a.rule, "skipped", refused[cp.root]) for a in cp.actions)))
             continue
-        journal = None if dry_run else _Journal(state_dir or default_state_dir(), cp.root)
-        recovered = journal.recover() if journal else []
+        journal = None if dry_run else Journal(state_dir or default_state_dir(), cp.root)
+        recovered = _recover(journal) if journal else []
         outcomes = []
         if journal:
             journal.write({"event": "start", "plan_created": plan.created, "entries": len(cp.actions)})
@@ -364,71 +355,25 @@ def _now() -> str:
 
 
 # -- journal ------------------------------------------------------------------------------------
-class _Journal:
-    """An fsynced JSON-lines record of one container's apply; removed when the run ends cleanly."""
-
-    def __init__(self, state_dir: Path, root: str):
-        self.root = root
-        self.path = state_dir / "journals" / (hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()[:16] + ".jsonl")
-        self._fh = None
-
-    def recover(self) -> list[str]:
-        """What an interrupted earlier run did, finishing the removals it had already renamed aside."""
-        try:
-            raw = fsio.read_regular(str(self.path), 256 * 1024**2)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            return [f"the journal of an interrupted run could not be read: {why(exc)}"]
-        notes = []
-        begun: dict[str, dict] = {}
-        for line in raw.splitlines():
-            try:
-                rec = json.loads(line)
-                event, p = rec.get("event"), fsio.path_from(rec) if "path" in rec else None
-            except (ValueError, UnicodeDecodeError, AttributeError):
-                continue  # a torn last line (the run died while writing it), or not a record
-            if p is None:
-                continue
-            if event in ("begin", "renamed"):
-                begun[p] = {**begun.get(p, {}), **rec}
-            elif event == "done":
-                begun.pop(p, None)
-                notes.append(f"{fsio.readable(p)}: removed by the interrupted run")
-            elif event in ("failed", "skipped"):
-                begun.pop(p, None)
-        for p, rec in begun.items():
-            if not may_act_on(p):
-                notes.append(f"{fsio.readable(p)!r}: not a path mlcache acts on; left alone")
-                continue
-            trash = rec.get("trash")
-            parents = p.split("/")[:-1]
-            if isinstance(trash, str) and _TRASH.match(trash) and _exists_at(self.root, parents, trash):
-                errors = _finish_removal(self.root, parents, trash)
-                notes.append(f"{fsio.readable(p)}: the interrupted run had moved it aside; removal finished now"
-                             + (f" with errors ({errors[0]})" if errors else ""))
-            elif _exists_at(self.root, parents, p.split("/")[-1]):
-                notes.append(f"{fsio.readable(p)}: the interrupted run had not started removing it; it is still there")
-            else:
-                notes.append(f"{fsio.readable(p)}: the interrupted run removed it")
-        self.path.unlink()
-        return notes
-
-    def write(self, record: dict) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
-            self._fh.write(json.dumps({"event": "journal", **fsio.path_fields(self.root, "root")}) + "\n")
-        self._fh.write(json.dumps(record) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self, finished: bool) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-            if finished:
-                self.path.unlink()
+def _recover(journal: Journal) -> list[str]:
+    """What an interrupted earlier run did, finishing the removals it had already renamed aside."""
+    pending, notes = journal.read_back()
+    for p, rec in pending.items():
+        if not may_act_on(p):
+            notes.append(f"{fsio.readable(p)!r}: not a path mlcache acts on; left alone")
+            continue
+        trash = rec.get("trash")
+        parents = p.split("/")[:-1]
+        if isinstance(trash, str) and _TRASH.match(trash) and _exists_at(journal.root, parents, trash):
+            errors = _finish_removal(journal.root, parents, trash)
+            notes.append(f"{fsio.readable(p)}: the interrupted run had moved it aside; removal finished now"
+                         + (f" with errors ({errors[0]})" if errors else ""))
+        elif _exists_at(journal.root, parents, p.split("/")[-1]):
+            notes.append(f"{fsio.readable(p)}: the interrupted run had not started removing it; it is still there")
+        else:
+            notes.append(f"{fsio.readable(p)}: the interrupted run removed it")
+    journal.discard()
+    return notes
 
 
 def _exists_at(root: str, parents: list[str], name: str) -> bool:

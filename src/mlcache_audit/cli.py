@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import signal
-import sys
 from pathlib import Path
 
 import click
@@ -12,7 +11,7 @@ import click
 from mlcache_audit import __version__
 from mlcache_audit.docfields import write_output
 from mlcache_audit.domain import RULES
-from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound, PlanInvalid
+from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound
 
 
 class _Failure(click.ClickException):
@@ -95,31 +94,16 @@ def source_options(fn):
     return wrapper
 
 
+def acting_options(fn):
+    fn = click.option("--quarantine", callback=_nonempty_file, help="Move entries into this folder (on the "
+                      "container's volume, with a manifest) instead of deleting them.")(fn)
+    return click.option("--yes", is_flag=True, help="Do not ask; needed to act when standard input is not a "
+                        "terminal.")(fn)
+
+
 def output_option(fn):
     return click.option("-o", "--output", callback=_nonempty_file,
                         help="Write the document to this file instead of standard output.")(fn)
-
-
-def _emit(term, text: str, output: Path | None) -> None:
-    if output is None:
-        term.write(text)
-    else:
-        write_output(output, text)
-        term.message(f"Written to {output}")
-
-
-def _render_text(term, output: Path | None, draw) -> None:
-    """Text for people: drawn on the terminal, or recorded whole (nothing cut) into --output."""
-    if output is None:
-        draw(term)
-        return
-    import io
-
-    from mlcache_audit.terminal import Terminal
-
-    buffer = io.StringIO()
-    draw(Terminal(buffer, term.stderr, color=False))
-    _emit(term, buffer.getvalue(), output)
 
 
 @click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,26 +133,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def scan(path: str, fmt: str, top: int, output: Path | None, source) -> None:
     """Show every ML cache artifact in PATH, what it costs, and why it grew."""
     from mlcache_audit import commands
+    from mlcache_audit.report import emit
 
     term = _terminal()
     with term.progress(f"Scanning {path}") as progress:
         doc = commands.scan(path, source, progress).document
-    if fmt == "json":
-        from mlcache_audit.report.json import dumps
-
-        _emit(term, dumps(doc), output)
-    elif fmt == "markdown":
-        from mlcache_audit.report.markdown import scan_markdown
-
-        _emit(term, scan_markdown(doc, top=top), output)
-    elif fmt == "html":
-        from mlcache_audit.report.html import scan_html
-
-        _emit(term, scan_html(doc), output)
-    else:
-        from mlcache_audit.report.text import render_scan
-
-        _render_text(term, output, lambda t: render_scan(t, doc, top=top))
+    emit(term, "scan", fmt, doc, output=output, **({} if fmt == "json" else {"top": top}))
 
 
 def _rule_choice():
@@ -178,9 +148,7 @@ def _rule_choice():
 @cli.command()
 @_path_argument("path")
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
-@click.option("--yes", is_flag=True, help="Do not ask; needed to act when standard input is not a terminal.")
-@click.option("--quarantine", callback=_nonempty_file,
-              help="Move entries into this folder (on the container's volume, with a manifest) instead of deleting them.")
+@acting_options
 @click.option("--plan-out", callback=_nonempty_file,
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
@@ -196,33 +164,28 @@ def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_ou
           source) -> None:
     """Preview (default) or carry out the removal of what is safe to remove in PATH.
 
-    Removed by default: compile leftovers in tmp/, caches of older OS builds, proven re-specializations
-    (the newest load's stay), interrupted writes and scratch of exited processes, ExecuTorch scratch and
-    assets its index forgot. Documents/, Library/Preferences/ and anything outside the container are
-    never touched. A backup or an archive is previewed, never changed.
+    Each rule acts only on evidence (docs/rules.md). Documents/, Library/Preferences/ and anything
+    outside the container are never touched; a backup or an archive is previewed, never changed.
     """
     from mlcache_audit import commands
 
     term = _terminal()
 
     def save_plan(plan) -> None:
-        if plan_out:
-            write_output(plan_out, plan.to_json())
-            term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
+        write_output(plan_out, plan.to_json())
+        term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
 
     with term.progress(f"Scanning {path}") as progress:
         outcome = commands.clean(path, source=source, selection=commands.Selection(frozenset(only), frozenset(keep),
                                                                                     include_persistent),
-                                 act=do_apply, quarantine=quarantine, confirm=_confirmer(term, yes, quarantine),
-                                 plan_sink=save_plan, progress=progress)
+                                 act=do_apply, quarantine=quarantine, confirm=term.plan_confirmer(yes, quarantine),
+                                 plan_sink=save_plan if plan_out else None, progress=progress)
     _render_clean(term, outcome, fmt, output, plan_document=not do_apply)
 
 
 @cli.command(name="apply")
 @click.argument("plan_file", type=click.Path(dir_okay=False), callback=_nonempty_file)
-@click.option("--yes", is_flag=True, help="Do not ask; needed when standard input is not a terminal.")
-@click.option("--quarantine", callback=_nonempty_file,
-              help="Move entries into this folder (on the container's volume, with a manifest) instead of deleting them.")
+@acting_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @output_option
 def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str, output: Path | None) -> None:
@@ -230,55 +193,19 @@ def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str, out
     from mlcache_audit import commands
 
     term = _terminal()
-    outcome = commands.apply(plan_file, quarantine=quarantine, confirm=_confirmer(term, yes, quarantine))
+    outcome = commands.apply(plan_file, quarantine=quarantine, confirm=term.plan_confirmer(yes, quarantine))
     _render_clean(term, outcome, fmt, output, plan_document=False)
 
 
-def stdin_is_terminal() -> bool:
-    """Prompts only when a person can answer; never when standard input is a pipe or /dev/null."""
-    from mlcache_audit.terminal import is_terminal
-
-    return is_terminal(sys.stdin)
-
-
-def _confirmer(term, yes: bool, quarantine: Path | None):
-    def confirm(plan) -> bool:
-        from mlcache_audit.units import format_size
-
-        n = sum(len(c.actions) for c in plan.containers if not c.read_only)
-        if yes or n == 0:
-            return True
-        if not stdin_is_terminal():
-            raise PlanInvalid("refusing to act without confirmation: standard input is not a terminal",
-                              hint="review with `mlcache clean PATH`, then pass --yes")
-        verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
-        if click.confirm(f"{verb} ({format_size(plan.reclaimable_bytes)})?", default=False, err=True):
-            return True
-        term.message("Nothing was changed.")
-        return False
-    return confirm
-
-
 def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document: bool) -> None:
-    from mlcache_audit.report.json import apply_document, dumps
+    from mlcache_audit.report import emit
+    from mlcache_audit.report.json import apply_document
 
     if not outcome.confirmed:
         return
-    doc = apply_document(outcome.result)
-    if fmt == "json":
-        _emit(term, outcome.plan.to_json() if plan_document else dumps(doc), output)
-    elif fmt == "markdown":
-        from mlcache_audit.report.markdown import clean_markdown
-
-        _emit(term, clean_markdown(doc, outcome.plan.to_dict()), output)
-    elif fmt == "html":
-        from mlcache_audit.report.html import clean_html
-
-        _emit(term, clean_html(doc, outcome.plan.to_dict()), output)
-    else:
-        from mlcache_audit.report.text import render_apply
-
-        _render_text(term, output, lambda t: render_apply(t, doc, outcome.plan.to_dict()))
+    plan = outcome.plan.to_dict()
+    emit(term, "clean", fmt, apply_document(outcome.result), output=output,
+         **({"json_doc": plan if plan_document else None} if fmt == "json" else {"plan": plan}))
     if not outcome.result.complete:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
@@ -289,17 +216,12 @@ def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document
 def restore(directory: Path, fmt: str) -> None:
     """Put back everything a `--quarantine DIR` run moved aside, exactly where it was."""
     from mlcache_audit import commands
-    from mlcache_audit.report.json import dumps, restore_document
+    from mlcache_audit.report import emit
+    from mlcache_audit.report.json import restore_document
 
     term = _terminal()
     result = commands.restore(directory)
-    doc = restore_document(result)
-    if fmt == "json":
-        term.write(dumps(doc))
-    else:
-        from mlcache_audit.report.text import render_restore
-
-        render_restore(term, doc)
+    emit(term, "restore", fmt, restore_document(result))
     if not result.complete:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
@@ -310,14 +232,13 @@ def restore(directory: Path, fmt: str) -> None:
 @source_options
 def snapshot(path: str, output: Path | None, source) -> None:
     """Record a compact JSON snapshot (mlcache.snapshot/1) of PATH, to compare later."""
-    import json
-
     from mlcache_audit import commands
+    from mlcache_audit.report import emit
 
     term = _terminal()
     with term.progress(f"Scanning {path}") as progress:
         doc = commands.snapshot(path, source, progress)
-    _emit(term, json.dumps(doc, indent=2) + "\n", output)
+    emit(term, "snapshot", "json", doc, output=output)
 
 
 @cli.command(name="diff")
@@ -329,18 +250,12 @@ def snapshot(path: str, output: Path | None, source) -> None:
 def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
     """Old, new and delta per artifact kind for one app; OLD and NEW are snapshots or containers."""
     from mlcache_audit import commands
+    from mlcache_audit.report import emit
 
     term = _terminal()
     with term.progress("Comparing") as progress:
         doc = commands.diff(old, new, source, progress)
-    if fmt == "json":
-        from mlcache_audit.report.json import dumps
-
-        _emit(term, dumps(doc), output)
-    else:
-        from mlcache_audit.report.text import render_diff
-
-        _render_text(term, output, lambda t: render_diff(t, doc))
+    emit(term, "diff", fmt, doc, output=output)
 
 
 @cli.command()
@@ -381,32 +296,16 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
 
             write_output(junit, error_junit(path, str(exc)))
         raise
+    from mlcache_audit.report import emit
+
     if junit:
         from mlcache_audit.report.junit import check_junit
 
         write_output(junit, check_junit(doc))
-    if fmt == "json":
-        from mlcache_audit.report.json import dumps
+    emit(term, "check", fmt, doc, output=output)
+    from mlcache_audit.report.github import publish
 
-        _emit(term, dumps(doc), output)
-    elif fmt == "markdown":
-        from mlcache_audit.report.markdown import check_markdown
-
-        _emit(term, check_markdown(doc), output)
-    else:
-        from mlcache_audit.report.text import render_check
-
-        _render_text(term, output, lambda t: render_check(t, doc))
-    if github_annotations:
-        from mlcache_audit.report.github import annotations
-
-        for line in annotations(doc):
-            term.write(line + "\n")
-    if step_summary:
-        from mlcache_audit.docfields import append_output
-        from mlcache_audit.report.github import step_summary as summary
-
-        append_output(step_summary, summary(doc))
+    publish(term, doc, annotate=github_annotations, step_summary=step_summary)
     if not doc["passed"]:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 

@@ -79,6 +79,33 @@ class Terminal:
             yield update
 
 
+    def plan_confirmer(self, yes: bool, quarantine):
+        """The question asked before acting on a plan: never asked with --yes or with nothing to do;
+        refused (never asked) when no person can answer, since standard input is not a terminal."""
+        def confirm(plan) -> bool:
+            import click
+
+            from mlcache_audit.errors import PlanInvalid
+
+            n = sum(len(c.actions) for c in plan.containers if not c.read_only)
+            if yes or n == 0:
+                return True
+            if not stdin_is_terminal():
+                raise PlanInvalid("refusing to act without confirmation: standard input is not a terminal",
+                                  hint="review with `mlcache clean PATH`, then pass --yes")
+            verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
+            if click.confirm(f"{verb} ({format_size(plan.reclaimable_bytes)})?", default=False, err=True):
+                return True
+            self.message("Nothing was changed.")
+            return False
+        return confirm
+
+
+def stdin_is_terminal() -> bool:
+    """Prompts only when a person can answer; never when standard input is a pipe or /dev/null."""
+    return is_terminal(sys.stdin)
+
+
 def is_terminal(stream) -> bool:
     """True for an interactive terminal; False for pipes, files, /dev/null and closed streams."""
     try:

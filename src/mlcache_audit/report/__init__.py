@@ -1,3 +1,41 @@
 """Every renderer, one module per output format: text (rich, for people), json (the documents every
 other format reads), markdown (tickets, PR comments), html (one self-contained page), junit and
 github (CI). Renderers read documents and results; they never reach back into a stage."""
+
+from __future__ import annotations
+
+import importlib
+
+
+def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | None = None, **extra) -> None:
+    """Render document `doc` of command `what` in format `fmt` to the terminal or into `output`.
+
+    text: report.text.render_<what>(terminal, doc, **extra), drawn on the terminal or recorded whole;
+    markdown / html: report.<fmt>.<what>_<fmt>(doc, **extra); json: `json_doc` (default `doc`)."""
+    if fmt == "text":
+        text = importlib.import_module("mlcache_audit.report.text")
+        draw = getattr(text, f"render_{what}")
+        if output is None:
+            draw(term, doc, **extra)
+            return
+        import io
+
+        from mlcache_audit.terminal import Terminal
+
+        buffer = io.StringIO()
+        draw(Terminal(buffer, term.stderr, color=False), doc, **extra)
+        rendered = buffer.getvalue()
+    elif fmt == "json":
+        from mlcache_audit.report.json import dumps
+
+        rendered = dumps(json_doc if json_doc is not None else doc)
+    else:
+        module = importlib.import_module(f"mlcache_audit.report.{fmt}")
+        rendered = getattr(module, f"{what}_{fmt}")(doc, **extra)
+    if output is None:
+        term.write(rendered)
+    else:
+        from mlcache_audit.docfields import write_output
+
+        write_output(output, rendered)
+        term.message(f"Written to {output}")

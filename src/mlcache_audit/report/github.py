@@ -31,5 +31,14 @@ def annotations(doc: dict) -> list[str]:
     return lines
 
 
-def step_summary(doc: dict) -> str:
-    return check_markdown(doc)
+
+
+def publish(term, doc: dict, *, annotate: bool, step_summary) -> None:
+    """Under GitHub Actions: the annotations on stdout, the summary appended to the step-summary file."""
+    if annotate:
+        for line in annotations(doc):
+            term.write(line + "\n")
+    if step_summary:
+        from mlcache_audit.docfields import append_output
+
+        append_output(step_summary, check_markdown(doc))

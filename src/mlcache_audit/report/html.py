@@ -57,7 +57,7 @@ def _page(title: str, body: str) -> str:
 
 
 # -- scan -----------------------------------------------------------------------------------------
-def scan_html(doc: dict, *, top: int = 50) -> str:
+def scan_html(doc: dict, *, top: int = 50) -> str:  # noqa: D401
     parts = [f"<h1>mlcache scan</h1><p class=muted>of <code>{escape(doc['path'])}</code> "
              f"({len(doc['containers'])} container{'s' if len(doc['containers']) != 1 else ''})</p>"]
     for i, c in enumerate(doc["containers"]):
@@ -196,7 +196,7 @@ def _timeline(timeline: list[dict], width: float = 1000.0, height: float = 160.0
 
 
 # -- clean ----------------------------------------------------------------------------------------
-def clean_html(apply_doc: dict, plan: dict) -> str:
+def clean_html(apply_doc: dict, *, plan: dict) -> str:
     what = "Would free" if apply_doc["dry_run"] else "Freed"
     total = apply_doc["would_free_bytes"] if apply_doc["dry_run"] else apply_doc["freed_bytes"]
     read_only = {c["root"]: c.get("read_only") for c in plan["containers"]}

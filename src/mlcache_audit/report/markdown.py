@@ -56,7 +56,7 @@ def scan_markdown(doc: dict, *, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def clean_markdown(apply_doc: dict, plan: dict) -> str:
+def clean_markdown(apply_doc: dict, *, plan: dict) -> str:
     what = "Would free" if apply_doc["dry_run"] else "Freed"
     total = apply_doc["would_free_bytes"] if apply_doc["dry_run"] else apply_doc["freed_bytes"]
     lines = [f"# mlcache clean of {_code(plan['path'])}", "", f"**{what} {format_size(total)}.**"

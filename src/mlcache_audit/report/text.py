@@ -201,7 +201,7 @@ def _notes(out: Console, notes: list[str]) -> None:
 
 
 # -- clean / apply / restore --------------------------------------------------------------------
-def render_apply(term: Terminal, result: dict, plan: dict) -> None:
+def render_clean(term: Terminal, result: dict, plan: dict) -> None:
     out = term.out
     by_root = {c["root"]: c for c in plan["containers"]}
     for c in result["containers"]:
