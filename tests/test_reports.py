@@ -238,7 +238,8 @@ def test_check_warns_when_the_baseline_is_of_another_app(built, tmp_path):
 def test_config_is_found_upward_and_named_with_relative_baseline(built, tmp_path, monkeypatch):
     project = tmp_path / "project"
     (project / "ios" / "deep").mkdir(parents=True)
-    run("snapshot", built["healthy"], "-o", project / "ci" / "baseline.json") if (project / "ci").mkdir() is None else None
+    (project / "ci").mkdir()
+    run("snapshot", built["healthy"], "-o", project / "ci" / "baseline.json")
     (project / "mlcache.toml").write_text('baseline = "ci/baseline.json"\nmax-growth = "1GB"\n')
     monkeypatch.chdir(project / "ios" / "deep")
     result = run("check", built["healthy"], "--format", "json")
@@ -302,5 +303,5 @@ def test_action_yml_runs_its_shell_steps_with_its_inputs(fx, tmp_path):
     assert "fail-on:repeated-compile" in junit.read_text() and "fail-on:stale-os-build" in junit.read_text()
     assert step(path=root, max_total="1GB").returncode == 0
     assert step(path=root).returncode == 2  # no budget: a usage error, never "the cache grew"
-    for name, spec in action["inputs"].items():  # every input is passed through the environment
+    for name in action["inputs"]:  # every input is passed through the environment
         assert f"${{{{ inputs.{name} }}}}" in json.dumps(check["env"]) and "inputs." not in check["run"]
