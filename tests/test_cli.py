@@ -15,7 +15,7 @@ COMMANDS = sorted(cli.commands)
 
 def test_every_command_has_help_and_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    assert set(COMMANDS) == {"apply", "check", "clean", "diff", "restore", "scan", "schema", "snapshot"}
+    assert set(COMMANDS) == {"apply", "check", "clean", "diff", "restore", "scan", "schema", "snapshot", "watch"}
     for name in COMMANDS:
         result = run(name, "--help")
         assert result.exit_code == 0 and len(cli.commands[name].help or "") > 20, name

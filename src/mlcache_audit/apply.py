@@ -10,6 +10,8 @@ Safety rules, each enforced here and pinned by the test named after it (tests/te
   parts; the root must be the real, symlink-free folder the plan was made for.
 - test_apply_never_touches_protected_paths: Documents/, Library/Preferences/ and the container
   metadata plists are refused whatever the plan says.
+- test_apply_keeps_to_a_clients_scope: a per-process client shares ~/Library/Caches with others;
+  only paths inside its own cache folders (the plan's scope) are acted on.
 - test_apply_skips_entries_changed_since_plan: right before acting, the target is walked again and
   its type, size, file count, newest mtime, inode and fingerprint must equal the plan's; if not, the
   entry is skipped and reported.
@@ -103,11 +105,11 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
     refused = {} if dry_run else preflight.verify_plan_targets(plan)
     results = []
     for cp in plan.containers:
-        if cp.root in refused:  # a client that is running: every entry skipped, named, and the run exits 1
+        if cp.key in refused:  # a client that is running: every entry skipped, named, and the run exits 1
             results.append(ContainerOutcome(cp.root, cp.bundle_id, tuple(
-                Outcome(a.path, 0, a.rule, "skipped", refused[cp.root]) for a in cp.actions)))
+                Outcome(a.path, 0, a.rule, "skipped", refused[cp.key]) for a in cp.actions)))
             continue
-        journal = None if dry_run else Journal(state_dir or default_state_dir(), cp.root)
+        journal = None if dry_run else Journal(state_dir or default_state_dir(), cp.root, cp.key)
         recovered = _recover(journal) if journal else []
         outcomes = []
         if journal:
@@ -139,6 +141,8 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
 
     if not may_act_on(a.path):
         return out("skipped", "protected or unsafe path: never acted on")
+    if cp.scope and not any(a.path == sub or a.path.startswith(sub + "/") for sub in cp.scope):
+        return out("skipped", "outside the client's caches: never acted on")
     if dry_run:
         # A preview of a plan just made from this walk: the re-checks run right before acting.
         return out("would quarantine" if quarantine else "would remove")
@@ -295,14 +299,15 @@ def _finish_removal(root: str, parents: list[str], trash: str) -> list[str]:
 # -- quarantine ---------------------------------------------------------------------------------
 def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, quarantine: Path, journal,
                 out) -> Outcome:
-    store = qfmt.store_name(cp.root)
+    store = qfmt.store_name(cp.key)
     items_fd = _store_items(quarantine, store, cp)
     try:
         token = qfmt.new_token()
         stored = f"{store}/items/{token}"
         manifest = quarantine / QUARANTINE_MANIFEST
         # The record first, synced: whatever happens next, the manifest knows where the entry may be.
-        _append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, _now()))
+        _append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, _now(),
+                                                client=cp.client if cp.scope else None))
         journal.write({"event": "begin", **fsio.path_fields(a.path), "quarantine": stored})
         try:
             os.rename(name, token, src_dir_fd=parent_fd, dst_dir_fd=items_fd)
@@ -334,7 +339,7 @@ def _store_items(quarantine: Path, store: str, cp: ContainerPlan) -> int:
             pass
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(qfmt.store_info(cp.root, cp.bundle_id, cp.form)) + "\n")
+                fh.write(json.dumps(qfmt.store_info(cp.root, cp.bundle_id, cp.form, cp.client, cp.scope)) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         return fsio.open_dir_chain(str(quarantine), [store, "items"], create=True)
@@ -423,9 +428,16 @@ def restore_quarantine(directory: Path) -> RestoreResult:
         if rec.store not in stores:
             stores[rec.store] = qfmt.read_store_info(qdir, rec.store)
         info = stores[rec.store]
-        if info is None or info["root"] != rec.root or info["bundle_id"] != rec.bundle_id:
+        if info is None or info["root"] != rec.root or info["bundle_id"] != rec.bundle_id or info["client"] != rec.client:
             outcomes.append(out("skipped", "the manifest line does not match the container its quarantine store "
                                            "was made for"))
+            continue
+        if info["scope"]:  # a per-process client: its caches folder, and only its own folders in it
+            if not os.path.isdir(rec.root) or not any(rec.path == s or rec.path.startswith(s + "/")
+                                                      for s in info["scope"]):
+                outcomes.append(out("skipped", "not inside the client's caches it was taken from"))
+                continue
+            outcomes.append(_restore_one(qdir, rec, out))
             continue
         if rec.root not in identities:
             identities[rec.root] = container_identity(rec.root)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlcache_audit.domain import MPSGRAPH_SCRATCH_KIND, SPECIALIZATION_PARTIAL
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES, Fingerprints, RunHashes, fingerprint
@@ -31,6 +31,8 @@ class AuditResult:
     path: str
     containers: list[ContainerAudit]
     hashes: RunHashes
+    discovery: dict | None = None  # {"home", "tmpdir"} when the containers were discovered
+    system: list[dict] = field(default_factory=list)  # places shown, never cleaned (the system ANE cache)
 
 
 def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = True,
@@ -39,6 +41,28 @@ def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = Tr
     """Scan every container at `path` and explain what grew."""
     containers = open_containers(path, bundle_id=bundle_id, max_archive_members=max_archive_members,
                                  max_archive_bytes=max_archive_bytes)
+    return audit_containers(str(path), containers, hash_cache=hash_cache, max_hash_bytes=max_hash_bytes,
+                            progress=progress)
+
+
+def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool = True,
+                     max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
+                     progress: Callable[[str, int], None] | None = None) -> AuditResult:
+    """Scan every client discovery finds in `places` (sources.discover)."""
+    from mlcache_audit.sources.discover import discover
+
+    found = discover(places, bundle_id=bundle_id)
+    result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
+                              max_hash_bytes=max_hash_bytes, progress=progress)
+    result.discovery = {"home": str(places.home.resolve()), "tmpdir": str(places.tmpdir) if places.tmpdir else None}
+    result.system = found.system
+    return result
+
+
+def audit_containers(path: str, containers: list[Container], *, hash_cache: bool = True,
+                     max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
+                     progress: Callable[[str, int], None] | None = None) -> AuditResult:
+    """Scan, fingerprint and diagnose the given containers, sharing one hash run."""
     # The hash cache is for live folders only: archives and backups are read once.
     cache = HashCache() if hash_cache and any(c.store.kind == "folder" and c.form != "backup"
                                               for c in containers) else None
@@ -54,16 +78,21 @@ def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = Tr
             cache.close()
             if cache.disabled_reason and audits:
                 audits[0].container.notes.append(cache.disabled_reason)
-    return AuditResult(str(path), audits, run)
+    return AuditResult(path, audits, run)
 
 
 def gather_evidence(scan: ScanResult) -> Evidence:
-    """What the rules need from outside the container: for a live folder, which scratch-owning pids
-    run. An offline copy (pulled, backed up, archived) needs nothing: no process can own its files."""
-    if not scan.container.live:
-        return OFFLINE
+    """What the rules need from outside the container: the launches `mlcache watch` saw for this
+    client (by bundle id or client name), and for a live folder which scratch-owning pids run. An
+    offline copy (pulled, backed up, archived) has no running processes: none can own its files."""
+    from mlcache_audit.watch import launches_of
+
+    c = scan.container
+    launches = launches_of(c.client or c.label)
+    if not c.live:
+        return Evidence(launches=launches) if launches else OFFLINE
     from mlcache_audit.processes import pid_running
 
     pids = {a.detail["pid"] for a in scan.artifacts
             if a.kind in (SPECIALIZATION_PARTIAL, MPSGRAPH_SCRATCH_KIND) and "pid" in a.detail}
-    return Evidence(running_pids=frozenset(p for p in pids if pid_running(p)))
+    return Evidence(running_pids=frozenset(p for p in pids if pid_running(p)), launches=launches)

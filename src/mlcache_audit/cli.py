@@ -66,9 +66,10 @@ def _nonempty_file(ctx, param, value):
     return None if value is None else Path(_nonempty_path(ctx, param, value))
 
 
-def _path_argument(name: str):
-    """A PATH argument: never empty, completed as a file or folder name by the shell."""
-    return click.argument(name, type=click.Path(), callback=_nonempty_path)
+def _path_argument(name: str, required: bool = True):
+    """A PATH argument: never empty, completed as a file or folder name by the shell. Optional ones
+    mean "discover every ML cache of this Mac" when left out."""
+    return click.argument(name, type=click.Path(), callback=_nonempty_path, required=required)
 
 
 def source_options(fn):
@@ -83,13 +84,18 @@ def source_options(fn):
                   help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard).")
     @click.option("--max-hash-bytes", default="64GiB", show_default=True,
                   help="Hash at most this many bytes in one run; past it, possible copies are left unjudged.")
+    @click.option("--home", envvar="MLCACHE_HOME", callback=_nonempty_file,
+                  help="With no PATH: discover in this home folder (a copied one) instead of yours; MLCACHE_HOME.")
+    @click.option("--tmpdir", callback=_nonempty_file,
+                  help="With no PATH: the temp folder holding MPSGraph scratch (default $TMPDIR on your own Mac).")
     @functools.wraps(fn)
-    def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes, **kwargs):
+    def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes, home,
+                tmpdir, **kwargs):
         from mlcache_audit.commands import SourceOptions
         from mlcache_audit.units import parse_size
 
         source = SourceOptions(bundle_id, not no_hash_cache, max_archive_members, parse_size(max_archive_bytes),
-                               parse_size(max_hash_bytes))
+                               parse_size(max_hash_bytes), str(home) if home else None, str(tmpdir) if tmpdir else None)
         return fn(*args, source=source, **kwargs)
     return wrapper
 
@@ -123,20 +129,24 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@_path_argument("path")
+@_path_argument("path", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
               show_default=True, help="text for people, json (mlcache.scan/2) for tools, markdown for tickets, "
                                       "html for one self-contained page.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
 @output_option
 @source_options
-def scan(path: str, fmt: str, top: int, output: Path | None, source) -> None:
-    """Show every ML cache artifact in PATH, what it costs, and why it grew."""
+def scan(path: str | None, fmt: str, top: int, output: Path | None, source) -> None:
+    """Show every ML cache artifact in PATH, what it costs, and why it grew.
+
+    With no PATH: every ML cache of this Mac (simulators, sandboxed apps, per-process caches of tools
+    such as python, MPSGraph scratch), one client each.
+    """
     from mlcache_audit import commands
     from mlcache_audit.report import emit
 
     term = _terminal()
-    with term.progress(f"Scanning {path}") as progress:
+    with term.progress(f"Scanning {path or 'this Mac'}") as progress:
         doc = commands.scan(path, source, progress).document
     emit(term, "scan", fmt, doc, output=output, **({} if fmt == "json" else {"top": top}))
 
@@ -146,8 +156,9 @@ def _rule_choice():
 
 
 @cli.command()
-@_path_argument("path")
+@_path_argument("path", required=False)
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
+@click.option("--all-clients", is_flag=True, help="With no PATH: allow --apply to act on every discovered client.")
 @acting_options
 @click.option("--plan-out", callback=_nonempty_file,
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
@@ -159,7 +170,7 @@ def _rule_choice():
               show_default=True, help="json prints the plan (mlcache.plan/1), or with --apply the outcome (mlcache.apply/1).")
 @output_option
 @source_options
-def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_out: Path | None,
+def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quarantine: Path | None, plan_out: Path | None,
           include_persistent: bool, only: tuple[str, ...], keep: tuple[str, ...], fmt: str, output: Path | None,
           source) -> None:
     """Preview (default) or carry out the removal of what is safe to remove in PATH.
@@ -175,11 +186,12 @@ def clean(path: str, do_apply: bool, yes: bool, quarantine: Path | None, plan_ou
         write_output(plan_out, plan.to_json())
         term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
 
-    with term.progress(f"Scanning {path}") as progress:
+    with term.progress(f"Scanning {path or 'this Mac'}") as progress:
         outcome = commands.clean(path, source=source, selection=commands.Selection(frozenset(only), frozenset(keep),
                                                                                     include_persistent),
                                  act=do_apply, quarantine=quarantine, confirm=term.plan_confirmer(yes, quarantine),
-                                 plan_sink=save_plan if plan_out else None, progress=progress)
+                                 plan_sink=save_plan if plan_out else None, progress=progress,
+                                 all_clients=all_clients)
     _render_clean(term, outcome, fmt, output, plan_document=not do_apply)
 
 
@@ -227,16 +239,16 @@ def restore(directory: Path, fmt: str) -> None:
 
 
 @cli.command()
-@_path_argument("path")
+@_path_argument("path", required=False)
 @output_option
 @source_options
-def snapshot(path: str, output: Path | None, source) -> None:
+def snapshot(path: str | None, output: Path | None, source) -> None:
     """Record a compact JSON snapshot (mlcache.snapshot/1) of PATH, to compare later."""
     from mlcache_audit import commands
     from mlcache_audit.report import emit
 
     term = _terminal()
-    with term.progress(f"Scanning {path}") as progress:
+    with term.progress(f"Scanning {path or 'this Mac'}") as progress:
         doc = commands.snapshot(path, source, progress)
     emit(term, "snapshot", "json", doc, output=output)
 
@@ -259,7 +271,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 
 
 @cli.command()
-@_path_argument("path")
+@_path_argument("path", required=False)
 @click.option("--baseline", callback=_nonempty_file, help="A snapshot to measure growth from.")
 @click.option("--max-growth", help="Fail when ML caches grew by more than this since the baseline (500KB, 1MB, 2GiB).")
 @click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
@@ -278,7 +290,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
               help="Append a Markdown summary to this file (GITHUB_STEP_SUMMARY under GitHub Actions).")
 @output_option
 @source_options
-def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
+def check(path: str | None, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
           max_total: str | None, max_copies: int | None, fail_on: tuple[str, ...], config: Path | None,
           junit: Path | None, fmt: str, github_annotations: bool, step_summary: Path | None, output: Path | None,
           source) -> None:
@@ -288,13 +300,13 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
     term = _terminal()
     options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
     try:
-        with term.progress(f"Scanning {path}") as progress:
+        with term.progress(f"Scanning {path or 'this Mac'}") as progress:
             doc = commands.check(path, options, cwd=Path.cwd(), source=source, progress=progress).document
     except MlcacheError as exc:
         if junit:  # a run that could not check anything still leaves a report that says so
             from mlcache_audit.report.junit import error_junit
 
-            write_output(junit, error_junit(path, str(exc)))
+            write_output(junit, error_junit(path or "this Mac", str(exc)))
         raise
     from mlcache_audit.report import emit
 
@@ -308,6 +320,41 @@ def check(path: str, baseline: Path | None, max_growth: str | None, max_growth_p
     publish(term, doc, annotate=github_annotations, step_summary=step_summary)
     if not doc["passed"]:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
+
+
+@cli.command()
+@_path_argument("path")
+@click.option("--process", help="Watch launches of the process with this name (as ps shows it).")
+@click.option("--launches", type=click.IntRange(1), help="Stop after this many launches.")
+@click.option("--interval", type=click.FloatRange(0.05), default=5.0, show_default=True,
+              help="Without --process: seconds between snapshots.")
+@click.option("--count", type=click.IntRange(1), help="Without --process: stop after this many changed intervals.")
+@click.option("--poll", type=click.FloatRange(0.01), default=0.2, show_default=True, hidden=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json prints JSON Lines (mlcache.watch/1): one object per launch or interval, then a summary.")
+@source_options
+def watch(path: str, process: str | None, launches: int | None, interval: float, count: int | None, poll: float,
+          fmt: str, source) -> None:
+    """Show what each launch of an app adds to PATH (Ctrl-C prints the summary).
+
+    Entries that appear launch after launch are the recompile leak; the launch history is kept (by
+    bundle id, in mlcache's state folder) as evidence for the re-specialization rule.
+    """
+    from mlcache_audit import commands
+    from mlcache_audit.report.json import dumps
+
+    term = _terminal()
+    if process:
+        term.message(f"Watching {path} for launches of {process} (Ctrl-C to stop)")
+    for event in commands.watch(path, process=process, launches=launches, interval=interval, count=count,
+                                poll=poll, source=source):
+        if fmt == "json":
+            term.write(dumps(event))
+            term.stdout.flush()
+        else:
+            from mlcache_audit.report.text import render_watch_event
+
+            render_watch_event(term, event)
 
 
 @cli.command()

@@ -27,11 +27,19 @@ class SourceOptions:
     max_archive_members: int = DEFAULT_MAX_MEMBERS
     max_archive_bytes: int = DEFAULT_MAX_BYTES
     max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES
+    home: str | None = None  # with no PATH: the home folder to discover in (--home, MLCACHE_HOME)
+    tmpdir: str | None = None  # with no PATH: the temp folder holding MPSGraph scratch (--tmpdir)
 
 
-def _audit(path: str, source: SourceOptions, progress: Progress):
-    from mlcache_audit.audit import audit_path
+def _audit(path: str | None, source: SourceOptions, progress: Progress):
+    """The containers at PATH, or with no PATH every client discovered on this Mac (or in --home)."""
+    from mlcache_audit.audit import audit_discovered, audit_path
 
+    if path is None:
+        from mlcache_audit.sources.discover import default_places
+
+        return audit_discovered(default_places(source.home, source.tmpdir), bundle_id=source.bundle_id,
+                                hash_cache=source.hash_cache, max_hash_bytes=source.max_hash_bytes, progress=progress)
     return audit_path(path, bundle_id=source.bundle_id, hash_cache=source.hash_cache,
                       max_archive_members=source.max_archive_members, max_archive_bytes=source.max_archive_bytes,
                       max_hash_bytes=source.max_hash_bytes, progress=progress)
@@ -43,7 +51,7 @@ class ScanOutcome:
     document: dict  # mlcache.scan/2
 
 
-def scan(path: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> ScanOutcome:
+def scan(path: str | None, source: SourceOptions = SourceOptions(), progress: Progress = None) -> ScanOutcome:
     from mlcache_audit.report.json import scan_document
 
     return ScanOutcome(scan_document(_audit(path, source, progress)))
@@ -66,10 +74,18 @@ class Selection:
     include_persistent: bool = False
 
 
-def clean(path: str, *, source: SourceOptions = SourceOptions(), selection: Selection = Selection(),
+def clean(path: str | None, *, source: SourceOptions = SourceOptions(), selection: Selection = Selection(),
           act: bool = False, quarantine: Path | None = None, confirm: Callable[[object], bool] | None = None,
-          plan_sink: Callable[[object], None] | None = None, progress: Progress = None) -> CleanOutcome:
-    """Plan what can go; act on it only with `act` and after `confirm(plan)` says yes."""
+          plan_sink: Callable[[object], None] | None = None, progress: Progress = None,
+          all_clients: bool = False) -> CleanOutcome:
+    """Plan what can go; act on it only with `act` and after `confirm(plan)` says yes. Discovered
+    clients (no PATH) are acted on only with `all_clients` too: an unset shell variable must never
+    clean a whole Mac."""
+    from mlcache_audit.errors import PlanInvalid
+
+    if act and path is None and not all_clients:
+        raise PlanInvalid("refusing to act on every ML cache of this Mac without --all-clients",
+                          hint="preview with `mlcache clean`, then add --all-clients --apply, or give a PATH")
     from mlcache_audit.apply import apply_plan
     from mlcache_audit.plan import make_plan
 
@@ -113,7 +129,7 @@ def restore(directory: Path):
 
 
 # -- CI -------------------------------------------------------------------------------------------
-def snapshot(path: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
+def snapshot(path: str | None, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
     """`mlcache.snapshot/1` of PATH."""
     from mlcache_audit.gate import snapshot as make_snapshot
 
@@ -156,7 +172,7 @@ class CheckOutcome:
     document: dict  # mlcache.check/2
 
 
-def check(path: str, budgets: BudgetOptions, *, cwd: Path, source: SourceOptions = SourceOptions(),
+def check(path: str | None, budgets: BudgetOptions, *, cwd: Path, source: SourceOptions = SourceOptions(),
           progress: Progress = None) -> CheckOutcome:
     """The CI gate: budgets from options, else the nearest config file (named in the result)."""
     from mlcache_audit.errors import BudgetConfigError
@@ -174,3 +190,13 @@ def check(path: str, budgets: BudgetOptions, *, cwd: Path, source: SourceOptions
     base = load_snapshot(b.baseline) if b.baseline else None
     current = snapshot(path, source, progress)
     return CheckOutcome(check_document(run_check(current, b, base, config_path)))
+
+
+# -- watch ----------------------------------------------------------------------------------------
+def watch(path: str, *, process: str | None, launches: int | None = None, interval: float = 5.0,
+          count: int | None = None, poll: float = 0.2, source: SourceOptions = SourceOptions()):
+    """Events (dicts, `mlcache.watch/1`) as launches or intervals happen, then a summary."""
+    from mlcache_audit.watch import Snapshot, follow
+
+    return follow(lambda: Snapshot.of(_audit(path, source, None)), process=process, launches=launches,
+                  interval=interval, count=count, poll=poll)

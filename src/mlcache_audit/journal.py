@@ -30,9 +30,11 @@ def default_state_dir() -> Path:
 class Journal:
     """One container's journal; removed when the run ends cleanly."""
 
-    def __init__(self, state_dir: Path, root: str):
+    def __init__(self, state_dir: Path, root: str, key: str | None = None):
+        """`key` names the container when several share a root (per-process clients); default the root."""
         self.root = root
-        self.path = state_dir / "journals" / (hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()[:16] + ".jsonl")
+        name = hashlib.sha1((key or root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        self.path = state_dir / "journals" / (name + ".jsonl")
         self._fh = None
 
     def read_back(self) -> tuple[dict[str, dict], list[str]]:

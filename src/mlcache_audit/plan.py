@@ -14,7 +14,7 @@ from mlcache_audit.docfields import Fields
 from mlcache_audit.domain import DEFAULT_RULES, RULES
 from mlcache_audit.errors import PlanInvalid
 from mlcache_audit.fsio import path_fields, path_from, readable
-from mlcache_audit.safety import may_act_on
+from mlcache_audit.safety import is_safe_relative, may_act_on
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry
 
 PLAN_SCHEMA = "mlcache.plan/1"
@@ -51,6 +51,13 @@ class ContainerPlan:
     reclaimable_bytes: int
     kept_back: tuple[str, ...] = ()  # reclaimable paths left out by the path rules, with the reason
     read_only: str | None = None  # a backup or archive: why nothing can be acted on, and what to do instead
+    client: str | None = None  # whose caches (a per-process client shares its root with others)
+    scope: tuple[str, ...] = ()  # when set, the only folders below the root that may be acted on
+
+    @property
+    def key(self) -> str:
+        """The container's identity: its root, and its client when several share the root."""
+        return f"{self.root}\0{self.client}" if self.scope else self.root
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class Plan:
     containers: tuple[ContainerPlan, ...]
     schema: str = PLAN_SCHEMA
     notes: tuple[str, ...] = field(default=())
+    discovery: dict | None = None  # {"home", "tmpdir"} when the containers were discovered, not given
 
     @property
     def reclaimable_bytes(self) -> int:
@@ -76,9 +84,10 @@ class Plan:
                 "actions": [{**path_fields(a.path), "bytes": a.bytes, "rule": a.rule, "kind": a.kind,
                              "seen": asdict(a.seen), "content": a.content} for a in c.actions],
                 "reclaimable_bytes": c.reclaimable_bytes, "kept_back": [readable(k) for k in c.kept_back],
-                "read_only": c.read_only,
+                "read_only": c.read_only, "client": c.client, "scope": list(c.scope),
             } for c in self.containers],
             "notes": [readable(n) for n in self.notes],
+            "discovery": self.discovery,
         }
 
     def to_json(self) -> str:
@@ -117,11 +126,33 @@ class Plan:
                 root=root, bundle_id=f.text(c, "bundle_id", where, optional=True), form=f.text(c, "form", where),
                 actions=tuple(actions), reclaimable_bytes=f.integer(c, "reclaimable_bytes", where),
                 kept_back=tuple(f.texts(c, "kept_back", where)),
-                read_only=f.text(c, "read_only", where, optional=True)))
+                read_only=f.text(c, "read_only", where, optional=True),
+                client=f.text(c, "client", where, optional=True),
+                scope=tuple(_scope(f, c, where))))
         return cls(path=_path(f, d, "path", "the plan"), created=f.text(d, "created", "the plan"),
                    rules=tuple(f.texts(d, "rules", "the plan")),
                    include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
-                   notes=tuple(f.texts(d, "notes", "the plan")))
+                   notes=tuple(f.texts(d, "notes", "the plan")), discovery=_discovery(f, d))
+
+
+def _scope(f: Fields, c: dict, where: str) -> list[str]:
+    scope = f.texts(c, "scope", where)
+    for i, sub in enumerate(scope):
+        if not is_safe_relative(sub):
+            raise f.fail(f"{where}.scope[{i}]", "is not a relative path inside the root")
+    return scope
+
+
+def _discovery(f: Fields, d: dict) -> dict | None:
+    disc = d.get("discovery")
+    if disc is None:
+        return None
+    disc = f.obj(disc, "discovery")
+    home = f.text(disc, "home", "discovery")
+    if not os.path.isabs(home):
+        raise f.fail("discovery.home", "is not an absolute path")
+    tmpdir = f.text(disc, "tmpdir", "discovery", optional=True)
+    return {"home": home, "tmpdir": tmpdir}
 
 
 def _path(f: Fields, d: dict, key: str, where: str) -> str:
@@ -176,6 +207,9 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             if f.rule not in rules:
                 continue
             for p in f.reclaimable_paths:
+                if not c.in_scope(p):
+                    kept_back.append(f"{p}: outside the client's caches")
+                    continue
                 if not may_act_on(p):
                     kept_back.append(f"{p}: protected path")
                     continue
@@ -195,11 +229,10 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p)))
         root = c.label if read_only else str(c.store.real(c.root)) if c.root else str(c.store.base)
         containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
-                                        tuple(kept_back), read_only))
+                                        tuple(kept_back), read_only, c.client_name, tuple(c.scope)))
     # Absolute, so `mlcache apply` finds the same container from any working folder.
     return Plan(os.path.realpath(audit.path), datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                tuple(sorted(rules)),
-                include_persistent, tuple(containers))
+                tuple(sorted(rules)), include_persistent, tuple(containers), discovery=audit.discovery)
 
 
 def read_only_advice(form: str, store_kind: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from mlcache_audit.errors import PlanInvalid, ReadOnlyEvidence
 from mlcache_audit.fsio import readable
 from mlcache_audit.plan import Plan
-from mlcache_audit.processes import processes_using
+from mlcache_audit.processes import processes_of_client, processes_using
 from mlcache_audit.sources import open_containers
 
 
@@ -26,33 +26,52 @@ def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
     return None
 
 
+def _current(plan: Plan) -> dict[str, tuple]:
+    """What is there now, keyed as ContainerPlan.key: (bundle id, form, cleanable, live, client)."""
+    if plan.discovery is not None:
+        from mlcache_audit.sources.discover import Places, discover
+
+        tmpdir = plan.discovery.get("tmpdir")
+        found = discover(Places(Path(plan.discovery["home"]), Path(tmpdir) if tmpdir else None)).containers
+    else:
+        found = open_containers(plan.path)
+    out = {}
+    for c in found:
+        root = c.store.real(c.root) if c.root else str(c.store.base)
+        key = f"{root}\0{c.client_name}" if c.scope else root
+        out[key] = (c.bundle_id, c.form, c.cleanable_in_place, c.live, c.client_name)
+    return out
+
+
 def verify_plan_targets(plan: Plan) -> dict[str, str]:
     """The plan must still describe the containers at its roots (else PlanInvalid, nothing is done).
-    Returns the live containers that are in use, root -> why: those are skipped, the rest go on."""
+    Returns the live clients that are running, container key -> why: those are skipped, the rest go on.
+    A container is in use when a process has files open in it; a per-process cache when a process of
+    its client's name runs (python for com.apple.python3 and org.python.python); unsure is in use."""
     for cp in plan.containers:
         if cp.read_only:
             raise ReadOnlyEvidence(f"{readable(cp.root)}: {cp.read_only.split(';')[0]}",
                                    hint=cp.read_only.split("; ", 1)[-1])
     try:
-        current = {(c.store.real(c.root) if c.root else str(c.store.base)):
-                   (c.bundle_id, c.form, c.cleanable_in_place, c.live) for c in open_containers(plan.path)}
+        current = _current(plan)
     except Exception as exc:  # noqa: BLE001 - any failure to re-open means "not the same container"
-        raise PlanInvalid(f"the plan's container at {readable(plan.path)} cannot be opened any more: {exc}") from None
+        raise PlanInvalid(f"the plan's containers at {readable(plan.path)} cannot be opened any more: {exc}") from None
     for cp in plan.containers:
-        ident = current.get(cp.root)
+        ident = current.get(cp.key)
         if ident is None or ident[0] != cp.bundle_id or ident[1] != cp.form:
-            raise PlanInvalid(f"the plan was made for {cp.bundle_id or 'a container'} ({cp.form}) at "
+            raise PlanInvalid(f"the plan was made for {cp.bundle_id or cp.client or 'a container'} ({cp.form}) at "
                               f"{readable(cp.root)}, which is not what is there now",
                               hint="make a new plan with `mlcache clean`")
         if not ident[2]:
             raise PlanInvalid(f"{readable(cp.root)} is not a folder that can be cleaned in place")
     refused = {}
     for cp in plan.containers:
-        if current[cp.root][3] and cp.actions:
-            users = processes_using(cp.root)
-            if users:
-                refused[cp.root] = (f"in use by {', '.join(users[:3])}: quit the app (and its simulator) first; "
-                                    "deleting a running app's caches breaks it until restart")
+        if not (current[cp.key][3] and cp.actions):
+            continue
+        users = processes_of_client(cp.client) if cp.form == "process-cache" else processes_using(cp.root)
+        if users:
+            refused[cp.key] = (f"in use by {', '.join(users[:3])}: quit it first; deleting a running client's "
+                               "caches breaks it until restart")
     return refused
 
 

@@ -38,3 +38,34 @@ def processes_using(root: str) -> list[str]:
         if any(p == root or p.startswith(prefix) for p in paths):
             users.append(f"{proc.info['name']} (pid {proc.info['pid']})")
     return users
+
+
+# Clients whose cache folder is not named like their process: Apple's and python.org's Pythons.
+_ALIASES = {"com.apple.python3": ("python3", "Python"), "org.python.python": ("python", "python3", "Python"),
+            "python": ("python", "python3", "Python")}
+
+
+def client_process_names(client: str | None) -> set[str]:
+    """The process names a per-process cache's client runs under (the folder's own name first)."""
+    if not client:
+        return set()
+    names = {client, *_ALIASES.get(client, ())}
+    if client.startswith("python3."):  # python3.12 and the like
+        names |= {"python3", "Python"}
+    return names
+
+
+def processes_of_client(client: str | None) -> list[str]:
+    """`name (pid N)` of every process whose name or executable is the client's; a process whose
+    name cannot be read is counted (unsure means in use)."""
+    import psutil
+
+    names = client_process_names(client)
+    if not names:
+        return []
+    users = []
+    for proc in psutil.process_iter(["pid", "name", "exe"]):
+        name, exe = proc.info.get("name"), proc.info.get("exe")
+        if name in names or (exe and os.path.basename(exe) in names):
+            users.append(f"{name} (pid {proc.info['pid']})")
+    return users

@@ -43,6 +43,7 @@ class Record:
 
     line: int
     root: str
+    client: str | None  # set for a per-process client, which shares its root with others
     bundle_id: str | None
     path: str
     stored: str  # <store>/items/<token>
@@ -58,13 +59,21 @@ class Record:
         return self.stored.rsplit("/", 1)[1]
 
 
-def record_dict(root: str, bundle_id: str | None, path: str, stored: str, nbytes: int, rule: str, at: str) -> dict:
-    return {**fsio.path_fields(root, "root"), "bundle_id": bundle_id, **fsio.path_fields(path),
+def container_key(root: str, client: str | None) -> str:
+    """As ContainerPlan.key: the root, and the client when it shares the root."""
+    return f"{root}\0{client}" if client else root
+
+
+def record_dict(root: str, bundle_id: str | None, path: str, stored: str, nbytes: int, rule: str, at: str, *,
+                client: str | None = None) -> dict:
+    return {**fsio.path_fields(root, "root"), "client": client, "bundle_id": bundle_id, **fsio.path_fields(path),
             "stored": stored, "bytes": nbytes, "rule": rule, "at": at}
 
 
-def store_info(root: str, bundle_id: str | None, form: str) -> dict:
-    return {"schema": STORE_SCHEMA, **fsio.path_fields(root, "root"), "bundle_id": bundle_id, "form": form}
+def store_info(root: str, bundle_id: str | None, form: str, client: str | None = None,
+               scope: tuple[str, ...] = ()) -> dict:
+    return {"schema": STORE_SCHEMA, **fsio.path_fields(root, "root"), "bundle_id": bundle_id, "form": form,
+            "client": client, "scope": list(scope)}
 
 
 def read_manifest(directory: str) -> tuple[list[Record], set[str], list[tuple[int, str]]]:
@@ -124,9 +133,10 @@ def _record(doc, n: int) -> Record | str:
     m = _STORED.match(stored)
     if not m:
         raise f.fail("stored", "does not lie inside the quarantine folder")
-    if m.group(1) != store_name(root):
+    client = f.text(d, "client", "the line", optional=True)
+    if m.group(1) != store_name(container_key(root, client)):
         raise f.fail("stored", "lies in the store of another container than its root")
-    return Record(n, root, f.text(d, "bundle_id", "the line", optional=True), path, stored,
+    return Record(n, root, client, f.text(d, "bundle_id", "the line", optional=True), path, stored,
                   f.integer(d, "bytes", "the line"), f.text(d, "rule", "the line"))
 
 
@@ -139,6 +149,7 @@ def read_store_info(directory: str, store: str) -> dict | None:
         if d.get("schema") != STORE_SCHEMA:
             return None
         return {"root": fsio.path_from(d, "root"), "bundle_id": f.text(d, "bundle_id", "the file", optional=True),
-                "form": f.text(d, "form", "the file")}
+                "form": f.text(d, "form", "the file"), "client": f.text(d, "client", "the file", optional=True),
+                "scope": [s for s in f.texts(d, "scope", "the file") if may_act_on(s)]}
     except (OSError, ValueError, UnicodeDecodeError, DocumentInvalid):
         return None

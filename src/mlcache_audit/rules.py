@@ -270,10 +270,15 @@ def _respecialization_rules(artifacts: list[Artifact], copies: list[Artifact], e
         for cluster in _size_clusters(group):
             if len(cluster) < 2:
                 continue
+            # A watch saw which launch made each entry: that decides, however close in time they are.
+            watched = _by_launch([cluster], ev.launches)
+            if len(watched) >= 2:
+                proven.append(watched)
+                continue
             bursts = _bursts(cluster)
             if len(bursts) < 2:
                 continue  # one load made them all: distinct models, nothing to report
-            with_evidence = _by_launch(bursts, ev.launches) or _paired(bursts, copy_times)
+            with_evidence = _paired(bursts, copy_times)
             if len(with_evidence) >= 2:
                 proven.append(with_evidence)
             else:
@@ -282,7 +287,8 @@ def _respecialization_rules(artifacts: list[Artifact], copies: list[Artifact], e
     if proven:
         reclaim = [a for bursts in proven for b in bursts[:-1] for a in b]
         concerned = [a for bursts in proven for b in bursts for a in b]
-        basis = "watch history" if ev.launches else "paired with repeated compiles"
+        basis = "watch history" if ev.launches and any(a.path in ev.launches for a in concerned) else \
+            "paired with repeated compiles"
         findings.append(_finding(
             "redundant-specialization", concerned, reclaim,
             f"{len(concerned)} specializations of {len(proven)} model configuration(s) were made in "

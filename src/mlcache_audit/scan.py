@@ -214,7 +214,8 @@ def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:
     if E5_CACHE in parts[:-1]:
         return _classify_e5(e, parts, is_dir)
     in_caches = parts[:2] == ["Library", "Caches"]
-    if in_caches and COREAI_CACHE in parts[2:-1]:
+    # coreai-cache sits in a container's Library/Caches, or at the top of a per-process client rooted there.
+    if COREAI_CACHE in parts[:-1] and (in_caches or parts[0] == COREAI_CACHE):
         return _classify_coreai(e, parts, is_dir)
     if in_caches and len(parts) >= 4 and parts[2] == EXECUTORCH_COREML:
         return _classify_executorch(e, parts, is_dir)
@@ -222,6 +223,8 @@ def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:
         return _classify_executorch_coreai(e, parts, is_dir)
     if is_dir and name in ("com.apple.metal", "com.apple.metalfe") and in_caches:
         return Artifact(METAL_CACHE, e.path, True, "Metal")
+    if parts[0] == MPSGRAPH_SCRATCH:  # the top of a temp folder ($TMPDIR on a Mac)
+        return _classify_tmp(e, ["tmp", *parts], is_dir)
     if parts[0] == "tmp":
         leftover = _classify_tmp(e, parts, is_dir)
         if leftover is not None:

@@ -61,12 +61,12 @@ def scan_html(doc: dict, *, top: int = 50) -> str:  # noqa: D401
     parts = [f"<h1>mlcache scan</h1><p class=muted>of <code>{escape(doc['path'])}</code> "
              f"({len(doc['containers'])} container{'s' if len(doc['containers']) != 1 else ''})</p>"]
     for i, c in enumerate(doc["containers"]):
-        parts.append(_container(c, doc["path"], i, top))
+        parts.append(_container(c, doc["path"], i, top, doc.get("discovery")))
     return _page(f"mlcache scan of {doc['path']}", "".join(parts))
 
 
-def _container(c: dict, path: str, index: int, top: int) -> str:
-    v = verdict(c, path)
+def _container(c: dict, path: str, index: int, top: int, discovery: dict | None = None) -> str:
+    v = verdict(c, path, discovery)
     name = c["bundle_id"] or c.get("client") or "unknown app"
     out = [f'<section class=container data-index="{index}" data-bundle-id="{escape(str(c["bundle_id"] or ""))}">',
            f"<h2>{escape(name)} <span class=muted>{escape(c['form'])} ({escape(c['source'])})</span></h2>",

@@ -27,9 +27,11 @@ def dumps(doc: dict) -> str:
 def scan_document(audit) -> dict:
     """`mlcache.scan/2` from an AuditResult."""
     stats = audit.hashes.stats
+    extra = {"discovery": audit.discovery, "system": audit.system} if audit.discovery else {}
     return {
         "schema": SCAN_SCHEMA,
         "path": readable(audit.path),
+        **extra,
         "containers": [container_document(c) for c in audit.containers],
         "hashing": {
             "files_hashed": stats.files_hashed, "bytes_hashed": stats.bytes_hashed,

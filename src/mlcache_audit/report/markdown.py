@@ -17,7 +17,7 @@ def _code(text: str) -> str:
 def scan_markdown(doc: dict, *, top: int = 10) -> str:
     lines = [f"# mlcache scan of {_code(doc['path'])}", ""]
     for c in doc["containers"]:
-        v = verdict(c, doc["path"])
+        v = verdict(c, doc["path"], doc.get("discovery"))
         lines += [f"## {_cell(c['bundle_id'] or c.get('client') or 'unknown app')} ({c['form']}, {c['source']})", "",
                   f"**Verdict: {v.headline}.**" + (f" {v.cause}" if v.cause else ""), ""]
         if v.next_command:

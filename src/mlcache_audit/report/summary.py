@@ -8,6 +8,7 @@ import posixpath
 import shlex
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlcache_audit.units import format_size
 
@@ -21,8 +22,8 @@ class Verdict:
     next_command: str | None
 
 
-def verdict(c: dict, path: str) -> Verdict:
-    """The verdict of one container of a scan document."""
+def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
+    """The verdict of one container of a scan document (found at `path`, or by discovery)."""
     reclaim, extra = c["reclaimable_bytes"], c.get("reclaimable_opt_in_bytes", 0)
     leading = next((f for f in c["findings"] if f["reclaimable_bytes"] and not f["opt_in"]), None)
     if leading is None:
@@ -37,8 +38,12 @@ def verdict(c: dict, path: str) -> Verdict:
         headline += f" ({', '.join(c['not_observable'])} not observable in this form)"
     cause = f"{leading['summary']} ({leading['rule']})." if leading else None
     target = shlex.quote(path)
+    if discovery is not None:  # a discovered client is named, not given by path
+        home = discovery.get("home")
+        target = (f"--home {shlex.quote(home)} " if home and home != str(Path.home()) else "") + \
+            f"--bundle-id {shlex.quote(c.get('client') or c['bundle_id'] or '')}"
     if reclaim and c["cleanable"]:
-        command = f"mlcache clean {target}"
+        command = f"mlcache clean {target}" + ("  (then --all-clients --apply)" if discovery is not None else "")
     elif reclaim:
         command = f"mlcache clean {target}  (a preview: this form is read-only evidence)"
     elif extra:

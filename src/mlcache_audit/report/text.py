@@ -36,16 +36,24 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
     out = term.out
     short = term.stdout_is_terminal  # long hashes are shortened only for eyes, never in a file or a pipe
     containers = doc["containers"]
+    if not containers:
+        out.print(f"No ML caches found under {escape(doc['path'])}.")
     if len(containers) > 1:
         total = sum(c["reclaimable_bytes"] for c in containers)
         worst = max(containers, key=lambda c: c["reclaimable_bytes"])
-        out.print(f"[bold]{len(containers)} containers: {format_size(total)} can be freed[/bold]"
+        out.print(f"[bold]{len(containers)} clients: {format_size(total)} can be freed[/bold]"
                   + (f", most in {escape(worst['bundle_id'] or worst.get('client') or 'an unknown app')} "
                      f"({format_size(worst['reclaimable_bytes'])})" if total else "") + ".")
+        _clients_table(out, containers)
+    for place in doc.get("system", []):
+        size = format_size(place["bytes"]) if place["bytes"] is not None else "size unknown"
+        out.print(f"[yellow]{escape(place['name'])}[/yellow] {escape(place['path'])}: "
+                  f"{'observable' if place['observable'] else 'not observable'} ({size}); {escape(place['reason'])}")
+    if len(containers) > 1 or doc.get("system"):
         out.print()
     for c in containers:
         _container_header(out, c)
-        _verdict(out, c, doc["path"])
+        _verdict(out, c, doc["path"], doc.get("discovery"))
         findings = c["findings"]
         if findings:
             out.print("[bold]Findings[/bold] (largest first)")
@@ -77,13 +85,29 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
         out.print()
 
 
+def _clients_table(out: Console, containers: list[dict]) -> None:
+    """Every client (app, simulator app, process) with its ML cache bytes, largest first."""
+    t = Table(title="Clients (largest first)", title_justify="left", show_edge=False)
+    for col, justify in (("client", "left"), ("form", "left"), ("ML caches", "right"), ("reclaimable", "right"),
+                         ("worst finding", "left")):
+        t.add_column(col, justify=justify, overflow="fold")
+    rank = {"high": 0, "medium": 1, "low": 2, "info": 3}
+    for c in sorted(containers, key=lambda c: (-c["coreml_bytes"], str(c.get("client")))):
+        worst = min(c["findings"], key=lambda f: (rank.get(f["severity"], 9), -f["reclaimable_bytes"]), default=None)
+        where = c.get("info", {}).get("device")
+        name = (c.get("client") or c["bundle_id"] or "unknown") + (f" ({where})" if where else "")
+        t.add_row(escape(name), c["form"], format_size(c["coreml_bytes"]), format_size(c["reclaimable_bytes"]),
+                  escape(f"{worst['rule']} ({worst['severity']})") if worst else "")
+    out.print(t)
+
+
 def _para(out: Console, markup: str, indent: int = 7) -> None:
     """A paragraph whose wrapped lines keep their indent (readable at 80 columns)."""
-    out.print(Padding(Text.from_markup(markup), (0, 0, 0, indent)))
+    out.print(Padding(Text.from_markup(markup), (0, 0, 0, indent), expand=False))
 
 
-def _verdict(out: Console, c: dict, path: str) -> None:
-    v = verdict(c, path)
+def _verdict(out: Console, c: dict, path: str, discovery: dict | None = None) -> None:
+    v = verdict(c, path, discovery)
     style = "bold green" if not v.reclaimable_bytes else "bold yellow"
     out.print(f"[{style}]Verdict: {escape(v.headline)}.[/{style}]")
     if v.cause:
@@ -279,3 +303,23 @@ def render_diff(term: Terminal, doc: dict) -> None:
         t.add_row(r["name"], format_size(r["old_bytes"]), format_size(r["new_bytes"]),
                   f"[red]{delta}[/red]" if r["delta_bytes"] > 0 else delta, items)
     term.out.print(t)
+
+
+# -- watch ----------------------------------------------------------------------------------------
+def render_watch_event(term: Terminal, e: dict) -> None:
+    out = term.out
+    if e["type"] == "summary":
+        per_launch = f"{format_size(e['added_bytes_per_launch'])} per launch, " if e["added_bytes_per_launch"] else ""
+        per_day = f"{format_size(e['added_bytes_per_day'])} per day at this rate" if e["added_bytes_per_day"] else \
+            "no growth seen"
+        what = f"{e['launches']} launch(es)" if e["launches"] or not e["intervals"] else f"{e['intervals']} interval(s)"
+        out.print(f"[bold]Summary:[/bold] {what}, {format_size(e['added_bytes'])} added; {per_launch}{per_day}.")
+        return
+    head = f"Launch {e['launch']} (pid {e['pid']})" if e["type"] == "launch" else f"Interval {e['interval']}"
+    out.print(f"[bold]{head}:[/bold] {format_signed_size(e['added_bytes'])} added, "
+              f"{format_size(e['removed_bytes'])} removed" + (f"; findings: {', '.join(e['findings'])}" if e["findings"] else ""))
+    for p in e["added"][:MAX_PATHS]:
+        _para(out, f"+ {escape(display_path(p))}", 2)
+    if len(e["added"]) > MAX_PATHS:
+        _para(out, f"... and {len(e['added']) - MAX_PATHS} more", 2)
+    term.stdout.flush()

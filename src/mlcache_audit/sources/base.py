@@ -5,7 +5,7 @@ from __future__ import annotations
 import plistlib
 import posixpath
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
 FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
@@ -69,6 +69,9 @@ class Container:
     notes: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
     client_name: str | None = None  # a per-process cache's client (process or bundle id, as the folder spells it)
+    # When set, only these folders below the root belong to the container (a per-process client's
+    # caches inside the shared ~/Library/Caches): only they are walked, planned and acted on.
+    scope: tuple[str, ...] = ()
     _entries: list[Entry] | None = None
 
     @property
@@ -87,8 +90,8 @@ class Container:
 
     @property
     def live(self) -> bool:
-        """A container an app may be running against right now (simulator, macOS sandbox)."""
-        return self.form in ("simulator", "macos-container")
+        """A container an app may be running against right now (simulator, a Mac's own folders)."""
+        return self.form in ("simulator", "macos-container", "group-container", "process-cache")
 
     def entries(self, progress: Callable[[int], None] | None = None) -> list[Entry]:
         """Walk the container once; later calls return the same list. `progress(n)` hears of every
@@ -103,10 +106,28 @@ class Container:
         return self._entries
 
     def _walk(self) -> Iterator[Entry]:
-        return self.store.walk(self.root, self.notes)
+        if not self.scope:
+            return self.store.walk(self.root, self.notes)
+        return self._walk_scope()
+
+    def _walk_scope(self) -> Iterator[Entry]:
+        """The folders of the scope (and the folders on the way to them), each walked as the store walks."""
+        made: set[str] = set()
+        for sub in sorted(self.scope, key=lambda p: p.split("/")):
+            parts = sub.split("/")
+            for i in range(1, len(parts) + 1):
+                folder = "/".join(parts[:i])
+                if folder not in made:
+                    made.add(folder)
+                    yield Entry(folder, DIR)
+            for e in self.store.walk(self._store_path(sub), self.notes):
+                yield replace(e, path=f"{sub}/{e.path}")
+
+    def in_scope(self, path: str) -> bool:
+        return not self.scope or any(path == s or path.startswith(s + "/") for s in self.scope)
 
     def _walk_is_in_tree_order(self) -> bool:
-        return getattr(self.store, "sorted_walk", False)
+        return not self.scope and getattr(self.store, "sorted_walk", False)
 
     def _store_path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if self.root else rel

@@ -1,0 +1,194 @@
+"""Growth as it happens: snapshots around each launch of a process (or each interval), what every
+launch added, and the launch history that proves re-specializations (rules.Evidence.launches).
+
+The history lives in the state folder (`watch/<sha1 of the client>.jsonl`), keyed by bundle id or
+client name: never by the container's UUID (it changes on every install), never inside a container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mlcache_audit.journal import default_state_dir
+
+WATCH_SCHEMA = "mlcache.watch/1"
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Per artifact (client, path): bytes, and the rules of the findings naming it."""
+
+    artifacts: dict[tuple[str, str], tuple[int, tuple[str, ...]]]
+    at: float
+
+    @classmethod
+    def of(cls, audit) -> Snapshot:
+        arts: dict[tuple[str, str], tuple[int, tuple[str, ...]]] = {}
+        for ca in audit.containers:
+            client = ca.container.client or ca.container.label
+            rules: dict[str, list[str]] = {}
+            for f in ca.diagnosis.findings:
+                for p in f.paths:
+                    rules.setdefault(p, []).append(f.rule)
+            for a in ca.scan.artifacts:
+                arts[(client, a.path)] = (a.bytes, tuple(sorted(rules.get(a.path, ()))))
+        return cls(arts, time.time())
+
+
+def change(before: Snapshot, after: Snapshot) -> dict:
+    """Bytes and paths added and removed between two snapshots (grown artifacts count as added)."""
+    added, removed, findings = [], [], set()
+    added_bytes = removed_bytes = 0
+    for key, (size, rules) in after.artifacts.items():
+        old = before.artifacts.get(key)
+        if old is None:
+            added.append(key)
+            added_bytes += size
+            findings.update(rules)
+        elif size > old[0]:
+            added_bytes += size - old[0]
+        elif size < old[0]:
+            removed_bytes += old[0] - size
+    for key, (size, _) in before.artifacts.items():
+        if key not in after.artifacts:
+            removed.append(key)
+            removed_bytes += size
+    return {"added_bytes": added_bytes, "removed_bytes": removed_bytes, "added": [p for _, p in sorted(added)],
+            "removed": [p for _, p in sorted(removed)], "findings": sorted(findings), "_added_keys": sorted(added)}
+
+
+def history_file(client: str, state_dir: Path | None = None) -> Path:
+    name = hashlib.sha1(client.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return (state_dir or default_state_dir()) / "watch" / f"{name}.jsonl"
+
+
+def record_launch(added_keys: list[tuple[str, str]], state_dir: Path | None = None) -> None:
+    """Append one launch's added paths to each client's history."""
+    by_client: dict[str, list[str]] = {}
+    for client, path in added_keys:
+        by_client.setdefault(client, []).append(path)
+    for client, paths in by_client.items():
+        f = history_file(client, state_dir)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with open(f, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"client": client, "at": _iso(time.time()), "added": paths}) + "\n")
+
+
+def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, int]:
+    """path -> launch number (1, 2, ...) from a client's watch history; {} when there is none.
+    A damaged line is passed over: this is evidence, read defensively."""
+    if not client:
+        return {}
+    from mlcache_audit import fsio
+
+    try:
+        raw = fsio.read_regular(str(history_file(client, state_dir)), 64 * 1024**2)
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    n = 0
+    for line in raw.splitlines():
+        try:
+            rec = json.loads(line)
+            paths = rec["added"] if rec.get("client") == client else None
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            continue
+        if not isinstance(paths, list):
+            continue
+        n += 1
+        for p in paths:
+            if isinstance(p, str):
+                out.setdefault(p, n)
+    return out
+
+
+def running_pids(name: str) -> set[int]:
+    """Pids of processes named `name` (by process name or executable file name)."""
+    import os
+
+    import psutil
+
+    pids = set()
+    for proc in psutil.process_iter(["pid", "name", "exe"]):
+        exe = proc.info.get("exe")
+        if proc.info.get("name") == name or (exe and os.path.basename(exe) == name):
+            pids.add(proc.info["pid"])
+    return pids
+
+
+def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: int | None, interval: float,
+           count: int | None, poll: float = 0.2, record: bool = True, state_dir: Path | None = None,
+           sleep: Callable[[float], None] = time.sleep) -> Iterator[dict]:
+    """Yield one event per launch of `process` (or per interval that changed), then a summary.
+    Ctrl-C (KeyboardInterrupt) ends the watch with the summary, as reaching `launches`/`count` does."""
+    start = time.time()
+    base = snapshot()
+    n = 0
+    total_added = 0
+    try:
+        while True:
+            if process is not None:
+                if launches is not None and n >= launches:
+                    break
+                pid, started = _wait_for_start(process, poll, sleep)
+                _wait_for_exit(pid, poll, sleep)
+                after = snapshot()
+                delta = change(base, after)
+                n += 1
+                event = {"schema": WATCH_SCHEMA, "type": "launch", "launch": n, "pid": pid, "started": _iso(started),
+                         "ended": _iso(time.time())}
+            else:
+                if count is not None and n >= count:
+                    break
+                sleep(interval)
+                after = snapshot()
+                delta = change(base, after)
+                if not (delta["added"] or delta["removed"] or delta["added_bytes"] or delta["removed_bytes"]):
+                    continue
+                n += 1
+                event = {"schema": WATCH_SCHEMA, "type": "interval", "interval": n, "at": _iso(time.time())}
+            keys = delta.pop("_added_keys")
+            if record and process is not None and keys:
+                record_launch(keys, state_dir)
+            total_added += delta["added_bytes"]
+            base = after
+            yield {**event, **delta}
+    except KeyboardInterrupt:
+        pass
+    seconds = time.time() - start
+    yield {"schema": WATCH_SCHEMA, "type": "summary", "launches": n if process is not None else 0,
+           "intervals": 0 if process is not None else n, "added_bytes": total_added,
+           "added_bytes_per_launch": round(total_added / n) if process is not None and n else None,
+           "added_bytes_per_day": round(total_added / seconds * DAY) if seconds > 0 and n else None,
+           "observed_seconds": round(seconds, 3)}
+
+
+def _wait_for_start(name: str, poll: float, sleep) -> tuple[int, float]:
+    while True:
+        pids = running_pids(name)
+        if pids:
+            return min(pids), time.time()
+        sleep(poll)
+
+
+def _wait_for_exit(pid: int, poll: float, sleep) -> None:
+    import psutil
+
+    while psutil.pid_exists(pid):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        sleep(poll)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
