@@ -46,10 +46,11 @@ from pathlib import Path
 from mlcache_audit import fsio
 from mlcache_audit import quarantine as qfmt
 from mlcache_audit.journal import Journal, default_state_dir
-from mlcache_audit.plan import Action, ContainerPlan, Plan, Seen, target_state
+from mlcache_audit.plan import Action, ContainerPlan, Plan
 from mlcache_audit.safety import may_act_on
 from mlcache_audit.sources.base import DIR, Entry
 from mlcache_audit.sources.folder import entry_from_stat
+from mlcache_audit.state import Seen, target_state
 
 TRASH_PREFIX = ".mlcache-removing-"
 _TRASH = re.compile(r"^\.mlcache-removing-[0-9a-f]{12}$")  # short: fits 255 bytes whatever the entry's name

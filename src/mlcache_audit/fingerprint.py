@@ -8,8 +8,12 @@ keyed by inode or path) and, in live folders, at most once across runs (the hash
 
 from __future__ import annotations
 
+import mmap
+import os
+import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xxhash
@@ -69,10 +73,8 @@ def metadata_identity(a: Artifact) -> str:
 
 
 def structure_id(a: Artifact) -> str:
-    h = xxhash.xxh3_64()
-    for e in sorted(a.members, key=lambda m: a.rel(m)):
-        h.update(f"{a.rel(e)}\0{e.size}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+    """Relative names and sizes of the artifact's files, folded in tree order during the scan."""
+    return a.structure.hexdigest()
 
 
 def model_key(a: Artifact) -> str | None:
@@ -210,24 +212,79 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
     if run.over_budget > before:
         c.notes.append(f"{run.over_budget - before} file(s) not hashed: the run reached --max-hash-bytes "
                        f"({run.max_bytes} bytes); copies among them are not judged")
-    for path, fh in c.stream(wanted):
-        e = todo[path]
-        key = _key(c, e)
-        if key in run.full:  # a hardlink to a file already hashed in this batch
-            continue
-        if fh is None:
-            c.notes.append(f"cannot read {display_path(path)}: not hashed")
-            continue
-        h = xxhash.xxh3_128()
-        n = 0
-        try:
-            while chunk := fh.read(CHUNK):
+    unique: dict[tuple, str] = {}
+    for p in wanted:  # a hardlink to a file already in this batch is hashed once
+        unique.setdefault(_key(c, todo[p]), p)
+    paths = list(unique.values())
+    if c.store.kind == "folder" and len(paths) > 1 and HASH_THREADS > 1:
+        # Folders: files are opened on their own, so two threads read and hash at once (xxhash and
+        # read release the GIL); archives stream in their own order on one thread.
+        with ThreadPoolExecutor(HASH_THREADS) as pool:
+            results = pool.map(lambda p: _hash_one(c, p), paths)
+            for path, result in zip(paths, results, strict=True):
+                _keep(c, todo[path], path, result, run, progress)
+    else:
+        for path, fh in c.stream(paths):
+            _keep(c, todo[path], path, _hash_handle(fh), run, progress)
+
+
+HASH_THREADS = min(2, os.cpu_count() or 1)
+_buffers = threading.local()
+
+
+def _buffer() -> mmap.mmap:
+    """One reused, page-aligned read buffer per thread (no fresh bytes object per read)."""
+    buf = getattr(_buffers, "buf", None)
+    if buf is None:
+        buf = _buffers.buf = mmap.mmap(-1, CHUNK)
+    return buf
+
+
+def _hash_one(c: Container, path: str) -> tuple[str, int] | str | None:
+    for _, fh in c.stream([path]):
+        return _hash_handle(fh)
+    return None
+
+
+def _hash_handle(fh) -> tuple[str, int] | str | None:
+    """(digest, bytes) of an open file, an error text, or None when it could not be opened."""
+    if fh is None:
+        return None
+    h = xxhash.xxh3_128()
+    n = 0
+    buf = _buffer()
+    view = memoryview(buf)
+    try:
+        readinto = getattr(fh, "readinto", None)
+        while True:
+            if readinto is not None:
+                got = readinto(buf)
+                if not got:
+                    break
+                h.update(view[:got])
+            else:
+                chunk = fh.read(CHUNK)
+                if not chunk:
+                    break
+                got = len(chunk)
                 h.update(chunk)
-                n += len(chunk)
-        except READ_ERRORS as exc:
-            c.notes.append(f"cannot read {display_path(path)}: {exc}")
-            continue
-        run.full[key] = _store_full(run, key, h.hexdigest(), n)
+            n += got
+    except READ_ERRORS as exc:
+        return str(exc)
+    finally:
+        view.release()
+    return h.hexdigest(), n
+
+
+def _keep(c: Container, e: Entry, path: str, result, run: RunHashes, progress) -> None:
+    key = _key(c, e)
+    if result is None:
+        c.notes.append(f"cannot read {display_path(path)}: not hashed")
+    elif isinstance(result, str):
+        c.notes.append(f"cannot read {display_path(path)}: {result}")
+    else:
+        digest, n = result
+        run.full[key] = _store_full(run, key, digest, n)
         if progress:
             progress(n)
 

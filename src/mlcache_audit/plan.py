@@ -7,29 +7,16 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-import xxhash
-
 from mlcache_audit.audit import AuditResult
 from mlcache_audit.docfields import Fields
 from mlcache_audit.domain import DEFAULT_RULES, RULES
 from mlcache_audit.errors import PlanInvalid
 from mlcache_audit.fsio import path_fields, path_from, readable
 from mlcache_audit.safety import is_safe_relative, may_act_on
-from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry
+from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK
+from mlcache_audit.state import Seen, target_state  # noqa: F401 - target_state: part of the plan's contract
 
 PLAN_SCHEMA = "mlcache.plan/1"
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What a target was when planned; apply re-checks all of it right before acting."""
-
-    type: str
-    size: int
-    files: int
-    mtime_ns: int | None
-    inode: int | None
-    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -162,27 +149,6 @@ def _path(f: Fields, d: dict, key: str, where: str) -> str:
         raise f.fail(f"{where}.{key}", str(exc).removeprefix(key + " ")) from None
 
 
-def target_state(top: Entry, below: list[Entry]) -> Seen:
-    """The state of a target from lstat entries: type, sizes, newest mtime, inode, a fingerprint.
-
-    Plan and apply both call this, apply on a fresh walk, so any change between them shows.
-    """
-    h = xxhash.xxh3_64()
-    size = files = 0
-    newest = top.mtime_ns
-    for e in sorted(below, key=lambda x: x.path):
-        h.update(f"{e.path}\0{e.type}\0{e.size}\0{e.mtime_ns}\0{e.target}\n".encode("utf-8", "surrogateescape"))
-        if e.type == FILE:
-            size += e.size
-            files += 1
-        if e.mtime_ns is not None and (newest is None or e.mtime_ns > newest):
-            newest = e.mtime_ns
-    if top.type == FILE:
-        size, files = top.size, 1
-        h.update(f"\0{top.size}\0{top.mtime_ns}".encode())
-    return Seen(top.type, size, files, newest, top.inode, h.hexdigest())
-
-
 def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str] | None = None,
               include_persistent: bool = False) -> Plan:
     """Select the reclaimable paths of the chosen rules; refuse backups and archives."""
@@ -198,8 +164,6 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
     for ca in audit.containers:
         c = ca.container
         read_only = None if c.cleanable_in_place else read_only_advice(c.form, c.store.kind)
-        entries = c.entries()
-        index = {e.path: i for i, e in enumerate(entries)}
         by_artifact = {a.path: a for a in ca.scan.artifacts}
         chosen: dict[str, str] = {}
         kept_back = []
@@ -221,11 +185,9 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
                 outer.append(p)
         actions = []
         for p in outer:
-            top = entries[index[p]]
-            below = _subtree(entries, index[p], p) if top.type == DIR else []
-            seen = target_state(top, below)
-            freed = sum(e.size for e in ([top] if top.type == FILE else below) if e.type == FILE and e.nlink <= 1)
             a = by_artifact[p]
+            seen = a.state.seen(a.top)  # folded in during the walk: no per-file records were kept
+            freed = (a.top.size if a.top.nlink <= 1 else 0) if a.top.type == FILE else a.state.freed
             actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p)))
         root = c.label if read_only else str(c.store.real(c.root)) if c.root else str(c.store.base)
         containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
@@ -243,14 +205,3 @@ def read_only_advice(form: str, store_kind: str) -> str:
                 "from the device or simulator")
     return (f"a {store_kind} archive is read-only evidence, never modified; unpack it and clean the folder copy, "
             "or ask the customer to run the clean on the original container")
-
-
-def _subtree(entries: list[Entry], start: int, path: str) -> list[Entry]:
-    """Entries below `path`, relative to it; in tree order they follow it directly."""
-    out = []
-    prefix = path + "/"
-    for e in entries[start + 1:]:
-        if not e.path.startswith(prefix):
-            break
-        out.append(Entry(e.path[len(prefix):], e.type, e.size, e.mtime, e.inode, e.dev, e.nlink, e.mtime_ns, e.target))
-    return out

@@ -7,11 +7,14 @@ a Core ML cache whose layout is not known is reported as `unrecognised`, never g
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+
+import xxhash
 
 from mlcache_audit import models
 from mlcache_audit.domain import (
@@ -36,6 +39,7 @@ from mlcache_audit.domain import (
     is_build,
 )
 from mlcache_audit.sources.base import DIR, FILE, Container, Entry
+from mlcache_audit.state import StateHasher
 
 __all__ = ["KINDS", "MODEL_KINDS", "Artifact", "ScanResult", "scan_container", "area_of"]
 
@@ -82,6 +86,12 @@ class Artifact:
     detail: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     members: list[Entry] = field(default_factory=list)  # the files counted in `bytes`
+    top: Entry | None = None  # the entry the artifact is (its folder, or its one file)
+    # Folded in during the walk, so that cache entries (most files of a container) keep no per-file
+    # record: the plan's state of everything below, the structure id, and the inner layout.
+    state: StateHasher | None = None
+    structure: object = None  # an xxh3_64 over (relative name, size) of its files, in tree order
+    layout: set[str] = field(default_factory=set)
 
     @property
     def area(self) -> str:
@@ -107,6 +117,7 @@ class ScanResult:
     file_count: int
     other_bytes_by_area: dict[str, int]
     index_keys: dict[str, set[str] | None]  # store name -> keys its index knows (None: unreadable)
+    days: dict[int, int] = field(default_factory=dict)  # ML bytes by UTC day of modification
     layout: dict[str, bool] = field(default_factory=dict)  # facts about stores (ExecuTorch cache version)
 
     @property
@@ -121,61 +132,73 @@ class ScanResult:
         return sum(a.bytes for a in self.artifacts)
 
     def timeline(self) -> list[tuple[str, int]]:
-        """Core ML bytes added per UTC day, from file modification times."""
-        days: dict[int, int] = defaultdict(int)
-        for a in self.artifacts:
-            for e in a.members:
-                if e.mtime is not None:
-                    days[int(e.mtime // 86400)] += e.size
-        return [(datetime.fromtimestamp(d * 86400, timezone.utc).date().isoformat(), n) for d, n in sorted(days.items())]
+        """ML cache bytes added per UTC day, from file modification times."""
+        return [(datetime.fromtimestamp(d * 86400, timezone.utc).date().isoformat(), n)
+                for d, n in sorted(self.days.items())]
 
 
 def scan_container(container: Container, progress: Callable[[str, int], None] | None = None) -> ScanResult:
     """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
-    hears of entries walked ("walked", n) and of slow steps by name (n = 0)."""
-    entries = container.entries((lambda n: progress("walked", n)) if progress else None)
+    hears of entries walked ("walked", n) and of slow steps by name (n = 0).
+
+    The walk is streamed: an entry outside every artifact is counted into its area and dropped, so
+    memory grows with the artifacts (what the output holds), not with the files. The collector is
+    paused meanwhile: these records hold no cycles, and its passes over a growing heap made the walk
+    slower than linear."""
     seen_inodes: set[tuple] = set()
     artifacts: list[Artifact] = []
     stack: list[Artifact] = []
     other: dict[str, int] = defaultdict(int)
     total = 0
     files = 0
-    for e in entries:
-        while stack and not e.path.startswith(stack[-1].prefix):
-            stack.pop()
-        # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
-        new = _classify(e, stack[-1]) if stack and stack[-1].kind == SPECIALIZATION else \
-            None if stack else _classify(e, None)
-        if new is not None and stack:
-            stack[-1].detail["interrupted_writes"] = stack[-1].detail.get("interrupted_writes", 0) + 1
-        if new is not None:
-            artifacts.append(new)
-            if new.is_dir:
-                stack.append(new)
+    version = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
+    has_version = False
+    days: dict[int, int] = defaultdict(int)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for e in container.iter_entries((lambda n: progress("walked", n)) if progress else None):
+            while stack and not e.path.startswith(stack[-1].prefix):
+                stack.pop()
+            # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
+            new = _classify(e, stack[-1]) if stack and stack[-1].kind == SPECIALIZATION else \
+                None if stack else _classify(e, None)
+            for outer in stack:  # everything below an artifact is part of its state, nested ones too
+                outer.state.add(e.path[len(outer.path) + 1:], e.type, e.size, e.mtime_ns, e.target, e.nlink)
+            if new is not None:
+                _start(new, e)
+                if stack:
+                    stack[-1].detail["interrupted_writes"] = stack[-1].detail.get("interrupted_writes", 0) + 1
+                artifacts.append(new)
+                if new.is_dir:
+                    stack.append(new)
+                else:
+                    size = _counted_size(e, seen_inodes)
+                    _add_member(new, e, size, days)
+                    total += size
+                    files += 1
+                continue
+            if e.type != FILE:
+                continue
+            files += 1
+            size = _counted_size(e, seen_inodes)
+            total += size
+            if stack:
+                _add_member(stack[-1], e, size, days)
             else:
-                size = _counted_size(e, seen_inodes)
-                _add_member(new, e, size)
-                total += size
-                files += 1
-            continue
-        if e.type != FILE:
-            continue
-        files += 1
-        size = _counted_size(e, seen_inodes)
-        total += size
-        if stack:
-            _add_member(stack[-1], e, size)
-        else:
-            other[area_of(e.path)] += size
+                other[area_of(e.path)] += size
+                has_version = has_version or e.path == version
+    finally:
+        if collecting:
+            gc.enable()
     for a in artifacts:
         _describe(container, a, progress)
     layout = {}
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
-        version = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
-        layout["executorch_model_cache"] = any(e.path == version for e in entries)
+        layout["executorch_model_cache"] = has_version
     indexes = {} if layout.get("executorch_model_cache") else _read_indexes(container, artifacts)
-    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout)
+    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days))
 
 
 def _counted_size(e: Entry, seen: set[tuple]) -> int:
@@ -188,9 +211,24 @@ def _counted_size(e: Entry, seen: set[tuple]) -> int:
     return e.size
 
 
-def _add_member(a: Artifact, e: Entry, size: int) -> None:
-    """Count a file into an artifact; `size` is 0 for a second link to an inode already counted."""
-    a.members.append(e)
+def _start(a: Artifact, top: Entry) -> None:
+    a.top = top
+    a.state = StateHasher(top.mtime_ns)
+    a.structure = xxhash.xxh3_64()
+
+
+def _add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
+    """Count a file into an artifact; `size` is 0 for a second link to an inode already counted.
+    Only models keep their files (their contents are compared later); a cache entry's files are
+    folded into its structure id and layout here and then dropped."""
+    rel = a.rel(e)
+    if a.kind in MODEL_KINDS:
+        a.members.append(e)
+    elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION):
+        a.layout.add(_HEX_ANY.sub("<hex>", rel))
+    a.structure.update(f"{rel}\0{e.size}\n".encode("utf-8", "surrogateescape"))
+    if e.mtime is not None:
+        days[int(e.mtime // 86400)] += e.size
     a.bytes += size
     a.files += 1
     if e.mtime is not None:
@@ -413,9 +451,9 @@ def _describe(container: Container, a: Artifact, progress=None) -> None:
                 a.notes.extend(notes)
     elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION):
         # The inner names carry the function, input shape and compute path (main_480x272/main_ane).
-        a.detail["layout"] = sorted({_HEX_ANY.sub("<hex>", a.rel(e)) for e in a.members})
+        a.detail["layout"] = sorted(a.layout)
         if a.kind == SPECIALIZATION:
-            a.detail["contents"] = _entry_contents(names) if names or not a.detail.get("interrupted_writes") \
+            a.detail["contents"] = _entry_contents(a.layout) if a.layout or not a.detail.get("interrupted_writes") \
                 else "interrupted"
             if a.detail["contents"] == "empty":
                 a.notes.append("no bytes: folders emptied by a purge (APFS keeps them); not corruption")

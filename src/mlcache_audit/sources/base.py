@@ -94,16 +94,21 @@ class Container:
         return self.form in ("simulator", "macos-container", "group-container", "process-cache")
 
     def entries(self, progress: Callable[[int], None] | None = None) -> list[Entry]:
-        """Walk the container once; later calls return the same list. `progress(n)` hears of every
-        1,000 entries walked, for a live display on long walks."""
+        """Every entry, walked once and kept; later calls return the same list."""
         if self._entries is None:
-            # Tree order (by path parts), so that a folder's descendants follow it directly.
-            walked = self._walk() if progress is None else _counted(self._walk(), progress)
-            if self._walk_is_in_tree_order():
-                self._entries = list(walked)
-            else:
-                self._entries = sorted(walked, key=lambda e: e.path.split("/"))
+            self._entries = list(self.iter_entries(progress))
         return self._entries
+
+    def iter_entries(self, progress: Callable[[int], None] | None = None) -> Iterator[Entry]:
+        """Every entry in tree order (a folder, then its subtree), streamed from the walk when the
+        store walks in that order, so a scan need not keep a record per file. `progress(n)` hears of
+        every 1,000 entries walked, for a live display on long walks."""
+        if self._entries is not None:
+            return iter(self._entries)
+        walked = self._walk() if progress is None else _counted(self._walk(), progress)
+        if self._walk_is_in_tree_order():
+            return walked
+        return iter(sorted(walked, key=lambda e: e.path.split("/")))
 
     def _walk(self) -> Iterator[Entry]:
         if not self.scope:

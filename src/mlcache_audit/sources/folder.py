@@ -83,14 +83,21 @@ class FolderStore:
 
         try:
             for path, st, target in fsio.walk_at(top_fd, on_error):
-                name = path.rpartition("/")[2]
-                if not (name.isascii() and name.isprintable()):
-                    _note_odd_name(name, path, notes)
-                e = entry_from_stat(path, st, target)
-                if e.type == SYMLINK:
-                    _note_symlink(self.real(posixpath.join(rel, path) if rel else path), path, target, top_real, notes)
-                elif e.type == OTHER:
-                    notes.append(f"special file skipped ({fsio.file_type(st.st_mode)}): {display_path(path)}")
+                mode = st.st_mode
+                if stat.S_ISREG(mode):  # the common case first, built inline: the walk is the hot loop
+                    e = Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
+                              st.st_mtime_ns, None, st.st_ctime_ns)
+                else:
+                    e = entry_from_stat(path, st, target)
+                    if e.type == SYMLINK:
+                        _note_symlink(self.real(posixpath.join(rel, path) if rel else path), path, target, top_real,
+                                      notes)
+                    elif e.type == OTHER:
+                        notes.append(f"special file skipped ({fsio.file_type(mode)}): {display_path(path)}")
+                if not path.isascii():
+                    _note_odd_name(path.rpartition("/")[2], path, notes)
+                elif not path.isprintable():
+                    _note_odd_name(path.rpartition("/")[2], path, notes)
                 yield e
         finally:
             os.close(top_fd)

@@ -1,0 +1,63 @@
+"""The state of an entry and of everything below it: what a plan records and apply checks again.
+
+One accumulator serves both: the scan feeds it every entry below an artifact as the walk passes
+(so no per-file record is kept for it), and apply feeds it a fresh walk of the target right before
+acting. Both walk in tree order (a folder, then its subtree; siblings by name), so any change in
+between shows in the fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import xxhash
+
+from mlcache_audit.sources.base import FILE, Entry
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a target was when planned; apply re-checks all of it right before acting."""
+
+    type: str
+    size: int
+    files: int
+    mtime_ns: int | None
+    inode: int | None
+    fingerprint: str
+
+
+class StateHasher:
+    """Folds entries below a target, in tree order, into its Seen state and the bytes it would free."""
+
+    __slots__ = ("_h", "size", "files", "newest", "freed")
+
+    def __init__(self, top_mtime_ns: int | None):
+        self._h = xxhash.xxh3_64()
+        self.size = self.files = self.freed = 0
+        self.newest = top_mtime_ns
+
+    def add(self, rel: str, kind: str, size: int, mtime_ns: int | None, target: str | None, nlink: int) -> None:
+        self._h.update(f"{rel}\0{kind}\0{size}\0{mtime_ns}\0{target}\n".encode("utf-8", "surrogateescape"))
+        if kind == FILE:
+            self.size += size
+            self.files += 1
+            if nlink <= 1:  # a hardlinked file frees nothing while another link keeps it
+                self.freed += size
+        if mtime_ns is not None and (self.newest is None or mtime_ns > self.newest):
+            self.newest = mtime_ns
+
+    def seen(self, top: Entry) -> Seen:
+        if top.type == FILE:
+            h = self._h.copy()
+            h.update(f"\0{top.size}\0{top.mtime_ns}".encode())
+            return Seen(top.type, top.size, 1, self.newest, top.inode, h.hexdigest())
+        return Seen(top.type, self.size, self.files, self.newest, top.inode, self._h.hexdigest())
+
+
+def target_state(top: Entry, below: list[Entry]) -> Seen:
+    """The Seen state of `top` from entries below it (paths relative to it), taken in tree order."""
+    acc = StateHasher(top.mtime_ns)
+    for e in sorted(below, key=lambda x: x.path.split("/")):
+        acc.add(e.path, e.type, e.size, e.mtime_ns, e.target, e.nlink)
+    return acc.seen(top)
