@@ -172,8 +172,21 @@ def leaky_program(tmp_path):
     return name, exe, script
 
 
-def _launch_twice(exe: Path, script: Path, root: Path, delay: float) -> threading.Thread:
+@pytest.fixture
+def watching(monkeypatch):
+    """An event set once `watch` has its first snapshot, so launches start only after it."""
+    import mlcache_audit.watch as watch_mod
+
+    ready = threading.Event()
+    real_follow = watch_mod.follow
+    monkeypatch.setattr(watch_mod, "follow", lambda *a, **k: real_follow(
+        *a, **{**k, "ready": lambda: (k["ready"]() if k.get("ready") else None, ready.set())}))
+    return ready
+
+
+def _launch_twice(exe: Path, script: Path, root: Path, delay: float, ready: threading.Event) -> threading.Thread:
     def go():
+        assert ready.wait(timeout=60)
         for _ in range(2):
             time.sleep(delay)
             subprocess.run([str(exe), str(script), str(root), str(bf.PARKINSON), "0.8"], check=True, timeout=60)
@@ -182,10 +195,10 @@ def _launch_twice(exe: Path, script: Path, root: Path, delay: float) -> threadin
     return t
 
 
-def test_watch_reports_what_each_launch_added_as_json_lines(fx, leaky_program):
+def test_watch_reports_what_each_launch_added_as_json_lines(fx, leaky_program, watching):
     name, exe, script = leaky_program
     root = fx("healthy")
-    t = _launch_twice(exe, script, root, 1.0)
+    t = _launch_twice(exe, script, root, 0.3, watching)
     result = run("watch", root, "--process", name, "--launches", "2", "--poll", "0.05", "--format", "json")
     t.join(timeout=60)
     assert result.exit_code == 0, result.stderr
@@ -199,10 +212,10 @@ def test_watch_reports_what_each_launch_added_as_json_lines(fx, leaky_program):
     assert summary["launches"] == 2 and summary["added_bytes_per_launch"] > 900_000 and summary["added_bytes_per_day"] > 0
 
 
-def test_watch_history_proves_respecializations(fx, leaky_program):
+def test_watch_history_proves_respecializations(fx, leaky_program, watching):
     name, exe, script = leaky_program
     root = fx("healthy")
-    t = _launch_twice(exe, script, root, 1.0)
+    t = _launch_twice(exe, script, root, 0.3, watching)
     assert run("watch", root, "--process", name, "--launches", "2", "--poll", "0.05").exit_code == 0
     t.join(timeout=60)
     doc = json.loads(run("scan", root, "--format", "json").stdout)

@@ -70,7 +70,7 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     audits = []
     try:
         for c in containers:
-            scan = scan_container(c, progress=progress)
+            scan = scan_container(c, progress=progress, model_cache=cache)
             fp = fingerprint(scan, run, progress=(lambda n: progress("hashed", n)) if progress else None)
             audits.append(ContainerAudit(scan, fp, diagnose(scan, fp, gather_evidence(scan))))
     finally:

@@ -72,6 +72,20 @@ def _path_argument(name: str, required: bool = True):
     return click.argument(name, type=click.Path(), callback=_nonempty_path, required=required)
 
 
+def _nonempty_paths(ctx, param, values):
+    for v in values:
+        _nonempty_path(ctx, param, v)
+    return tuple(values)
+
+
+def _paths_argument(fn):
+    """PATH...: any number of containers (none: discover this Mac), scanned one after the other or,
+    with --jobs N, in N processes."""
+    fn = click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
+                      help="With several PATHs: scan this many at once, in separate processes.")(fn)
+    return click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(), callback=_nonempty_paths)(fn)
+
+
 def source_options(fn):
     """Options shared by every command that reads a container; handed on as one SourceOptions."""
     @click.option("--bundle-id", help="Only the container of this app (a backup or simulator holds many).")
@@ -129,14 +143,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@_path_argument("path", required=False)
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
-              show_default=True, help="text for people, json (mlcache.scan/2) for tools, markdown for tickets, "
-                                      "html for one self-contained page.")
+@_paths_argument
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "markdown", "html"]), default="text",
+              show_default=True, help="text for people, json (mlcache.scan/2) for tools, jsonl to stream one "
+                                      "container per line, markdown for tickets, html for one self-contained page.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
 @output_option
 @source_options
-def scan(path: str | None, fmt: str, top: int, output: Path | None, source) -> None:
+def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, output: Path | None, source) -> None:
     """Show every ML cache artifact in PATH, what it costs, and why it grew.
 
     With no PATH: every ML cache of this Mac (simulators, sandboxed apps, per-process caches of tools
@@ -146,8 +160,21 @@ def scan(path: str | None, fmt: str, top: int, output: Path | None, source) -> N
     from mlcache_audit.report import emit
 
     term = _terminal()
-    with term.progress(f"Scanning {path or 'this Mac'}") as progress:
-        doc = commands.scan(path, source, progress).document
+    if fmt == "jsonl":  # streamed: one line per container as each path finishes, nothing kept
+        from mlcache_audit.report.json import container_lines
+
+        sink = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
+        try:
+            for p, doc in commands.each_path(paths or (None,), commands._scan_document, source, jobs=jobs):
+                text = container_lines(p, doc)
+                sink.write(text) if sink else (term.write(text), term.stdout.flush())
+        finally:
+            if sink:
+                sink.close()
+        return
+    with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
+        doc = commands.scan_many(paths, source, jobs=jobs, progress=progress).document if paths else \
+            commands.scan(None, source, progress).document
     emit(term, "scan", fmt, doc, output=output, **({} if fmt == "json" else {"top": top}))
 
 
@@ -239,17 +266,17 @@ def restore(directory: Path, fmt: str) -> None:
 
 
 @cli.command()
-@_path_argument("path", required=False)
+@_paths_argument
 @output_option
 @source_options
-def snapshot(path: str | None, output: Path | None, source) -> None:
+def snapshot(paths: tuple[str, ...], jobs: int, output: Path | None, source) -> None:
     """Record a compact JSON snapshot (mlcache.snapshot/1) of PATH, to compare later."""
     from mlcache_audit import commands
     from mlcache_audit.report import emit
 
     term = _terminal()
-    with term.progress(f"Scanning {path or 'this Mac'}") as progress:
-        doc = commands.snapshot(path, source, progress)
+    with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
+        doc = commands.snapshot_many(paths, source, jobs=jobs, progress=progress)
     emit(term, "snapshot", "json", doc, output=output)
 
 
@@ -271,7 +298,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 
 
 @cli.command()
-@_path_argument("path", required=False)
+@_paths_argument
 @click.option("--baseline", callback=_nonempty_file, help="A snapshot to measure growth from.")
 @click.option("--max-growth", help="Fail when ML caches grew by more than this since the baseline (500KB, 1MB, 2GiB).")
 @click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
@@ -290,7 +317,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
               help="Append a Markdown summary to this file (GITHUB_STEP_SUMMARY under GitHub Actions).")
 @output_option
 @source_options
-def check(path: str | None, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
+def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
           max_total: str | None, max_copies: int | None, fail_on: tuple[str, ...], config: Path | None,
           junit: Path | None, fmt: str, github_annotations: bool, step_summary: Path | None, output: Path | None,
           source) -> None:
@@ -300,13 +327,13 @@ def check(path: str | None, baseline: Path | None, max_growth: str | None, max_g
     term = _terminal()
     options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
     try:
-        with term.progress(f"Scanning {path or 'this Mac'}") as progress:
-            doc = commands.check(path, options, cwd=Path.cwd(), source=source, progress=progress).document
+        with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
+            doc = commands.check(paths, options, cwd=Path.cwd(), source=source, progress=progress, jobs=jobs).document
     except MlcacheError as exc:
         if junit:  # a run that could not check anything still leaves a report that says so
             from mlcache_audit.report.junit import error_junit
 
-            write_output(junit, error_junit(path or "this Mac", str(exc)))
+            write_output(junit, error_junit(", ".join(paths) or "this Mac", str(exc)))
         raise
     from mlcache_audit.report import emit
 
@@ -344,10 +371,10 @@ def watch(path: str, process: str | None, launches: int | None, interval: float,
     from mlcache_audit.report.json import dumps
 
     term = _terminal()
-    if process:
-        term.message(f"Watching {path} for launches of {process} (Ctrl-C to stop)")
+    what = f"launches of {process}" if process else f"changes every {interval:g} s"
     for event in commands.watch(path, process=process, launches=launches, interval=interval, count=count,
-                                poll=poll, source=source):
+                                poll=poll, source=source,
+                                ready=lambda: term.message(f"Watching {path} for {what} (Ctrl-C to stop)")):
         if fmt == "json":
             term.write(dumps(event))
             term.stdout.flush()
@@ -358,7 +385,8 @@ def watch(path: str, process: str | None, launches: int | None, interval: float,
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["scan", "plan", "apply", "restore", "snapshot", "diff", "check", "watch"]))
+@click.argument("name", type=click.Choice(["scan", "scan-container", "plan", "apply", "restore", "snapshot", "diff",
+                                          "check", "watch"]))
 def schema(name: str) -> None:
     """Print the JSON Schema (draft 2020-12) of one of mlcache's documents."""
     from importlib import resources

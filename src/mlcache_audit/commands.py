@@ -57,6 +57,41 @@ def scan(path: str | None, source: SourceOptions = SourceOptions(), progress: Pr
     return ScanOutcome(scan_document(_audit(path, source, progress)))
 
 
+def _scan_document(path: str, source: SourceOptions) -> dict:
+    """One path's scan document, in a worker process (pickled back whole: containers, not files)."""
+    return scan(path, source).document
+
+
+def _snapshot_document(path: str, source: SourceOptions) -> dict:
+    return snapshot(path, source)
+
+
+def each_path(paths: tuple[str, ...], work: Callable[[str, SourceOptions], dict], source: SourceOptions, *,
+              jobs: int = 1, progress: Progress = None):
+    """(path, document) for every path, as each finishes: with `jobs` > 1 in that many processes (a
+    support desk's many exports at once), else one after the other in this process."""
+    if jobs <= 1 or len(paths) <= 1:
+        for p in paths:
+            yield p, (scan(p, source, progress).document if work is _scan_document else
+                      snapshot(p, source, progress))
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(work, p, source): p for p in paths}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def scan_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,
+              progress: Progress = None) -> ScanOutcome:
+    """One document holding the containers of every path (each container names its source path)."""
+    from mlcache_audit.report.json import merge_scan_documents
+
+    done = dict(each_path(paths, _scan_document, source, jobs=jobs, progress=progress))
+    return ScanOutcome(merge_scan_documents([(p, done[p]) for p in paths]))
+
+
 # -- clean, apply, restore ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CleanOutcome:
@@ -136,6 +171,17 @@ def snapshot(path: str | None, source: SourceOptions = SourceOptions(), progress
     return make_snapshot(_audit(path, source, progress))
 
 
+def snapshot_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,
+                  progress: Progress = None) -> dict:
+    """One snapshot of every path (several paths: their containers together, totals over all)."""
+    from mlcache_audit.gate import merge_snapshots
+
+    if len(paths) <= 1:
+        return snapshot(paths[0] if paths else None, source, progress)
+    done = dict(each_path(paths, _snapshot_document, source, jobs=jobs, progress=progress))
+    return merge_snapshots([done[p] for p in paths])
+
+
 def _snapshot_of(path: str, source: SourceOptions, progress: Progress) -> dict:
     from mlcache_audit.gate import is_snapshot_file, load_snapshot
 
@@ -172,8 +218,8 @@ class CheckOutcome:
     document: dict  # mlcache.check/2
 
 
-def check(path: str | None, budgets: BudgetOptions, *, cwd: Path, source: SourceOptions = SourceOptions(),
-          progress: Progress = None) -> CheckOutcome:
+def check(paths: tuple[str, ...], budgets: BudgetOptions, *, cwd: Path, source: SourceOptions = SourceOptions(),
+          progress: Progress = None, jobs: int = 1) -> CheckOutcome:
     """The CI gate: budgets from options, else the nearest config file (named in the result)."""
     from mlcache_audit.errors import BudgetConfigError
     from mlcache_audit.gate import budgets_from, load_config, load_snapshot
@@ -188,15 +234,16 @@ def check(path: str | None, budgets: BudgetOptions, *, cwd: Path, source: Source
         raise BudgetConfigError("no budget given", hint="use --max-total, --max-growth with --baseline, --max-copies "
                                                         "or --fail-on, or a [tool.mlcache] config")
     base = load_snapshot(b.baseline) if b.baseline else None
-    current = snapshot(path, source, progress)
+    current = snapshot_many(paths, source, jobs=jobs, progress=progress)
     return CheckOutcome(check_document(run_check(current, b, base, config_path)))
 
 
 # -- watch ----------------------------------------------------------------------------------------
 def watch(path: str, *, process: str | None, launches: int | None = None, interval: float = 5.0,
-          count: int | None = None, poll: float = 0.2, source: SourceOptions = SourceOptions()):
+          count: int | None = None, poll: float = 0.2, source: SourceOptions = SourceOptions(),
+          ready: Callable[[], None] | None = None):
     """Events (dicts, `mlcache.watch/1`) as launches or intervals happen, then a summary."""
     from mlcache_audit.watch import Snapshot, follow
 
     return follow(lambda: Snapshot.of(_audit(path, source, None)), process=process, launches=launches,
-                  interval=interval, count=count, poll=poll)
+                  interval=interval, count=count, poll=poll, ready=ready)

@@ -48,6 +48,13 @@ def snapshot(audit: AuditResult) -> dict:
             "path": audit.path, "containers": containers, "totals": _totals(containers)}
 
 
+def merge_snapshots(snaps: list[dict]) -> dict:
+    """Several paths' snapshots as one: their containers together, totals over all."""
+    containers = [c for s in snaps for c in s["containers"]]
+    return {"schema": SNAPSHOT_SCHEMA, "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "path": ", ".join(s["path"] for s in snaps), "containers": containers, "totals": _totals(containers)}
+
+
 def _finding_brief(ca, f) -> dict:
     """What a CI annotation needs to name: the rule, the model, the producer, the fix."""
     by_path = {a.path: a for a in ca.scan.artifacts}

@@ -42,6 +42,9 @@ class HashCache:
                 self._conn = sqlite3.connect(self.path, timeout=2)
                 self._conn.execute("CREATE TABLE IF NOT EXISTS hashes (dev INTEGER, ino INTEGER, size INTEGER, "
                                    "mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, PRIMARY KEY (dev, ino))")
+                # What coremltools said of a source model, so a second scan never imports it again.
+                self._conn.execute("CREATE TABLE IF NOT EXISTS models (dev INTEGER, ino INTEGER, size INTEGER, "
+                                   "mtime_ns INTEGER, ctime_ns INTEGER, summary TEXT, PRIMARY KEY (dev, ino))")
             except (OSError, sqlite3.Error) as exc:
                 self.disabled_reason = f"hash cache off: {exc}"
                 self._conn = None
@@ -67,6 +70,42 @@ class HashCache:
             self.disabled_reason = f"hash cache off: {exc}"
             return {}
         return found
+
+    def get_model(self, key: tuple) -> tuple[dict, list[str]] | None:
+        """(summary, notes) of the source model file `key` names, if it was read unchanged before."""
+        import json
+
+        conn = self._open()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT size, mtime_ns, ctime_ns, summary FROM models WHERE dev=? AND ino=?",
+                               key[:2]).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is None or tuple(row[:3]) != tuple(key[2:5]):
+            return None
+        try:
+            doc = json.loads(row[3])
+            summary, notes = doc["summary"], doc["notes"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(summary, dict) or not isinstance(notes, list):
+            return None
+        return summary, [n for n in notes if isinstance(n, str)]
+
+    def put_model(self, key: tuple, summary: dict, notes: list[str]) -> None:
+        import json
+
+        conn = self._open()
+        if conn is None:
+            return
+        try:
+            with conn:
+                conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
+                             (*key[:5], json.dumps({"summary": summary, "notes": notes})))
+        except sqlite3.Error as exc:
+            self.disabled_reason = f"hash cache not saved: {exc}"
 
     def put(self, key: tuple, digest: str) -> None:
         self._pending.append((*key, digest))

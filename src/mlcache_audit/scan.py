@@ -137,7 +137,8 @@ class ScanResult:
                 for d, n in sorted(self.days.items())]
 
 
-def scan_container(container: Container, progress: Callable[[str, int], None] | None = None) -> ScanResult:
+def scan_container(container: Container, progress: Callable[[str, int], None] | None = None,
+                   model_cache=None) -> ScanResult:
     """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
     hears of entries walked ("walked", n) and of slow steps by name (n = 0).
 
@@ -192,7 +193,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         if collecting:
             gc.enable()
     for a in artifacts:
-        _describe(container, a, progress)
+        _describe(container, a, progress, model_cache)
     layout = {}
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
@@ -401,7 +402,7 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
     return None
 
 
-def _describe(container: Container, a: Artifact, progress=None) -> None:
+def _describe(container: Container, a: Artifact, progress=None, model_cache=None) -> None:
     """Read what recognition needs to say what a bundle or source model is."""
     names = {a.rel(e) for e in a.members}
     is_bundle = a.is_dir and (a.path.endswith(".mlmodelc") or "coremldata.bin" in names)
@@ -443,12 +444,21 @@ def _describe(container: Container, a: Artifact, progress=None) -> None:
         if spec_path and size > models.MAX_SPEC_BYTES:
             a.notes.append("source model not inspected: larger than 256 MB")
         elif spec_path:
+            spec = next(e for e in a.members if e.path == spec_path)
+            key = container.hash_key(spec) if model_cache is not None else None
+            cached = model_cache.get_model(key) if key else None
+            if cached is not None:  # read before, unchanged: coremltools is not imported at all
+                a.model, notes = cached
+                a.notes.extend(notes)
+                return
             if progress and not models.coremltools_loaded():
                 progress("loading coremltools to read a source model", 0)
             data = container.read(spec_path, models.MAX_SPEC_BYTES)
             if data is not None:
                 a.model, notes = models.inspect_source_spec(data)
                 a.notes.extend(notes)
+                if key:
+                    model_cache.put_model(key, a.model, notes)
     elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION):
         # The inner names carry the function, input shape and compute path (main_480x272/main_ane).
         a.detail["layout"] = sorted(a.layout)

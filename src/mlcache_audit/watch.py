@@ -23,14 +23,14 @@ DAY = 86400.0
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Per artifact (client, path): bytes, and the rules of the findings naming it."""
+    """Per artifact (client, path): bytes, the rules of the findings naming it, its newest mtime."""
 
-    artifacts: dict[tuple[str, str], tuple[int, tuple[str, ...]]]
+    artifacts: dict[tuple[str, str], tuple[int, tuple[str, ...], float]]
     at: float
 
     @classmethod
     def of(cls, audit) -> Snapshot:
-        arts: dict[tuple[str, str], tuple[int, tuple[str, ...]]] = {}
+        arts: dict[tuple[str, str], tuple[int, tuple[str, ...], float]] = {}
         for ca in audit.containers:
             client = ca.container.client or ca.container.label
             rules: dict[str, list[str]] = {}
@@ -38,15 +38,19 @@ class Snapshot:
                 for p in f.paths:
                     rules.setdefault(p, []).append(f.rule)
             for a in ca.scan.artifacts:
-                arts[(client, a.path)] = (a.bytes, tuple(sorted(rules.get(a.path, ()))))
+                arts[(client, a.path)] = (a.bytes, tuple(sorted(rules.get(a.path, ()))), a.newest_mtime or 0.0)
         return cls(arts, time.time())
+
+    def without(self, keys) -> Snapshot:
+        keys = set(keys)
+        return Snapshot({k: v for k, v in self.artifacts.items() if k not in keys}, self.at)
 
 
 def change(before: Snapshot, after: Snapshot) -> dict:
     """Bytes and paths added and removed between two snapshots (grown artifacts count as added)."""
     added, removed, findings = [], [], set()
     added_bytes = removed_bytes = 0
-    for key, (size, rules) in after.artifacts.items():
+    for key, (size, rules, _) in after.artifacts.items():
         old = before.artifacts.get(key)
         if old is None:
             added.append(key)
@@ -56,7 +60,7 @@ def change(before: Snapshot, after: Snapshot) -> dict:
             added_bytes += size - old[0]
         elif size < old[0]:
             removed_bytes += old[0] - size
-    for key, (size, _) in before.artifacts.items():
+    for key, (size, _, _) in before.artifacts.items():
         if key not in after.artifacts:
             removed.append(key)
             removed_bytes += size
@@ -125,11 +129,14 @@ def running_pids(name: str) -> set[int]:
 
 def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: int | None, interval: float,
            count: int | None, poll: float = 0.2, record: bool = True, state_dir: Path | None = None,
-           sleep: Callable[[float], None] = time.sleep) -> Iterator[dict]:
+           sleep: Callable[[float], None] = time.sleep, ready: Callable[[], None] | None = None) -> Iterator[dict]:
     """Yield one event per launch of `process` (or per interval that changed), then a summary.
+    `ready()` is called once the first snapshot is taken: launches from then on are seen whole.
     Ctrl-C (KeyboardInterrupt) ends the watch with the summary, as reaching `launches`/`count` does."""
     start = time.time()
     base = snapshot()
+    if ready is not None:
+        ready()
     n = 0
     total_added = 0
     try:
@@ -140,6 +147,11 @@ def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: i
                 pid, started = _wait_for_start(process, poll, sleep)
                 _wait_for_exit(pid, poll, sleep)
                 after = snapshot()
+                # Relaunched while the snapshot was taken: what the next instance wrote is its own.
+                next_start = _started_since(process, pid)
+                if next_start is not None:
+                    later = [k for k, v in after.artifacts.items() if k not in base.artifacts and v[2] >= next_start]
+                    after = after.without(later)
                 delta = change(base, after)
                 n += 1
                 event = {"schema": WATCH_SCHEMA, "type": "launch", "launch": n, "pid": pid, "started": _iso(started),
@@ -168,6 +180,19 @@ def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: i
            "added_bytes_per_launch": round(total_added / n) if process is not None and n else None,
            "added_bytes_per_day": round(total_added / seconds * DAY) if seconds > 0 and n else None,
            "observed_seconds": round(seconds, 3)}
+
+
+def _started_since(name: str, ended: int) -> float | None:
+    """When another instance of `name` started, if one runs now (else None)."""
+    import psutil
+
+    times = []
+    for pid in running_pids(name) - {ended}:
+        try:
+            times.append(psutil.Process(pid).create_time())
+        except psutil.Error:
+            continue
+    return min(times) if times else None
 
 
 def _wait_for_start(name: str, poll: float, sleep) -> tuple[int, float]:

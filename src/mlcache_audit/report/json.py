@@ -13,6 +13,7 @@ from mlcache_audit.fsio import path_fields, readable
 from mlcache_audit.units import iso_utc
 
 SCAN_SCHEMA = "mlcache.scan/2"
+SCAN_CONTAINER_SCHEMA = "mlcache.scan-container/2"  # one line of `scan --format jsonl`
 APPLY_SCHEMA = "mlcache.apply/1"
 RESTORE_SCHEMA = "mlcache.restore/1"
 CHECK_SCHEMA = "mlcache.check/2"
@@ -39,6 +40,26 @@ def scan_document(audit) -> dict:
             "cache": str(audit.hashes.cache.path) if audit.hashes.cache else None,
         },
     }
+
+
+def merge_scan_documents(docs: list[tuple[str, dict]]) -> dict:
+    """One scan document from several paths' documents, each container naming its source path."""
+    if len(docs) == 1:
+        return docs[0][1]
+    hashing = {k: 0 for k in ("files_hashed", "bytes_hashed", "partial_reads", "cache_hits")}
+    containers = []
+    for path, doc in docs:
+        for c in doc["containers"]:
+            containers.append({**c, "source_path": path})
+        for k in hashing:
+            hashing[k] += doc["hashing"][k]
+    return {"schema": SCAN_SCHEMA, "path": "", "paths": [p for p, _ in docs], "containers": containers,
+            "hashing": {**hashing, "cache": docs[0][1]["hashing"]["cache"]}}
+
+
+def container_lines(path: str, doc: dict) -> str:
+    """`--format jsonl`: one line per container of one path's document, each a whole document."""
+    return "".join(dumps({"schema": SCAN_CONTAINER_SCHEMA, "source_path": path, **c}) for c in doc["containers"])
 
 
 def container_document(ca) -> dict:

@@ -37,7 +37,7 @@ def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
     if c["not_observable"]:
         headline += f" ({', '.join(c['not_observable'])} not observable in this form)"
     cause = f"{leading['summary']} ({leading['rule']})." if leading else None
-    target = shlex.quote(path)
+    target = shlex.quote(c.get("source_path") or path)
     if discovery is not None:  # a discovered client is named, not given by path
         home = discovery.get("home")
         target = (f"--home {shlex.quote(home)} " if home and home != str(Path.home()) else "") + \

@@ -1,0 +1,87 @@
+"""Many containers at once (several PATHs, --jobs, --format jsonl), and what each command does not
+import: --version and --help need neither rich, nor the rules, nor coremltools; JSON never draws with
+rich; a second scan of a live folder never imports coremltools (its model summaries are cached)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run, scan_json
+
+
+def test_several_paths_make_one_document(built):
+    doc = scan_json(built["recompile"], built["healthy"], built["llm"])
+    assert doc["paths"] == [str(built["recompile"]), str(built["healthy"]), str(built["llm"])]
+    assert [c["source_path"] for c in doc["containers"]] == doc["paths"]
+    alone = scan_json(built["recompile"])["containers"][0]
+    assert doc["containers"][0]["reclaimable_bytes"] == alone["reclaimable_bytes"]
+
+
+def test_jobs_give_the_same_answer_as_one_process(built):
+    one = scan_json(built["recompile"], built["studio"], built["coreai"])
+    many = scan_json(built["recompile"], built["studio"], built["coreai"], "--jobs", "2")
+    key = [(c["source_path"], c["reclaimable_bytes"], c["total_bytes"], len(c["artifacts"])) for c in one["containers"]]
+    assert key == [(c["source_path"], c["reclaimable_bytes"], c["total_bytes"], len(c["artifacts"]))
+                   for c in many["containers"]]
+
+
+def test_jsonl_streams_one_container_per_line(built):
+    result = run("scan", built["simulator"], built["healthy"], "--jobs", "2", "--format", "jsonl")
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 3  # two simulator apps and the Device Hub folder
+    assert {line["schema"] for line in lines} == {"mlcache.scan-container/2"}
+    assert {line["source_path"] for line in lines} == {str(built["simulator"]), str(built["healthy"])}
+
+
+def test_snapshot_and_check_take_several_paths(built, tmp_path):
+    snap = json.loads(run("snapshot", built["recompile"], built["healthy"]).stdout)
+    assert len(snap["containers"]) == 2
+    assert snap["totals"]["coreml_bytes"] == sum(c["coreml_bytes"] for c in snap["containers"])
+    assert run("check", built["recompile"], built["healthy"], "--max-total", "1MB", "--jobs", "2").exit_code == 1
+
+
+def _modules_after(code: str, env: dict | None = None) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json\nprint(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+HEAVY = {"rich", "coremltools", "mlcache_audit.rules", "numpy"}
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["scan", "--help"], ["check", "--help"]])
+def test_version_and_help_import_nothing_heavy(args):
+    code = ("import sys\nfrom mlcache_audit.cli import cli\n"
+            f"try:\n    cli.main(args={args!r}, prog_name='mlcache', standalone_mode=False)\n"
+            "except SystemExit:\n    pass\n")
+    loaded = _modules_after(code)
+    assert not {m for m in loaded if m.split(".")[0] in ("rich", "coremltools", "numpy")}
+    assert "mlcache_audit.rules" not in loaded
+
+
+def test_json_output_never_imports_rich(built, tmp_path):
+    code = ("from mlcache_audit.cli import cli\n"
+            f"try:\n    cli.main(args=['scan', {str(built['recompile'])!r}, '--format', 'json', '--no-hash-cache'], "
+            "prog_name='mlcache', standalone_mode=False)\nexcept SystemExit:\n    pass\n")
+    loaded = _modules_after(code)
+    assert not {m for m in loaded if m.split(".")[0] == "rich"}
+
+
+def test_second_scan_of_a_live_folder_never_imports_coremltools(fx, tmp_path):
+    root = fx("studio")
+    env = {"MLCACHE_CACHE_DIR": str(tmp_path / "cache")}
+    code = ("from mlcache_audit.audit import audit_path\n"
+            f"r = audit_path({str(root)!r})\n"
+            "print([a.model.get('type') for ca in r.containers for a in ca.scan.artifacts if a.kind == 'source_model'])\n")
+    first = _modules_after(code, env)
+    assert "coremltools" in first  # the first scan reads the source models with coremltools
+    second = _modules_after(code, env)
+    assert "coremltools" not in second
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
+    assert "neuralnetwork" in out.stdout and "mlprogram" in out.stdout  # the same summaries, from the cache
