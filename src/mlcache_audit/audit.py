@@ -33,27 +33,30 @@ class AuditResult:
     hashes: RunHashes
     discovery: dict | None = None  # {"home", "tmpdir"} when the containers were discovered
     system: list[dict] = field(default_factory=list)  # places shown, never cleaned (the system ANE cache)
+    plan_state: bool = True  # made with what a plan needs (the state below each artifact)
 
 
 def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = True,
                max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: int = DEFAULT_MAX_BYTES,
-               max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES, progress: Callable[[str, int], None] | None = None) -> AuditResult:
-    """Scan every container at `path` and explain what grew."""
+               max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES, progress: Callable[[str, int], None] | None = None,
+               plan_state: bool = True) -> AuditResult:
+    """Scan every container at `path` and explain what grew. `plan_state=False` skips what only a
+    plan needs (the state of everything below each artifact), for scan, snapshot and check."""
     containers = open_containers(path, bundle_id=bundle_id, max_archive_members=max_archive_members,
                                  max_archive_bytes=max_archive_bytes)
     return audit_containers(str(path), containers, hash_cache=hash_cache, max_hash_bytes=max_hash_bytes,
-                            progress=progress)
+                            progress=progress, plan_state=plan_state)
 
 
 def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool = True,
                      max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
-                     progress: Callable[[str, int], None] | None = None) -> AuditResult:
+                     progress: Callable[[str, int], None] | None = None, plan_state: bool = True) -> AuditResult:
     """Scan every client discovery finds in `places` (sources.discover)."""
     from mlcache_audit.sources.discover import discover
 
     found = discover(places, bundle_id=bundle_id)
     result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
-                              max_hash_bytes=max_hash_bytes, progress=progress)
+                              max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
     result.discovery = {"home": str(places.home.resolve()), "tmpdir": str(places.tmpdir) if places.tmpdir else None}
     result.system = found.system
     return result
@@ -61,7 +64,7 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
 
 def audit_containers(path: str, containers: list[Container], *, hash_cache: bool = True,
                      max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
-                     progress: Callable[[str, int], None] | None = None) -> AuditResult:
+                     progress: Callable[[str, int], None] | None = None, plan_state: bool = True) -> AuditResult:
     """Scan, fingerprint and diagnose the given containers, sharing one hash run."""
     # The hash cache is for live folders only: archives and backups are read once.
     cache = HashCache() if hash_cache and any(c.store.kind == "folder" and c.form != "backup"
@@ -70,7 +73,7 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     audits = []
     try:
         for c in containers:
-            scan = scan_container(c, progress=progress, model_cache=cache)
+            scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state)
             fp = fingerprint(scan, run, progress=(lambda n: progress("hashed", n)) if progress else None)
             audits.append(ContainerAudit(scan, fp, diagnose(scan, fp, gather_evidence(scan))))
     finally:
@@ -78,7 +81,7 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
             cache.close()
             if cache.disabled_reason and audits:
                 audits[0].container.notes.append(cache.disabled_reason)
-    return AuditResult(path, audits, run)
+    return AuditResult(path, audits, run, plan_state=plan_state)
 
 
 def gather_evidence(scan: ScanResult) -> Evidence:

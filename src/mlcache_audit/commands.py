@@ -31,7 +31,7 @@ class SourceOptions:
     tmpdir: str | None = None  # with no PATH: the temp folder holding MPSGraph scratch (--tmpdir)
 
 
-def _audit(path: str | None, source: SourceOptions, progress: Progress):
+def _audit(path: str | None, source: SourceOptions, progress: Progress, plan_state: bool = False):
     """The containers at PATH, or with no PATH every client discovered on this Mac (or in --home)."""
     from mlcache_audit.audit import audit_discovered, audit_path
 
@@ -39,10 +39,11 @@ def _audit(path: str | None, source: SourceOptions, progress: Progress):
         from mlcache_audit.sources.discover import default_places
 
         return audit_discovered(default_places(source.home, source.tmpdir), bundle_id=source.bundle_id,
-                                hash_cache=source.hash_cache, max_hash_bytes=source.max_hash_bytes, progress=progress)
+                                hash_cache=source.hash_cache, max_hash_bytes=source.max_hash_bytes, progress=progress,
+                                plan_state=plan_state)
     return audit_path(path, bundle_id=source.bundle_id, hash_cache=source.hash_cache,
                       max_archive_members=source.max_archive_members, max_archive_bytes=source.max_archive_bytes,
-                      max_hash_bytes=source.max_hash_bytes, progress=progress)
+                      max_hash_bytes=source.max_hash_bytes, progress=progress, plan_state=plan_state)
 
 
 # -- scan -----------------------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def clean(path: str | None, *, source: SourceOptions = SourceOptions(), selectio
     from mlcache_audit.apply import apply_plan
     from mlcache_audit.plan import make_plan
 
-    plan = make_plan(_audit(path, source, progress), only=set(selection.only) or None, keep=set(selection.keep),
+    plan = make_plan(_audit(path, source, progress, plan_state=True), only=set(selection.only) or None, keep=set(selection.keep),
                      include_persistent=selection.include_persistent)
     if plan_sink is not None:
         plan_sink(plan)

@@ -84,8 +84,10 @@ def open_dir_chain(root: str, parts: list[str], *, create: bool = False) -> int:
         raise
 
 
-def walk_at(top_fd: int, on_error) -> Iterator[tuple[str, os.stat_result, str | None]]:
-    """(relative path, lstat, symlink target or None) of everything below the folder `top_fd`, in tree order (a folder,
+def walk_at(top_fd: int, on_error, make=None) -> Iterator:
+    """(relative path, lstat, symlink target or None) of everything below the folder `top_fd`, or
+    `make(rel, name, lstat, target)` of it when given (the walk's hot loop builds records in place),
+    in tree order (a folder,
     then its subtree; siblings by name). Iterative; every folder is opened relative to its parent's
     fd with O_NOFOLLOW and closed when its subtree is done, so the open fds equal the depth.
     `on_error(rel, what, detail)` hears of what could not be read; the rest is still walked.
@@ -113,7 +115,7 @@ def walk_at(top_fd: int, on_error) -> Iterator[tuple[str, os.stat_result, str | 
                     target = os.readlink(name, dir_fd=fd)
                 except OSError:
                     target = None
-            yield rel, st, target
+            yield make(rel, name, st, target) if make is not None else (rel, st, target)
             if stat.S_ISDIR(st.st_mode):
                 try:
                     child = os.open(name, DIRFLAGS, dir_fd=fd)

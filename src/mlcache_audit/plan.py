@@ -151,7 +151,9 @@ def _path(f: Fields, d: dict, key: str, where: str) -> str:
 
 def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str] | None = None,
               include_persistent: bool = False) -> Plan:
-    """Select the reclaimable paths of the chosen rules; refuse backups and archives."""
+    """Select the reclaimable paths of the chosen rules (backups and archives: a read-only preview)."""
+    if not audit.plan_state:  # a programming error, never the user's: plans need the walk's states
+        raise ValueError("make_plan needs an audit made with plan_state=True")
     unknown = (set(only or ()) | set(keep or ())) - set(RULES)
     if unknown:
         raise PlanInvalid(f"unknown rule(s): {', '.join(sorted(unknown))}",

@@ -58,6 +58,7 @@ _TORCH_LEGACY = re.compile(r"^([0-9a-f]{64})(\.mlmodelc|\.version)?$")  # PTMCor
 _COMPUTE_UNITS = re.compile(r"_(all|cpu_only|cpu_and_gpu|cpu_and_ne)$")
 # Files of an E5RT pointer entry (no bundle of its own): FIELD-EVIDENCE.md, "Entry contents vary".
 _POINTER_FILES = ("model.milhash", "model.anehash", "universal.bundle")
+_CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION))
 
 AREAS = ("Documents", "Library/Application Support", "Library/Caches", "Library/Preferences", "Library", "tmp")
 
@@ -138,7 +139,7 @@ class ScanResult:
 
 
 def scan_container(container: Container, progress: Callable[[str, int], None] | None = None,
-                   model_cache=None) -> ScanResult:
+                   model_cache=None, plan_state: bool = True) -> ScanResult:
     """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
     hears of entries walked ("walked", n) and of slow steps by name (n = 0).
 
@@ -164,8 +165,9 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
             # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
             new = _classify(e, stack[-1]) if stack and stack[-1].kind == SPECIALIZATION else \
                 None if stack else _classify(e, None)
-            for outer in stack:  # everything below an artifact is part of its state, nested ones too
-                outer.state.add(e.path[len(outer.path) + 1:], e.type, e.size, e.mtime_ns, e.target, e.nlink)
+            if plan_state:  # everything below an artifact is part of its state (nested ones too), for a plan
+                for outer in stack:
+                    outer.state.add(e.path[len(outer.path) + 1:], e.type, e.size, e.mtime_ns, e.target, e.nlink)
             if new is not None:
                 _start(new, e)
                 if stack:
@@ -222,19 +224,23 @@ def _add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
     """Count a file into an artifact; `size` is 0 for a second link to an inode already counted.
     Only models keep their files (their contents are compared later); a cache entry's files are
     folded into its structure id and layout here and then dropped."""
-    rel = a.rel(e)
-    if a.kind in MODEL_KINDS:
+    rel = e.path[len(a.path) + 1:] if a.is_dir else ""
+    kind = a.kind
+    if kind in MODEL_KINDS:
         a.members.append(e)
-    elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION):
+    elif kind in _CACHE_KINDS:
         a.layout.add(_HEX_ANY.sub("<hex>", rel))
     a.structure.update(f"{rel}\0{e.size}\n".encode("utf-8", "surrogateescape"))
-    if e.mtime is not None:
-        days[int(e.mtime // 86400)] += e.size
+    mtime = e.mtime
+    if mtime is not None:
+        days[int(mtime // 86400)] += e.size
     a.bytes += size
     a.files += 1
-    if e.mtime is not None:
-        a.oldest_mtime = e.mtime if a.oldest_mtime is None else min(a.oldest_mtime, e.mtime)
-        a.newest_mtime = e.mtime if a.newest_mtime is None else max(a.newest_mtime, e.mtime)
+    if mtime is not None:
+        if a.oldest_mtime is None or mtime < a.oldest_mtime:
+            a.oldest_mtime = mtime
+        if a.newest_mtime is None or mtime > a.newest_mtime:
+            a.newest_mtime = mtime
 
 
 def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:

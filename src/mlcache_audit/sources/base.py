@@ -28,10 +28,11 @@ class Entry:
     mtime_ns: int | None = None
     target: str | None = None  # symlink target, as stored
     ctime_ns: int | None = None  # status change: an in-place edit that kept mtime still changes it
+    base: str | None = None  # the last path component, when the walk already had it
 
     @property
     def name(self) -> str:
-        return self.path.rpartition("/")[2]
+        return self.base if self.base is not None else self.path.rpartition("/")[2]
 
 
 class Store(Protocol):

@@ -81,24 +81,24 @@ class FolderStore:
         def on_error(path: str, what: str, detail: str | None) -> None:
             notes.append(f"{what}: {display_path(path or '.')}" + (f" ({detail.lower()})" if detail else ""))
 
+        def make(path: str, name: str, st: os.stat_result, target: str | None) -> Entry:
+            mode = st.st_mode
+            if stat.S_ISREG(mode):  # the common case first, built in place: the walk is the hot loop
+                e = Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
+                          st.st_mtime_ns, None, st.st_ctime_ns, name)
+            else:
+                e = entry_from_stat(path, st, target)
+                e.base = name
+                if e.type == SYMLINK:
+                    _note_symlink(self.real(posixpath.join(rel, path) if rel else path), path, target, top_real, notes)
+                elif e.type == OTHER:
+                    notes.append(f"special file skipped ({fsio.file_type(mode)}): {display_path(path)}")
+            if not (name.isascii() and name.isprintable()):
+                _note_odd_name(name, path, notes)
+            return e
+
         try:
-            for path, st, target in fsio.walk_at(top_fd, on_error):
-                mode = st.st_mode
-                if stat.S_ISREG(mode):  # the common case first, built inline: the walk is the hot loop
-                    e = Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
-                              st.st_mtime_ns, None, st.st_ctime_ns)
-                else:
-                    e = entry_from_stat(path, st, target)
-                    if e.type == SYMLINK:
-                        _note_symlink(self.real(posixpath.join(rel, path) if rel else path), path, target, top_real,
-                                      notes)
-                    elif e.type == OTHER:
-                        notes.append(f"special file skipped ({fsio.file_type(mode)}): {display_path(path)}")
-                if not path.isascii():
-                    _note_odd_name(path.rpartition("/")[2], path, notes)
-                elif not path.isprintable():
-                    _note_odd_name(path.rpartition("/")[2], path, notes)
-                yield e
+            yield from fsio.walk_at(top_fd, on_error, make)
         finally:
             os.close(top_fd)
 
