@@ -87,9 +87,12 @@ def test_committed_fixtures_are_what_the_script_builds(built):
                 out[str(p.relative_to(top))] = hashlib.sha256(p.read_bytes()).hexdigest()
         return out
 
-    for key in ("recompile", "healthy", "studio", "simulator", "macos", "backup"):
+    for key in ("recompile", "healthy", "studio", "simulator", "macos", "backup", "llm", "coreai", "home"):
         committed = ROOT / "fixtures" / built[key].name
         assert digest_tree(committed) == digest_tree(built[key]), key
+    for key in ("healthy_zip", "studio_tgz"):  # reproducible archives: rebuilding changes no byte
+        committed = ROOT / "fixtures" / built[key].name
+        assert hashlib.sha256(committed.read_bytes()).digest() == hashlib.sha256(built[key].read_bytes()).digest(), key
 
 
 def test_a_closed_pipe_is_not_reported_as_a_failed_budget(built):
