@@ -33,6 +33,7 @@ class HashCache:
         self.path = (directory or default_cache_dir()) / CACHE_FILE
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple] = []
+        self._new_bundles: dict[str, str] = {}
         self.disabled_reason: str | None = None
 
     def _open(self) -> sqlite3.Connection | None:
@@ -45,6 +46,8 @@ class HashCache:
                 # What coremltools said of a source model, so a second scan never imports it again.
                 self._conn.execute("CREATE TABLE IF NOT EXISTS models (dev INTEGER, ino INTEGER, size INTEGER, "
                                    "mtime_ns INTEGER, ctime_ns INTEGER, summary TEXT, PRIMARY KEY (dev, ino))")
+                # A compiled bundle's summary, keyed by the identities of the files it was read from.
+                self._conn.execute("CREATE TABLE IF NOT EXISTS bundles (key TEXT PRIMARY KEY, summary TEXT)")
             except (OSError, sqlite3.Error) as exc:
                 self.disabled_reason = f"hash cache off: {exc}"
                 self._conn = None
@@ -107,19 +110,44 @@ class HashCache:
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache not saved: {exc}"
 
+    def get_bundle(self, key: str) -> tuple[dict, list[str]] | None:
+        import json
+
+        conn = self._open()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT summary FROM bundles WHERE key=?", (key,)).fetchone()
+            if row is None:
+                return None
+            doc = json.loads(row[0])
+            summary, notes = doc["summary"], doc["notes"]
+        except (sqlite3.Error, ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(summary, dict) or not isinstance(notes, list):
+            return None
+        return summary, [n for n in notes if isinstance(n, str)]
+
+    def put_bundle(self, key: str, summary: dict, notes: list[str]) -> None:
+        import json
+
+        self._new_bundles[key] = json.dumps({"summary": summary, "notes": notes})
+
     def put(self, key: tuple, digest: str) -> None:
         self._pending.append((*key, digest))
 
     def flush(self) -> None:
         conn = self._open()
-        if conn is None or not self._pending:
+        if conn is None or not (self._pending or self._new_bundles):
             return
         try:
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", self._pending)
+                conn.executemany("INSERT OR REPLACE INTO bundles VALUES (?, ?)", list(self._new_bundles.items()))
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache not saved: {exc}"
         self._pending.clear()
+        self._new_bundles.clear()
 
     def close(self) -> None:
         self.flush()

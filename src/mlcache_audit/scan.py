@@ -415,18 +415,16 @@ def _describe(container: Container, a: Artifact, progress=None, model_cache=None
     if is_bundle and a.kind in (COMPILED_MODEL, COMPILE_LEFTOVER, EXECUTORCH_ASSET):
         if "coremldata.bin" not in names:
             a.notes.append("no coremldata.bin at the top: not a complete compiled bundle")
-        summary, notes = models.summarize_metadata(
-            container.read(f"{a.path}/metadata.json") if "metadata.json" in names else None)
+        read_files = [f"{a.path}/{n}" for n in ("metadata.json", "analytics/coremldata.bin", "model.mil") if n in names]
+        key = _files_key(container, a, read_files) if model_cache is not None else None
+        cached = model_cache.get_bundle(key) if key else None
+        if cached is not None:  # the files read below are unchanged since they were last read
+            summary, notes = cached
+        else:
+            summary, notes = _bundle_summary(container, a, names)
+            if key:
+                model_cache.put_bundle(key, summary, notes)
         a.notes.extend(notes)
-        if "analytics/coremldata.bin" in names and (h := models.net_hash(container.read(f"{a.path}/analytics/coremldata.bin"))):
-            summary["net_hash"] = h
-        if "model.mil" in names:
-            summary.update(models.mil_build_info(container.read(f"{a.path}/model.mil", 4096)))
-            summary.setdefault("type", "mlprogram")
-        elif "model.espresso.net" in names:
-            summary.setdefault("type", "neuralnetwork")
-        if any(n.startswith("model0/") for n in names):
-            summary.setdefault("type", "pipeline")
         a.model = summary
         a.detail["bundle"] = True
     elif a.kind == SOURCE_MODEL and a.detail.get("format") == "aimodel":
@@ -473,6 +471,34 @@ def _describe(container: Container, a: Artifact, progress=None, model_cache=None
                 else "interrupted"
             if a.detail["contents"] == "empty":
                 a.notes.append("no bytes: folders emptied by a purge (APFS keeps them); not corruption")
+
+
+def _bundle_summary(container: Container, a: Artifact, names: set[str]) -> tuple[dict, list[str]]:
+    summary, notes = models.summarize_metadata(
+        container.read(f"{a.path}/metadata.json") if "metadata.json" in names else None)
+    if "analytics/coremldata.bin" in names and (h := models.net_hash(container.read(f"{a.path}/analytics/coremldata.bin"))):
+        summary["net_hash"] = h
+    if "model.mil" in names:
+        summary.update(models.mil_build_info(container.read(f"{a.path}/model.mil", 4096)))
+        summary.setdefault("type", "mlprogram")
+    elif "model.espresso.net" in names:
+        summary.setdefault("type", "neuralnetwork")
+    if any(n.startswith("model0/") for n in names):
+        summary.setdefault("type", "pipeline")
+    return summary, notes
+
+
+def _files_key(container: Container, a: Artifact, paths: list[str]) -> str | None:
+    """A cache key for what a bundle's summary is read from: every file's (device, inode, size,
+    mtime, ctime), and which files those are. None when a store has no such keys (archives)."""
+    by_path = {e.path: e for e in a.members}
+    keys = []
+    for p in paths:
+        key = container.hash_key(by_path[p]) if p in by_path else None
+        if key is None:
+            return None
+        keys.append((p[len(a.path):], *key))
+    return xxhash.xxh3_128_hexdigest(repr(keys).encode("utf-8", "surrogateescape"))
 
 
 def _entry_contents(names: set[str]) -> str:
