@@ -98,7 +98,8 @@ def check_markdown(doc: dict) -> str:
     lines += ["", "| budget | scope | result | actual | limit |", "|---|---|---|---:|---:|"]
     for r in doc["budgets"]:
         lines.append(f"| {r['name']} | {_cell(r['scope'])} | {'pass' if r['passed'] else '**FAIL**'} | "
-                     f"{_amount(r['actual'], r['unit'])} | {_amount(r['limit'], r['unit'])} |")
+                     f"{_amount(r['actual'], r['unit'], r['name'].startswith('max-growth'))} | "
+                     f"{_amount(r['limit'], r['unit'])} |")
     failing = [r for r in doc["budgets"] if not r["passed"]]
     for r in failing:
         lines += ["", f"**{r['name']}** ({_cell(r['scope'])}): {_cell(r['message'])}"]
@@ -111,9 +112,10 @@ def check_markdown(doc: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _amount(value, unit: str) -> str:
+def _amount(value, unit: str, signed: bool = False) -> str:
+    """A budget's number as people read it; growth (`signed`) always with its sign."""
     if unit.startswith("bytes"):
-        return format_signed_size(value) if value < 0 else format_size(value)
+        return format_signed_size(value) if value < 0 or signed else format_size(value)
     if unit == "percent":
         return f"{value:g}%"
     return str(value)

@@ -47,7 +47,8 @@ def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
     elif reclaim:
         command = f"mlcache clean {target}  (a preview: this form is read-only evidence)"
     elif extra:
-        command = f"mlcache clean {target} --include-persistent"
+        command = f"mlcache clean {target} --include-persistent" + ("" if c["cleanable"] else
+                                                                    "  (a preview: this form is read-only evidence)")
     else:
         command = None
     return Verdict(reclaim, extra, headline, cause, command)

@@ -273,12 +273,13 @@ def render_check(term: Terminal, doc: dict) -> None:
         t.add_column(col, overflow="fold")
     for r in doc["budgets"]:
         t.add_row(r["name"], escape(r["scope"]), "[green]pass[/green]" if r["passed"] else "[bold red]FAIL[/bold red]",
-                  _amount(r["actual"], r["unit"]), _amount(r["limit"], r["unit"]), escape(r["message"]))
+                  _amount(r["actual"], r["unit"], r["name"].startswith("max-growth")), _amount(r["limit"], r["unit"]),
+                  escape(r["message"]))
     term.out.print(t)
     for r in doc["budgets"]:
         for f in r["findings"][:3] if not r["passed"] else []:
-            _para(term.out, f"[bold]{r['name']}[/bold] ({escape(r['scope'])}) is {escape(f['rule'])}: "
-                            f"{escape(f.get('summary') or '')} [dim]Fix:[/dim] {escape(f.get('remedy') or '')}", 2)
+            _para(term.out, f"Behind [bold]{r['name']}[/bold] ({escape(r['scope'])}): {escape(f['rule'])}, "
+                            f"{escape((f.get('summary') or '').rstrip('.'))}. [dim]Fix:[/dim] {escape(f.get('remedy') or '')}", 2)
     tot = doc["totals"]
     term.out.print(f"ML caches {format_size(tot['coreml_bytes'])} of {format_size(tot['total_bytes'])}; "
                    f"reclaimable {format_size(tot['reclaimable_bytes'])}; most copies of one model {tot['max_copies']}")
