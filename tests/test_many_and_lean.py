@@ -85,3 +85,25 @@ def test_second_scan_of_a_live_folder_never_imports_coremltools(fx, tmp_path):
     assert "coremltools" not in second
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
     assert "neuralnetwork" in out.stdout and "mlprogram" in out.stdout  # the same summaries, from the cache
+
+
+@pytest.mark.parametrize("key", ["recompile", "studio", "coreai", "simulator", "healthy"])
+def test_parallel_walk_gives_the_same_document_as_one_walk(built, key, monkeypatch):
+    """The top-level parts walked in forked processes: the same bytes, artifacts, findings and notes."""
+    import mlcache_audit.scan as scan_mod
+    from mlcache_audit import commands
+
+    opts = commands.SourceOptions(hash_cache=False)
+    monkeypatch.setattr(scan_mod, "WALK_WORKERS", 1)
+    one = commands.scan(str(built[key]), opts).document
+    monkeypatch.setattr(scan_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(scan_mod, "PARALLEL_MIN_ENTRIES", 0)
+    forked = []
+    real = scan_mod._parallel_parts
+    monkeypatch.setattr(scan_mod, "_parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
+    many = commands.scan(str(built[key]), opts).document
+    assert any(parts is not None for parts in forked), "the walk was not split"
+    for a, b in zip(one["containers"], many["containers"], strict=True):
+        for k in ("total_bytes", "file_count", "coreml_bytes", "reclaimable_bytes", "bytes_by_kind",
+                  "other_bytes_by_area", "timeline", "notes", "artifacts", "findings"):
+            assert a[k] == b[k], (key, k)

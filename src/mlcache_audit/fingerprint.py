@@ -74,7 +74,7 @@ def metadata_identity(a: Artifact) -> str:
 
 def structure_id(a: Artifact) -> str:
     """Relative names and sizes of the artifact's files, folded in tree order during the scan."""
-    return a.structure.hexdigest()
+    return a.structure if isinstance(a.structure, str) else a.structure.hexdigest()
 
 
 def model_key(a: Artifact) -> str | None:

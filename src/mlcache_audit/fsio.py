@@ -84,16 +84,17 @@ def open_dir_chain(root: str, parts: list[str], *, create: bool = False) -> int:
         raise
 
 
-def walk_at(top_fd: int, on_error, make=None) -> Iterator:
+def walk_at(top_fd: int, on_error, make=None, prefix: str = "") -> Iterator:
     """(relative path, lstat, symlink target or None) of everything below the folder `top_fd`, or
     `make(rel, name, lstat, target)` of it when given (the walk's hot loop builds records in place),
     in tree order (a folder,
     then its subtree; siblings by name). Iterative; every folder is opened relative to its parent's
     fd with O_NOFOLLOW and closed when its subtree is done, so the open fds equal the depth.
     `on_error(rel, what, detail)` hears of what could not be read; the rest is still walked.
+    Paths start with `prefix/` when a prefix is given (a part of a larger walk).
     The caller keeps `top_fd` open and closes it."""
-    names = _sorted_names(top_fd, "", on_error)
-    stack: list[tuple[int, str, Iterator[str]]] = [(top_fd, "", iter(names))]
+    names = _sorted_names(top_fd, prefix, on_error)
+    stack: list[tuple[int, str, Iterator[str]]] = [(top_fd, prefix, iter(names))]
     try:
         while stack:
             fd, prefix, it = stack[-1]

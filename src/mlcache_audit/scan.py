@@ -8,7 +8,10 @@ a Core ML cache whose layout is not known is reported as `unrecognised`, never g
 from __future__ import annotations
 
 import gc
+import itertools
+import os
 import re
+import stat
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ from mlcache_audit.domain import (
     is_build,
 )
 from mlcache_audit.sources.base import DIR, FILE, Container, Entry
+from mlcache_audit.sources.base import join_rel as join
 from mlcache_audit.state import StateHasher
 
 __all__ = ["KINDS", "MODEL_KINDS", "Artifact", "ScanResult", "scan_container", "area_of"]
@@ -138,28 +142,72 @@ class ScanResult:
                 for d, n in sorted(self.days.items())]
 
 
+@dataclass
+class _Part:
+    """What walking one part of a container found: its artifacts and its byte accounting."""
+
+    artifacts: list[Artifact]
+    total: int = 0
+    files: int = 0
+    other: dict[str, int] = field(default_factory=dict)
+    days: dict[int, int] = field(default_factory=dict)
+    has_version: bool = False
+    links: dict[tuple, int] = field(default_factory=dict)  # (dev, inode) -> size of hardlinked files counted
+    notes: list[str] = field(default_factory=list)
+
+
+WALK_WORKERS = min(2, os.cpu_count() or 1)
+
+
 def scan_container(container: Container, progress: Callable[[str, int], None] | None = None,
                    model_cache=None, plan_state: bool = True) -> ScanResult:
     """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
     hears of entries walked ("walked", n) and of slow steps by name (n = 0).
 
     The walk is streamed: an entry outside every artifact is counted into its area and dropped, so
-    memory grows with the artifacts (what the output holds), not with the files. The collector is
-    paused meanwhile: these records hold no cycles, and its passes over a growing heap made the walk
-    slower than linear."""
+    memory grows with the artifacts (what the output holds), not with the files. Without plan states
+    (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
+    back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
+    parts = _parallel_parts(container) if not plan_state else None
+    if parts is None:
+        parts = [_walk_part(container.iter_entries((lambda n: progress("walked", n)) if progress else None),
+                            plan_state)]
+    artifacts = [a for part in parts for a in part.artifacts]
+    artifacts.sort(key=lambda a: a.path.split("/"))  # tree order, as one walk finds them
+    other: dict[str, int] = defaultdict(int)
+    days: dict[int, int] = defaultdict(int)
+    for part in parts:
+        for area, n in part.other.items():
+            other[area] += n
+        for day, n in part.days.items():
+            days[day] += n
+        container.notes.extend(part.notes)  # a worker's walk notes (one walk writes into the container's)
+    total = sum(p.total for p in parts)
+    files = sum(p.files for p in parts)
+    for a in artifacts:
+        _describe(container, a, progress, model_cache)
+    layout = {}
+    if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
+        # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
+        layout["executorch_model_cache"] = any(p.has_version for p in parts)
+    indexes = {} if layout.get("executorch_model_cache") else _read_indexes(container, artifacts)
+    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days))
+
+
+def _walk_part(entries, plan_state: bool, notes: list[str] | None = None) -> _Part:
+    """Classify and account for a stream of entries in tree order (the whole container, or a part)."""
     seen_inodes: set[tuple] = set()
-    artifacts: list[Artifact] = []
+    part = _Part([], notes=notes if notes is not None else [])
     stack: list[Artifact] = []
     other: dict[str, int] = defaultdict(int)
-    total = 0
-    files = 0
+    days: dict[int, int] = defaultdict(int)
+    total = files = 0
     version = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
     has_version = False
-    days: dict[int, int] = defaultdict(int)
     collecting = gc.isenabled()
-    gc.disable()
+    gc.disable()  # these records hold no cycles; the collector's passes made the walk slower than linear
     try:
-        for e in container.iter_entries((lambda n: progress("walked", n)) if progress else None):
+        for e in entries:
             while stack and not e.path.startswith(stack[-1].prefix):
                 stack.pop()
             # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
@@ -169,14 +217,14 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
                 for outer in stack:
                     outer.state.add(e.path[len(outer.path) + 1:], e.type, e.size, e.mtime_ns, e.target, e.nlink)
             if new is not None:
-                _start(new, e)
+                _start(new, e, plan_state)
                 if stack:
                     stack[-1].detail["interrupted_writes"] = stack[-1].detail.get("interrupted_writes", 0) + 1
-                artifacts.append(new)
+                part.artifacts.append(new)
                 if new.is_dir:
                     stack.append(new)
                 else:
-                    size = _counted_size(e, seen_inodes)
+                    size = _counted_size(e, seen_inodes, part.links)
                     _add_member(new, e, size, days)
                     total += size
                     files += 1
@@ -184,7 +232,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
             if e.type != FILE:
                 continue
             files += 1
-            size = _counted_size(e, seen_inodes)
+            size = _counted_size(e, seen_inodes, part.links)
             total += size
             if stack:
                 _add_member(stack[-1], e, size, days)
@@ -194,29 +242,137 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     finally:
         if collecting:
             gc.enable()
-    for a in artifacts:
-        _describe(container, a, progress, model_cache)
-    layout = {}
-    if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
-        # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
-        layout["executorch_model_cache"] = has_version
-    indexes = {} if layout.get("executorch_model_cache") else _read_indexes(container, artifacts)
-    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days))
+    part.total, part.files, part.other, part.days, part.has_version = total, files, dict(other), dict(days), has_version
+    return part
 
 
-def _counted_size(e: Entry, seen: set[tuple]) -> int:
+def _parallel_parts(container: Container) -> list[_Part] | None:
+    """The container walked as its top-level folders (and Library's), in forked worker processes;
+    the entries between them (the root's and Library's own files) in this one. None when this
+    cannot or should not be done: no fork on this platform, one core, not a folder, a scoped client,
+    or a hardlink shared by two parts (counted once only by one walk)."""
+    import multiprocessing
+
+    store = container.store
+    if WALK_WORKERS < 2 or store.kind != "folder" or container.scope or not getattr(store, "sorted_walk", False):
+        return None
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:
+        return None
+    shallow, tasks = _split(container)
+    if len(tasks) < 2 or not _worth_forking(store, container.root, tasks):
+        return None
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        with ProcessPoolExecutor(max_workers=WALK_WORKERS, mp_context=context) as pool:
+            parts = list(pool.map(_walk_folder, [store] * len(tasks), [container.root] * len(tasks), tasks))
+    except (OSError, RuntimeError):  # no processes to be had: walk here instead
+        return None
+    notes: list[str] = []
+    parts.insert(0, _walk_part(iter(shallow), False, notes))
+    links: dict[tuple, int] = {}
+    for part in parts:
+        for key in part.links:
+            if key in links:
+                return None  # a file hardlinked across parts: one walk counts it once
+            links[key] = 1
+    return parts
+
+
+PARALLEL_MIN_ENTRIES = 500  # below this many entries one level down, starting processes costs more
+
+
+def _worth_forking(store, root: str, tasks: list[str]) -> bool:
+    """A cheap look one level into the parts: small containers are walked faster in one process."""
+    seen = 0
+    for rel in tasks:
+        try:
+            fd = store._open_dir(join(root, rel))  # noqa: SLF001
+        except OSError:
+            continue
+        try:
+            seen += len(os.listdir(fd))
+        finally:
+            os.close(fd)
+        if seen >= PARALLEL_MIN_ENTRIES:
+            return True
+    return False
+
+
+def _split(container: Container) -> tuple[list[Entry], list[str]]:
+    """(entries walked here: the root's files and Library's own, and those folders themselves;
+    folders walked by workers, each with its whole subtree), all relative to the container root."""
+    from mlcache_audit.sources.folder import entry_from_stat
+
+    store = container.store
+    shallow: list[Entry] = []
+    tasks: list[str] = []
+
+    def level(rel: str) -> list[tuple[str, os.stat_result]]:
+        fd = store._open_dir(rel)  # noqa: SLF001 - the store's own no-follow opener
+        try:
+            return [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in sorted(os.listdir(fd))]
+        finally:
+            os.close(fd)
+
+    def plain(name: str, st: os.stat_result) -> bool:
+        return (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) and name.isascii() and name.isprintable()
+
+    root = container.root
+    top = level(root)
+    library = level(join(root, "Library")) if any(n == "Library" and stat.S_ISDIR(s.st_mode) for n, s in top) else []
+    if not all(plain(n, s) for n, s in top + library):
+        return [], []  # a link, a special file or an odd name up here: the one walk notes them as it goes
+    for name, st in top:
+        if stat.S_ISDIR(st.st_mode) and name == "Library":
+            shallow.append(entry_from_stat(name, st))
+            for sub, sst in library:
+                if stat.S_ISDIR(sst.st_mode):
+                    tasks.append(f"{name}/{sub}")
+                else:
+                    shallow.append(entry_from_stat(f"{name}/{sub}", sst))
+        elif stat.S_ISDIR(st.st_mode):
+            tasks.append(name)
+        else:
+            shallow.append(entry_from_stat(name, st))
+    return shallow, tasks
+
+
+def _walk_folder(store, root: str, rel: str) -> _Part:
+    """A worker's task: the folder `rel` (its own entry first) and everything below it."""
+    from mlcache_audit.sources.folder import entry_from_stat
+
+    notes: list[str] = []
+    parent, _, name = rel.rpartition("/")
+    fd = store._open_dir(join(root, parent) if parent else root)  # noqa: SLF001
+    try:
+        top = entry_from_stat(rel, os.stat(name, dir_fd=fd, follow_symlinks=False))
+    finally:
+        os.close(fd)
+    entries = itertools.chain([top], store.walk(join(root, rel), notes, prefix=rel))
+    part = _walk_part(entries, False, notes)
+    for a in part.artifacts:  # hashers do not cross processes: send their digests
+        a.structure = a.structure.hexdigest()
+    return part
+
+
+def _counted_size(e: Entry, seen: set[tuple], links: dict[tuple, int] | None = None) -> int:
     """Size of a file, counting a hardlinked inode once per container (as `du` does)."""
     if e.nlink > 1 and e.inode is not None:
         key = (e.dev, e.inode)
         if key in seen:
             return 0
         seen.add(key)
+        if links is not None:
+            links[key] = e.size
     return e.size
 
 
-def _start(a: Artifact, top: Entry) -> None:
+def _start(a: Artifact, top: Entry, plan_state: bool = True) -> None:
     a.top = top
-    a.state = StateHasher(top.mtime_ns)
+    a.state = StateHasher(top.mtime_ns) if plan_state else None
     a.structure = xxhash.xxh3_64()
 
 

@@ -69,7 +69,8 @@ class FolderStore:
     # container need not sort 40,000 paths again.
     sorted_walk = True
 
-    def walk(self, rel: str, notes: list[str]) -> Iterator[Entry]:
+    def walk(self, rel: str, notes: list[str], prefix: str = "") -> Iterator[Entry]:
+        """Every entry below `rel`, paths relative to it (or starting with `prefix/`)."""
         fsio.raise_open_file_limit()
         try:
             top_fd = self._open_dir(rel)
@@ -90,7 +91,8 @@ class FolderStore:
                 e = entry_from_stat(path, st, target)
                 e.base = name
                 if e.type == SYMLINK:
-                    _note_symlink(self.real(posixpath.join(rel, path) if rel else path), path, target, top_real, notes)
+                    inside = path[len(prefix) + 1:] if prefix else path
+                    _note_symlink(self.real(posixpath.join(rel, inside) if rel else inside), path, target, top_real, notes)
                 elif e.type == OTHER:
                     notes.append(f"special file skipped ({fsio.file_type(mode)}): {display_path(path)}")
             if not (name.isascii() and name.isprintable()):
@@ -98,7 +100,7 @@ class FolderStore:
             return e
 
         try:
-            yield from fsio.walk_at(top_fd, on_error, make)
+            yield from fsio.walk_at(top_fd, on_error, make, prefix)
         finally:
             os.close(top_fd)
 
