@@ -267,7 +267,9 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
 
     try:
         with ProcessPoolExecutor(max_workers=WALK_WORKERS, mp_context=context) as pool:
-            parts = list(pool.map(_walk_folder, [store] * len(tasks), [container.root] * len(tasks), tasks))
+            chunk = max(1, len(tasks) // (8 * WALK_WORKERS))  # handed out as workers free up
+            parts = list(pool.map(_walk_folder, [store] * len(tasks), [container.root] * len(tasks), tasks,
+                                  chunksize=chunk))
     except (OSError, RuntimeError):  # no processes to be had: walk here instead
         return None
     notes: list[str] = []
@@ -301,42 +303,62 @@ def _worth_forking(store, root: str, tasks: list[str]) -> bool:
     return False
 
 
+MAX_SPLIT_DEPTH = 8
+
+
 def _split(container: Container) -> tuple[list[Entry], list[str]]:
-    """(entries walked here: the root's files and Library's own, and those folders themselves;
-    folders walked by workers, each with its whole subtree), all relative to the container root."""
+    """(entries walked here: the folders the split passes through and the files beside them;
+    folders walked by workers, each with its whole subtree), all relative to the container root.
+
+    The split opens the root and Library, follows chains of few folders (Library/Caches/<id>/...),
+    and opens a specialization cache's build folders into their entries, which are artifacts walked
+    whole; it never opens an artifact. Anything odd up here (a link, a special file, an odd name)
+    leaves the whole walk to one process, which notes it as it goes."""
     from mlcache_audit.sources.folder import entry_from_stat
 
     store = container.store
     shallow: list[Entry] = []
     tasks: list[str] = []
 
-    def level(rel: str) -> list[tuple[str, os.stat_result]]:
-        fd = store._open_dir(rel)  # noqa: SLF001 - the store's own no-follow opener
+    def level(rel: str) -> list[tuple[str, os.stat_result]] | None:
+        fd = store._open_dir(join(container.root, rel) if rel else container.root)  # noqa: SLF001
         try:
-            return [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in sorted(os.listdir(fd))]
+            items = [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in sorted(os.listdir(fd))]
         finally:
             os.close(fd)
+        plain = all((stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) and n.isascii() and n.isprintable()
+                    for n, st in items)
+        return items if plain else None
 
-    def plain(name: str, st: os.stat_result) -> bool:
-        return (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) and name.isascii() and name.isprintable()
+    def opens(rel: str, items: list[tuple[str, os.stat_result]], depth: int) -> bool:
+        if depth == 0 or rel == "Library":
+            return True
+        if depth >= MAX_SPLIT_DEPTH:
+            return False
+        parent = rel.rpartition("/")[0].rpartition("/")[2]
+        dirs = sum(stat.S_ISDIR(st.st_mode) for _, st in items)
+        return parent == E5_CACHE or (0 < dirs <= 4)  # a build folder's entries, or a chain of few folders
 
-    root = container.root
-    top = level(root)
-    library = level(join(root, "Library")) if any(n == "Library" and stat.S_ISDIR(s.st_mode) for n, s in top) else []
-    if not all(plain(n, s) for n, s in top + library):
-        return [], []  # a link, a special file or an odd name up here: the one walk notes them as it goes
-    for name, st in top:
-        if stat.S_ISDIR(st.st_mode) and name == "Library":
-            shallow.append(entry_from_stat(name, st))
-            for sub, sst in library:
-                if stat.S_ISDIR(sst.st_mode):
-                    tasks.append(f"{name}/{sub}")
-                else:
-                    shallow.append(entry_from_stat(f"{name}/{sub}", sst))
-        elif stat.S_ISDIR(st.st_mode):
-            tasks.append(name)
-        else:
-            shallow.append(entry_from_stat(name, st))
+    queue = [("", 0)]
+    while queue:
+        rel, depth = queue.pop(0)
+        items = level(rel)
+        if items is None:
+            return [], []
+        if not opens(rel, items, depth):
+            tasks.append(rel)
+            continue
+        for name, st in items:
+            child = f"{rel}/{name}" if rel else name
+            e = entry_from_stat(child, st)
+            if stat.S_ISDIR(st.st_mode) and _classify(e, None) is None:
+                shallow.append(e)
+                queue.append((child, depth + 1))
+            elif stat.S_ISDIR(st.st_mode):
+                tasks.append(child)  # an artifact: walked whole, by one worker
+            else:
+                shallow.append(e)
+    shallow.sort(key=lambda e: e.path.split("/"))
     return shallow, tasks
 
 
