@@ -321,9 +321,14 @@ def _split(container: Container) -> tuple[list[Entry], list[str]]:
     tasks: list[str] = []
 
     def level(rel: str) -> list[tuple[str, os.stat_result]] | None:
-        fd = store._open_dir(join(container.root, rel) if rel else container.root)  # noqa: SLF001
+        try:
+            fd = store._open_dir(join(container.root, rel) if rel else container.root)  # noqa: SLF001
+        except OSError:
+            return None  # unreadable: the one walk reports it and goes on
         try:
             items = [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in sorted(os.listdir(fd))]
+        except OSError:
+            return None
         finally:
             os.close(fd)
         plain = all((stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) and n.isascii() and n.isprintable()
