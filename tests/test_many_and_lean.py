@@ -98,6 +98,7 @@ def test_parallel_walk_gives_the_same_document_as_one_walk(built, key, monkeypat
     one = commands.scan(str(built[key]), opts).document
     monkeypatch.setattr(scan_mod, "WALK_WORKERS", 2)
     monkeypatch.setattr(scan_mod, "PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(scan_mod, "PARALLEL_MIN_TASKS", 10**9)
     forked = []
     real = scan_mod._parallel_parts
     monkeypatch.setattr(scan_mod, "_parallel_parts", lambda c: forked.append(real(c)) or forked[-1])

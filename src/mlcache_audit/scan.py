@@ -283,11 +283,16 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
     return parts
 
 
-PARALLEL_MIN_ENTRIES = 500  # below this many entries one level down, starting processes costs more
+PARALLEL_MIN_TASKS = 100  # the split opened a large cache into this many entries: a big tree
+PARALLEL_MIN_ENTRIES = 20_000  # or this many names one level into the parts
 
 
 def _worth_forking(store, root: str, tasks: list[str]) -> bool:
-    """A cheap look one level into the parts: small containers are walked faster in one process."""
+    """Starting the workers costs about as much as walking 30,000 entries, so only a tree that looks
+    large is split: many parts (a specialization cache opened into its entries), or many names one
+    level down. Measured: a 7,000-entry tree walks in 0.05 s in one process, 0.15 s split."""
+    if len(tasks) >= PARALLEL_MIN_TASKS:
+        return True
     seen = 0
     for rel in tasks:
         try:
