@@ -82,13 +82,14 @@ def generate(root: Path, copies: int, entries: int, documents: int) -> tuple[int
         sub.mkdir(exist_ok=True)
         (sub / f"photo{i}.heic").write_bytes(rng.randbytes(8000 + rng.randrange(24000)))
     files = total = 0
-    for e in _walk(root):
+    for e in _files(root):
         files += 1
-        total += e
+        total += e.stat(follow_symlinks=False).st_size
     return files, total
 
 
-def _walk(root: Path):
+def _files(root: Path):
+    """Every file below root (os.DirEntry), iteratively."""
     stack = [str(root)]
     while stack:
         with os.scandir(stack.pop()) as it:
@@ -96,7 +97,7 @@ def _walk(root: Path):
                 if e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
                 else:
-                    yield e.stat(follow_symlinks=False).st_size
+                    yield e
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
@@ -108,16 +109,10 @@ def measure(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def warm(root: Path) -> None:
-    stack = [str(root)]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                else:
-                    with open(e.path, "rb") as fh:
-                        while fh.read(1 << 20):
-                            pass
+    for e in _files(root):
+        with open(e.path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
 
 
 def ensure_jdupes() -> bool:

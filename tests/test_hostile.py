@@ -157,8 +157,9 @@ def test_hostile_case(builder, tmp_path):
                {k: v for k, v in before.items() if k.startswith(rel)}
 
 
-def test_deep_leftover_is_removed_and_journal_recovery_survives_it(tmp_path, monkeypatch):
-    """test_apply_walks_and_removes_iteratively: a chain deeper than PATH_MAX and the recursion limit."""
+def test_apply_walks_and_removes_iteratively(tmp_path, monkeypatch):
+    """A leftover holding a chain deeper than PATH_MAX and the recursion limit is removed, and an
+    interrupted removal of it is finished by journal recovery."""
     import mlcache_audit.apply as apply_mod
 
     case = hostile_corpus.build(hostile_corpus.deep_chain, tmp_path)

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 
 from mlcache_audit import fsio
-from mlcache_audit.docfields import Fields
-from mlcache_audit.errors import DocumentInvalid, PlanInvalid
+from mlcache_audit.docfields import Fields, read_document
+from mlcache_audit.errors import DocumentInvalid, PathNotFound, PlanInvalid
 from mlcache_audit.safety import may_act_on
 
 MANIFEST = "manifest.jsonl"
@@ -81,13 +81,9 @@ def read_manifest(directory: str) -> tuple[list[Record], set[str], list[tuple[in
 
     A manifest that cannot be read at all is the command's input failing: PlanInvalid (exit 2)."""
     try:
-        raw = fsio.read_regular(os.path.join(directory, MANIFEST), MAX_MANIFEST_BYTES + 1)
-    except FileNotFoundError:
+        raw = read_document(os.path.join(directory, MANIFEST), "quarantine manifest", MAX_MANIFEST_BYTES)
+    except PathNotFound:
         raise PlanInvalid(f"{fsio.readable(directory)} is not an mlcache quarantine folder (no {MANIFEST})") from None
-    except OSError as exc:
-        raise PlanInvalid(f"{fsio.readable(directory)}/{MANIFEST} cannot be read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise PlanInvalid(f"{fsio.readable(directory)}/{MANIFEST} is larger than 256 MiB: not a manifest mlcache wrote")
     records: list[Record] = []
     finished: set[str] = set()
     damaged: list[tuple[int, str]] = []
