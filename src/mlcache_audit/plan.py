@@ -14,7 +14,7 @@ from mlcache_audit.errors import PlanInvalid
 from mlcache_audit.fsio import path_fields, path_from, readable
 from mlcache_audit.safety import is_safe_relative, may_act_on
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK
-from mlcache_audit.state import Seen, target_state  # noqa: F401 - target_state: part of the plan's contract
+from mlcache_audit.state import Seen
 
 PLAN_SCHEMA = "mlcache.plan/1"
 
