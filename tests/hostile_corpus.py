@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import sys
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -215,7 +216,8 @@ def backup_in_odd_folder(out: Path) -> Case:
 # -- archives -------------------------------------------------------------------------------------
 def hostile_zip(out: Path) -> Case:
     path = out / "hostile.zip"
-    with zipfile.ZipFile(path, "w") as z:
+    with zipfile.ZipFile(path, "w") as z, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the duplicate name is the point
         for name in ("app/Documents/a.txt", "app/Library/Caches/x", "app/tmp/x.mlmodelc/coremldata.bin",
                      "../escape.txt", "/abs.txt", "app/tmp/dup", "app/tmp/dup"):
             z.writestr(name, b"data")
