@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import signal
 from pathlib import Path
 
 import click
 
 from mlcache_audit import __version__
+from mlcache_audit.cli_options import (
+    _nonempty_file,
+    _path_argument,
+    _paths_argument,
+    acting_options,
+    output_option,
+    source_options,
+)
 from mlcache_audit.docfields import write_output
 from mlcache_audit.domain import RULES
-from mlcache_audit.errors import ExitCode, MlcacheError, PathNotFound
+from mlcache_audit.errors import ExitCode, MlcacheError
 
 
 class _Failure(click.ClickException):
@@ -51,81 +58,6 @@ def _terminal():
     return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"))
 
 
-def _nonempty_path(ctx, param, value):
-    """An empty PATH (an unset shell variable) is an error, never the current folder."""
-    if value == "":
-        container = param.param_type_name == "argument" and param.name in ("path", "old", "new")
-        raise PathNotFound(f"{param.human_readable_name} is empty (an unset shell variable?)",
-                           hint="give a container folder, an .xcappdata, a backup or an archive" if container
-                           else "give a file or folder name")
-    return value
-
-
-def _nonempty_file(ctx, param, value):
-    """The same for a file or folder option, taken as text so that an empty value is seen as empty."""
-    return None if value is None else Path(_nonempty_path(ctx, param, value))
-
-
-def _path_argument(name: str, required: bool = True):
-    """A PATH argument: never empty, completed as a file or folder name by the shell. Optional ones
-    mean "discover every ML cache of this Mac" when left out."""
-    return click.argument(name, type=click.Path(), callback=_nonempty_path, required=required)
-
-
-def _nonempty_paths(ctx, param, values):
-    for v in values:
-        _nonempty_path(ctx, param, v)
-    return tuple(values)
-
-
-def _paths_argument(fn):
-    """PATH...: any number of containers (none: discover this Mac), scanned one after the other or,
-    with --jobs N, in N processes."""
-    fn = click.option("--jobs", "-j", type=click.IntRange(1), default=1, show_default=True,
-                      help="With several PATHs: scan this many at once, in separate processes.")(fn)
-    return click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(), callback=_nonempty_paths)(fn)
-
-
-def source_options(fn):
-    """Options shared by every command that reads a container; handed on as one SourceOptions."""
-    @click.option("--bundle-id", help="Only the container of this app (a backup or simulator holds many).")
-    @click.option("--no-hash-cache", is_flag=True,
-                  help="Do not read or write the content-hash cache (~/.cache/mlcache, ~/Library/Caches/mlcache "
-                       "on macOS; MLCACHE_CACHE_DIR moves it).")
-    @click.option("--max-archive-members", type=click.IntRange(1), default=1_000_000, show_default=True,
-                  help="Refuse archives with more members than this (zip-bomb guard).")
-    @click.option("--max-archive-bytes", default="256GiB", show_default=True,
-                  help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard).")
-    @click.option("--max-hash-bytes", default="64GiB", show_default=True,
-                  help="Hash at most this many bytes in one run; past it, possible copies are left unjudged.")
-    @click.option("--home", envvar="MLCACHE_HOME", callback=_nonempty_file,
-                  help="With no PATH: discover in this home folder (a copied one) instead of yours; MLCACHE_HOME.")
-    @click.option("--tmpdir", callback=_nonempty_file,
-                  help="With no PATH: the temp folder holding MPSGraph scratch (default $TMPDIR on your own Mac).")
-    @functools.wraps(fn)
-    def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes, home,
-                tmpdir, **kwargs):
-        from mlcache_audit.commands import SourceOptions
-        from mlcache_audit.units import parse_size
-
-        source = SourceOptions(bundle_id, not no_hash_cache, max_archive_members, parse_size(max_archive_bytes),
-                               parse_size(max_hash_bytes), str(home) if home else None, str(tmpdir) if tmpdir else None)
-        return fn(*args, source=source, **kwargs)
-    return wrapper
-
-
-def acting_options(fn):
-    fn = click.option("--quarantine", callback=_nonempty_file, help="Move entries into this folder (on the "
-                      "container's volume, with a manifest) instead of deleting them.")(fn)
-    return click.option("--yes", is_flag=True, help="Do not ask; needed to act when standard input is not a "
-                        "terminal.")(fn)
-
-
-def output_option(fn):
-    return click.option("-o", "--output", callback=_nonempty_file,
-                        help="Write the document to this file instead of standard output.")(fn)
-
-
 @click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlcache")
 @click.option("--debug", is_flag=True, help="Show a traceback for unexpected errors.")
@@ -157,21 +89,11 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, output: Path | N
     such as python, MPSGraph scratch), one client each.
     """
     from mlcache_audit import commands
-    from mlcache_audit.report import emit
+    from mlcache_audit.report import emit, stream
 
     term = _terminal()
     if fmt == "jsonl":  # streamed: one line per container as each path finishes, nothing kept
-        from mlcache_audit.report.json import container_lines
-
-        sink = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115 - closed below
-        try:
-            for p, doc in commands.each_path(paths or (None,), commands._scan_document, source, jobs=jobs):
-                text = container_lines(p, doc)
-                sink.write(text) if sink else (term.write(text), term.stdout.flush())
-        finally:
-            if sink:
-                sink.close()
-        return
+        return stream(term, commands.scan_lines(paths, source, jobs=jobs), output)
     with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
         doc = commands.scan_many(paths, source, jobs=jobs, progress=progress).document if paths else \
             commands.scan(None, source, progress).document
@@ -323,6 +245,9 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
           source) -> None:
     """The CI gate: exit 1 when a budget is exceeded, 0 when all hold, 2 on bad input."""
     from mlcache_audit import commands
+    from mlcache_audit.report import emit
+    from mlcache_audit.report.github import publish
+    from mlcache_audit.report.junit import write_junit
 
     term = _terminal()
     options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
@@ -331,19 +256,11 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
             doc = commands.check(paths, options, cwd=Path.cwd(), source=source, progress=progress, jobs=jobs).document
     except MlcacheError as exc:
         if junit:  # a run that could not check anything still leaves a report that says so
-            from mlcache_audit.report.junit import error_junit
-
-            write_output(junit, error_junit(", ".join(paths) or "this Mac", str(exc)))
+            write_junit(junit, error=str(exc), checked=", ".join(paths) or "this Mac")
         raise
-    from mlcache_audit.report import emit
-
     if junit:
-        from mlcache_audit.report.junit import check_junit
-
-        write_output(junit, check_junit(doc))
+        write_junit(junit, doc)
     emit(term, "check", fmt, doc, output=output)
-    from mlcache_audit.report.github import publish
-
     publish(term, doc, annotate=github_annotations, step_summary=step_summary)
     if not doc["passed"]:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
@@ -368,20 +285,14 @@ def watch(path: str, process: str | None, launches: int | None, interval: float,
     bundle id, in mlcache's state folder) as evidence for the re-specialization rule.
     """
     from mlcache_audit import commands
-    from mlcache_audit.report.json import dumps
+    from mlcache_audit.report import watch_event
 
     term = _terminal()
     what = f"launches of {process}" if process else f"changes every {interval:g} s"
     for event in commands.watch(path, process=process, launches=launches, interval=interval, count=count,
                                 poll=poll, source=source,
                                 ready=lambda: term.message(f"Watching {path} for {what} (Ctrl-C to stop)")):
-        if fmt == "json":
-            term.write(dumps(event))
-            term.stdout.flush()
-        else:
-            from mlcache_audit.report.text import render_watch_event
-
-            render_watch_event(term, event)
+        watch_event(term, fmt, event)
 
 
 @cli.command()

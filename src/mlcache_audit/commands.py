@@ -84,6 +84,14 @@ def each_path(paths: tuple[str, ...], work: Callable[[str, SourceOptions], dict]
             yield futures[future], future.result()
 
 
+def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1):
+    """`scan --format jsonl`: one line per container, as each path finishes (none: this Mac)."""
+    from mlcache_audit.report.json import container_lines
+
+    for path, doc in each_path(paths or (None,), _scan_document, source, jobs=jobs):
+        yield container_lines(path, doc)
+
+
 def scan_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,
               progress: Progress = None) -> ScanOutcome:
     """One document holding the containers of every path (each container names its source path)."""

@@ -39,3 +39,30 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
 
         write_output(output, rendered)
         term.message(f"Written to {output}")
+
+
+def stream(term, lines, output=None) -> None:
+    """Write lines as they come (JSON Lines of `scan --format jsonl` or `watch --format json`, or
+    watch's text), flushed one by one, so nothing waits for the end and nothing is kept."""
+    sink = open(output, "w", encoding="utf-8") if output is not None else None  # noqa: SIM115 - closed below
+    try:
+        for text in lines:
+            if sink is not None:
+                sink.write(text)
+            else:
+                term.write(text)
+                term.stdout.flush()
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def watch_event(term, fmt: str, event: dict) -> None:
+    if fmt == "json":
+        from mlcache_audit.report.json import dumps
+
+        stream(term, [dumps(event)])
+    else:
+        from mlcache_audit.report.text import render_watch_event
+
+        render_watch_event(term, event)

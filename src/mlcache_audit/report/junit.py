@@ -64,3 +64,10 @@ def error_junit(path: str, message: str) -> str:
     suites = ET.Element("testsuites")
     _suite(suites, "mlcache budgets", 0, [{"name": "mlcache check", "error": message}], path, [], errors=1)
     return _document(suites)
+
+
+def write_junit(path, doc: dict | None = None, *, error: str | None = None, checked: str = "") -> None:
+    """The JUnit file of a check that ran (`doc`), or of one that could not run (`error`)."""
+    from mlcache_audit.docfields import write_output
+
+    write_output(path, check_junit(doc) if doc is not None else error_junit(checked, error or ""))
