@@ -368,10 +368,11 @@ def test_empty_path_is_an_error_never_the_current_folder(args, tmp_path, monkeyp
     assert result.exit_code == 2 and "is empty" in result.stderr and result.stdout == ""
 
 
-@pytest.mark.parametrize("option", [("clean", "--plan-out"), ("snapshot", "-o"), ("check", "--junit")])
+@pytest.mark.parametrize("option", [("clean", "--plan-out"), ("snapshot", "-o"), ("check", "--junit"),
+                                    ("scan", "--output")])
 def test_outputs_into_a_missing_folder_are_one_line(option, tmp_path):
     root = leak_container(tmp_path)
-    extra = ("--max-total", "1GB") if option[0] == "check" else ()
+    extra = {"check": ("--max-total", "1GB"), "scan": ("--format", "jsonl")}.get(option[0], ())
     result = run(option[0], root, option[1], tmp_path / "missing" / "out", *extra)
     assert result.exit_code == 2 and "does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -253,3 +253,18 @@ def test_ctrl_c_prints_the_summary_and_exits_0(fx, monkeypatch):
     monkeypatch.setattr(watch_mod, "follow", lambda *a, **k: real_follow(*a, **{**k, "sleep": interrupted}))
     result = run("watch", fx("healthy"), "--process", "no-such-process-here")
     assert result.exit_code == 0 and "Summary: 0 launch(es)" in result.stdout and calls["n"] == 1
+
+
+def test_a_watch_history_that_cannot_be_saved_is_said_not_a_crash(tmp_path, monkeypatch):
+    import mlcache_audit.watch as watch_mod
+
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state folder should be")
+    snaps = iter([watch_mod.Snapshot({}, 0.0), watch_mod.Snapshot({("app", "tmp/x.mlmodelc"): (10, (), 1.0)}, 1.0)])
+    monkeypatch.setattr(watch_mod, "_wait_for_start", lambda *a: (4242, 0.0))
+    monkeypatch.setattr(watch_mod, "_wait_for_exit", lambda *a: None)
+    monkeypatch.setattr(watch_mod, "_started_since", lambda *a: None)
+    events = list(watch_mod.follow(lambda: next(snaps), process="x", launches=1, interval=1, count=None,
+                                   state_dir=blocked))
+    assert events[0]["added"] == ["tmp/x.mlmodelc"] and "launch history not saved" in events[0]["note"]
+    assert events[-1]["type"] == "summary" and events[-1]["launches"] == 1

@@ -389,8 +389,7 @@ def _exists_at(root: str, parents: list[str], name: str) -> bool:
     except OSError:
         return False
     try:
-        os.stat(name, dir_fd=fd, follow_symlinks=False)
-        return True
+        return _exists_at_fd(fd, name)
     except OSError:
         return False
     finally:

@@ -58,13 +58,13 @@ def scan(path: str | None, source: SourceOptions = SourceOptions(), progress: Pr
     return ScanOutcome(scan_document(_audit(path, source, progress)))
 
 
-def _scan_document(path: str, source: SourceOptions) -> dict:
-    """One path's scan document, in a worker process (pickled back whole: containers, not files)."""
-    return scan(path, source).document
+def _scan_document(path: str, source: SourceOptions, progress: Progress = None) -> dict:
+    """One path's scan document (in a worker process: pickled back whole, containers, not files)."""
+    return scan(path, source, progress).document
 
 
-def _snapshot_document(path: str, source: SourceOptions) -> dict:
-    return snapshot(path, source)
+def _snapshot_document(path: str, source: SourceOptions, progress: Progress = None) -> dict:
+    return snapshot(path, source, progress)
 
 
 def each_path(paths: tuple[str, ...], work: Callable[[str, SourceOptions], dict], source: SourceOptions, *,
@@ -73,8 +73,7 @@ def each_path(paths: tuple[str, ...], work: Callable[[str, SourceOptions], dict]
     support desk's many exports at once), else one after the other in this process."""
     if jobs <= 1 or len(paths) <= 1:
         for p in paths:
-            yield p, (scan(p, source, progress).document if work is _scan_document else
-                      snapshot(p, source, progress))
+            yield p, work(p, source, progress)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 

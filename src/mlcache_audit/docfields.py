@@ -129,20 +129,26 @@ def read_document(path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     return data
 
 
-def write_output(path, text: str) -> None:
-    """Write a document mlcache was asked to produce; a missing folder or a read-only place is one line."""
+def open_output(path, mode: str = "w"):
+    """A file mlcache was asked to write (a document, a stream, a step summary), opened for text;
+    a missing folder or a read-only place is a one-line OutputNotWritable, never a traceback."""
     try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - the caller closes it
     except OSError as exc:
         parent = os.path.dirname(os.path.abspath(path))
         hint = f"the folder {fsio.readable(parent)} does not exist" if not os.path.isdir(parent) else None
-        raise OutputNotWritable(f"cannot write {fsio.readable(str(path))}: {exc.strerror or exc}", hint=hint) from None
+        verb = "append to" if mode == "a" else "write"
+        raise OutputNotWritable(f"cannot {verb} {fsio.readable(str(path))}: {exc.strerror or exc}", hint=hint) from None
+
+
+def write_output(path, text: str, mode: str = "w") -> None:
+    """Write a document mlcache was asked to produce (see open_output)."""
+    with open_output(path, mode) as fh:
+        try:
+            fh.write(text)
+        except OSError as exc:  # a full disk while writing
+            raise OutputNotWritable(f"cannot write {fsio.readable(str(path))}: {exc.strerror or exc}") from None
 
 
 def append_output(path, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise OutputNotWritable(f"cannot append to {fsio.readable(str(path))}: {exc.strerror or exc}") from None
+    write_output(path, text, "a")

@@ -73,16 +73,20 @@ def history_file(client: str, state_dir: Path | None = None) -> Path:
     return (state_dir or default_state_dir()) / "watch" / f"{name}.jsonl"
 
 
-def record_launch(added_keys: list[tuple[str, str]], state_dir: Path | None = None) -> None:
-    """Append one launch's added paths to each client's history."""
+def record_launch(added_keys: list[tuple[str, str]], state_dir: Path | None = None) -> str | None:
+    """Append one launch's added paths to each client's history; why it could not be, if so."""
     by_client: dict[str, list[str]] = {}
     for client, path in added_keys:
         by_client.setdefault(client, []).append(path)
     for client, paths in by_client.items():
         f = history_file(client, state_dir)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        with open(f, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"client": client, "at": _iso(time.time()), "added": paths}) + "\n")
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            with open(f, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"client": client, "at": _iso(time.time()), "added": paths}) + "\n")
+        except OSError as exc:
+            return f"launch history not saved ({exc.strerror or exc}): it cannot prove re-specializations"
+    return None
 
 
 def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, int]:
@@ -168,7 +172,9 @@ def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: i
                 event = {"schema": WATCH_SCHEMA, "type": "interval", "interval": n, "at": _iso(time.time())}
             keys = delta.pop("_added_keys")
             if record and process is not None and keys:
-                record_launch(keys, state_dir)
+                problem = record_launch(keys, state_dir)
+                if problem:
+                    event["note"] = problem
             total_added += delta["added_bytes"]
             base = after
             yield {**event, **delta}

@@ -44,7 +44,9 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
 def stream(term, lines, output=None) -> None:
     """Write lines as they come (JSON Lines of `scan --format jsonl` or `watch --format json`, or
     watch's text), flushed one by one, so nothing waits for the end and nothing is kept."""
-    sink = open(output, "w", encoding="utf-8") if output is not None else None  # noqa: SIM115 - closed below
+    from mlcache_audit.docfields import open_output
+
+    sink = open_output(output) if output is not None else None
     try:
         for text in lines:
             if sink is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlcache_audit.report.summary import largest, verdict
+from mlcache_audit.report.summary import budget_actual, budget_limit, largest, verdict
 from mlcache_audit.units import format_signed_size, format_size
 
 
@@ -98,8 +98,7 @@ def check_markdown(doc: dict) -> str:
     lines += ["", "| budget | scope | result | actual | limit |", "|---|---|---|---:|---:|"]
     for r in doc["budgets"]:
         lines.append(f"| {r['name']} | {_cell(r['scope'])} | {'pass' if r['passed'] else '**FAIL**'} | "
-                     f"{_amount(r['actual'], r['unit'], r['name'].startswith('max-growth'))} | "
-                     f"{_amount(r['limit'], r['unit'])} |")
+                     f"{budget_actual(r)} | {budget_limit(r)} |")
     failing = [r for r in doc["budgets"] if not r["passed"]]
     for r in failing:
         lines += ["", f"**{r['name']}** ({_cell(r['scope'])}): {_cell(r['message'])}"]
@@ -112,10 +111,3 @@ def check_markdown(doc: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _amount(value, unit: str, signed: bool = False) -> str:
-    """A budget's number as people read it; growth (`signed`) always with its sign."""
-    if unit.startswith("bytes"):
-        return format_signed_size(value) if value < 0 or signed else format_size(value)
-    if unit == "percent":
-        return f"{value:g}%"
-    return str(value)

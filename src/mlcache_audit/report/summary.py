@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlcache_audit.units import format_size
+from mlcache_audit.units import format_signed_size, format_size
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,23 @@ def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
     else:
         command = None
     return Verdict(reclaim, extra, headline, cause, command)
+
+
+def _amount(value, unit: str, signed: bool = False) -> str:
+    if unit.startswith("bytes"):
+        return format_signed_size(value) if value < 0 or signed else format_size(value)
+    if unit == "percent":
+        return f"{value:g}%"
+    return str(value)
+
+
+def budget_actual(b: dict) -> str:
+    """A budget's measured value as people read it; growth always with its sign."""
+    return _amount(b["actual"], b["unit"], b["name"].startswith("max-growth"))
+
+
+def budget_limit(b: dict) -> str:
+    return _amount(b["limit"], b["unit"])
 
 
 def model_name(a: dict) -> str:

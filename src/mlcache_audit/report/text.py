@@ -14,7 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from mlcache_audit.domain import COREAI_CACHE, E5_CACHE, KIND
-from mlcache_audit.report.summary import largest, verdict
+from mlcache_audit.report.summary import budget_actual, budget_limit, largest, verdict
 from mlcache_audit.sources.base import display_path
 from mlcache_audit.terminal import Terminal
 from mlcache_audit.units import format_signed_size, format_size
@@ -266,15 +266,12 @@ def render_restore(term: Terminal, result: dict) -> None:
 # -- CI -----------------------------------------------------------------------------------------
 def render_check(term: Terminal, doc: dict) -> None:
     """From an `mlcache.check/2` document."""
-    from mlcache_audit.report.markdown import _amount
-
     t = Table(title=f"mlcache check: {'passed' if doc['passed'] else 'FAILED'}", title_justify="left", show_edge=False)
     for col in ("budget", "scope", "result", "actual", "limit", "detail"):
         t.add_column(col, overflow="fold")
     for r in doc["budgets"]:
         t.add_row(r["name"], escape(r["scope"]), "[green]pass[/green]" if r["passed"] else "[bold red]FAIL[/bold red]",
-                  _amount(r["actual"], r["unit"], r["name"].startswith("max-growth")), _amount(r["limit"], r["unit"]),
-                  escape(r["message"]))
+                  budget_actual(r), budget_limit(r), escape(r["message"]))
     term.out.print(t)
     for r in doc["budgets"]:
         for f in r["findings"][:3] if not r["passed"] else []:
