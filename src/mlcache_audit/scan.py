@@ -8,7 +8,6 @@ a Core ML cache whose layout is not known is reported as `unrecognised`, never g
 from __future__ import annotations
 
 import gc
-import itertools
 import os
 import re
 import stat
@@ -19,7 +18,7 @@ from datetime import datetime, timezone
 
 import xxhash
 
-from mlcache_audit import models
+from mlcache_audit import fsio, models
 from mlcache_audit.domain import (
     COMPILE_LEFTOVER,
     COMPILED_MODEL,
@@ -63,6 +62,9 @@ _COMPUTE_UNITS = re.compile(r"_(all|cpu_only|cpu_and_gpu|cpu_and_ne)$")
 # Files of an E5RT pointer entry (no bundle of its own): FIELD-EVIDENCE.md, "Entry contents vary".
 _POINTER_FILES = ("model.milhash", "model.anehash", "universal.bundle")
 _CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION))
+
+# ExecuTorch's newer model cache writes this and never assets.db (ETCoreMLModelCache.h).
+EXECUTORCH_VERSION_FILE = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
 
 AREAS = ("Documents", "Library/Application Support", "Library/Caches", "Library/Preferences", "Library", "tmp")
 
@@ -169,6 +171,11 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
     back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
     parts = _parallel_parts(container) if not plan_state else None
+    if parts is None and not plan_state and container.is_whole_folder:
+        from mlcache_audit.folderwalk import walk_folder
+
+        parts = [walk_folder(container.store, container.root, [],
+                             progress=(lambda n: progress("walked", n)) if progress else None)]
     if parts is None:
         parts = [_walk_part(container.iter_entries((lambda n: progress("walked", n)) if progress else None),
                             plan_state)]
@@ -202,7 +209,6 @@ def _walk_part(entries, plan_state: bool, notes: list[str] | None = None) -> _Pa
     other: dict[str, int] = defaultdict(int)
     days: dict[int, int] = defaultdict(int)
     total = files = 0
-    version = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
     has_version = False
     collecting = gc.isenabled()
     gc.disable()  # these records hold no cycles; the collector's passes made the walk slower than linear
@@ -238,7 +244,7 @@ def _walk_part(entries, plan_state: bool, notes: list[str] | None = None) -> _Pa
                 _add_member(stack[-1], e, size, days)
             else:
                 other[area_of(e.path)] += size
-                has_version = has_version or e.path == version
+                has_version = has_version or e.path == EXECUTORCH_VERSION_FILE
     finally:
         if collecting:
             gc.enable()
@@ -254,7 +260,7 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
     import multiprocessing
 
     store = container.store
-    if WALK_WORKERS < 2 or store.kind != "folder" or container.scope or not getattr(store, "sorted_walk", False):
+    if WALK_WORKERS < 2 or not container.is_whole_folder:
         return None
     try:
         context = multiprocessing.get_context("fork")
@@ -265,11 +271,11 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
         return None
     from concurrent.futures import ProcessPoolExecutor
 
+    groups = _groups(tasks, max(1, len(tasks) // (8 * WALK_WORKERS)))  # handed out as workers free up
     try:
         with ProcessPoolExecutor(max_workers=WALK_WORKERS, mp_context=context) as pool:
-            chunk = max(1, len(tasks) // (8 * WALK_WORKERS))  # handed out as workers free up
-            parts = list(pool.map(_walk_folder, [store] * len(tasks), [container.root] * len(tasks), tasks,
-                                  chunksize=chunk))
+            parts = list(pool.map(_walk_group, [store] * len(groups), [container.root] * len(groups),
+                                  *zip(*groups, strict=True)))
     except (OSError, RuntimeError):  # no processes to be had: walk here instead
         return None
     notes: list[str] = []
@@ -281,6 +287,18 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
                 return None  # a file hardlinked across parts: one walk counts it once
             links[key] = 1
     return parts
+
+
+def _groups(tasks: list[str], size: int) -> list[tuple[str, list[str]]]:
+    """Tasks as (parent, names) runs of at most `size` names: a worker opens each parent once."""
+    groups: list[tuple[str, list[str]]] = []
+    for rel in tasks:
+        parent, _, name = rel.rpartition("/")
+        if groups and groups[-1][0] == parent and len(groups[-1][1]) < size:
+            groups[-1][1].append(name)
+        else:
+            groups.append((parent, [name]))
+    return groups
 
 
 PARALLEL_MIN_TASKS = 100  # the split opened a large cache into this many entries: a big tree
@@ -372,19 +390,38 @@ def _split(container: Container) -> tuple[list[Entry], list[str]]:
     return shallow, tasks
 
 
-def _walk_folder(store, root: str, rel: str) -> _Part:
-    """A worker's task: the folder `rel` (its own entry first) and everything below it."""
-    from mlcache_audit.sources.folder import entry_from_stat
+def _walk_group(store, root: str, parent: str, names: list[str]) -> _Part:
+    """A worker's task: the folders `parent/name` (each its own entry first, then everything below
+    it), in order, into one part."""
+    from mlcache_audit.folderwalk import FolderWalk
+    from mlcache_audit.sources.folder import entry_from_stat, walk_notes
 
-    notes: list[str] = []
-    parent, _, name = rel.rpartition("/")
-    fd = store._open_dir(join(root, parent) if parent else root)  # noqa: SLF001
+    walk = FolderWalk(store, [])
+    on_error = walk_notes(walk.notes)
+    pfd = store._open_dir(join(root, parent) if parent else root)  # noqa: SLF001
     try:
-        top = entry_from_stat(rel, os.stat(name, dir_fd=fd, follow_symlinks=False))
+        for name in names:  # as the one walk would meet them: the entry, then its folder's names
+            rel = f"{parent}/{name}" if parent else name
+            try:
+                top = entry_from_stat(rel, os.stat(name, dir_fd=pfd, follow_symlinks=False))
+            except OSError as exc:
+                on_error(rel, "cannot stat", exc.strerror)
+                continue
+            try:
+                fd = os.open(name, fsio.DIRFLAGS, dir_fd=pfd)
+            except OSError as exc:
+                walk.folder(None, join(root, rel), rel, top)
+                on_error(rel, "unreadable folder, not scanned", exc.strerror)
+                continue
+            if os.fstat(fd).st_ino != top.inode:  # swapped since the split saw it
+                os.close(fd)
+                walk.folder(None, join(root, rel), rel, top)
+                on_error(rel, "folder changed during the walk, not scanned", None)
+                continue
+            walk.folder(fd, join(root, rel), rel, top)
     finally:
-        os.close(fd)
-    entries = itertools.chain([top], store.walk(join(root, rel), notes, prefix=rel))
-    part = _walk_part(entries, False, notes)
+        os.close(pfd)
+    part = walk.finish()
     for a in part.artifacts:  # hashers do not cross processes: send their digests
         a.structure = a.structure.hexdigest()
     return part
@@ -472,6 +509,23 @@ def _classify(e: Entry, parent: Artifact | None) -> Artifact | None:
     if (is_dir and name.endswith(".mlpackage")) or (not is_dir and name.endswith(".mlmodel")):
         return Artifact(SOURCE_MODEL, e.path, is_dir, detail={"format": "mlpackage" if is_dir else "mlmodel"})
     return None
+
+
+def quiet_folder(folder: str) -> str | None:
+    """The area of the regular files in `folder` (a path from the container root) when, outside
+    every artifact, `_classify` starts one from a file there only if it is named `*.mlmodel`; None
+    for the folders whose files need all of `_classify`: the root and Library (a file there may be an
+    area of its own), tmp/ and the top-level MPSGraph scratch, and anything in a Core ML, Core AI
+    or ExecuTorch cache. The folder walk's fast path; tests/test_folderwalk.py holds it to `_classify`."""
+    if folder in ("", "Library"):
+        return None
+    parts = folder.split("/")
+    if parts[0] in ("tmp", MPSGRAPH_SCRATCH) or E5_CACHE in parts or COREAI_CACHE in parts:
+        return None
+    if len(parts) >= 3 and parts[0] == "Library" and parts[1] == "Caches" and parts[2] in (EXECUTORCH_COREML,
+                                                                                          EXECUTORCH_COREAI):
+        return None
+    return area_of(folder + "/")
 
 
 def _pid_detail(m: re.Match) -> dict:

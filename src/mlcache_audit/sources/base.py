@@ -135,6 +135,12 @@ class Container:
     def _walk_is_in_tree_order(self) -> bool:
         return not self.scope and getattr(self.store, "sorted_walk", False)
 
+    @property
+    def is_whole_folder(self) -> bool:
+        """The container is a folder on disk walked whole, as it lies (not a backup's rows, not a
+        scoped client, not an archive): the folder walk and the split walk may read it directly."""
+        return self.store.kind == "folder" and self._walk_is_in_tree_order()
+
     def _store_path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if self.root else rel
 

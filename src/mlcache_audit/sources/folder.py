@@ -71,16 +71,28 @@ class FolderStore:
 
     def walk(self, rel: str, notes: list[str], prefix: str = "") -> Iterator[Entry]:
         """Every entry below `rel`, paths relative to it (or starting with `prefix/`)."""
+        top_fd = self.open_top(rel, notes)
+        if top_fd is None:
+            return
+        try:
+            yield from fsio.walk_at(top_fd, walk_notes(notes), self.entry_maker(rel, prefix, notes), prefix)
+        finally:
+            os.close(top_fd)
+
+    def open_top(self, rel: str, notes: list[str]) -> int | None:
+        """The fd a walk of `rel` starts from (None, with a note, when it cannot be opened)."""
         fsio.raise_open_file_limit()
         try:
-            top_fd = self._open_dir(rel)
+            return self._open_dir(rel)
         except OSError as exc:
             notes.append(f"unreadable folder, not scanned: {display_path(rel or '.')} ({exc.strerror})")
-            return
-        top_real = os.path.realpath(self.real(rel))
+            return None
 
-        def on_error(path: str, what: str, detail: str | None) -> None:
-            notes.append(f"{what}: {display_path(path or '.')}" + (f" ({detail.lower()})" if detail else ""))
+    def entry_maker(self, rel: str, prefix: str, notes: list[str]):
+        """`make(path, name, lstat, target)`: the Entry a walk of `rel` records for a name, noting
+        what is odd about it (a symlink and where it points, a special file, a name that is not
+        plain text) into `notes`."""
+        top_real = os.path.realpath(self.real(rel))
 
         def make(path: str, name: str, st: os.stat_result, target: str | None) -> Entry:
             mode = st.st_mode
@@ -99,10 +111,7 @@ class FolderStore:
                 _note_odd_name(name, path, notes)
             return e
 
-        try:
-            yield from fsio.walk_at(top_fd, on_error, make, prefix)
-        finally:
-            os.close(top_fd)
+        return make
 
     def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
         for rel in rels:
@@ -126,6 +135,15 @@ class FolderStore:
         if entry.inode is None or entry.mtime_ns is None:
             return None
         return (entry.dev, entry.inode, entry.size, entry.mtime_ns, entry.ctime_ns or 0)
+
+
+def walk_notes(notes: list[str]):
+    """`on_error(path, what, detail)` for fsio's walks: each becomes one line in `notes`."""
+
+    def on_error(path: str, what: str, detail: str | None) -> None:
+        notes.append(f"{what}: {display_path(path or '.')}" + (f" ({detail.lower()})" if detail else ""))
+
+    return on_error
 
 
 def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) -> Entry:

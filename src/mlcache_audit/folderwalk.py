@@ -1,0 +1,260 @@
+"""The scan's walk of a folder: fd-relative and no-follow like `fsio.walk_at`, classifying as it goes.
+
+`scan._walk_part` takes any store's entries one `Entry` at a time and finds which artifact each
+belongs to by comparing path prefixes. On a live folder of 300,000 files that costs more than the
+system calls. This walk knows, for each folder it opens, which artifact the folder lies in (or which
+area, outside every artifact), so the common files go straight into their sums:
+
+- a plain file of a cache entry (a specialization, most files of a container) is folded into the
+  entry's sums, structure id and layout without an `Entry`;
+- a plain file in a quiet folder (one where only a `*.mlmodel` can start an artifact, as
+  `scan.quiet_folder` says) is added to its area's bytes;
+- everything else (folders, models' files, links, special files, odd names, hardlinked files, the
+  caches' and tmp/'s own levels) becomes an `Entry` and takes exactly the steps `_walk_part` takes.
+
+Each folder's names are handled in one inner loop up to its next subfolder; a cache entry's
+structure lines are hashed a folder's run at a time (in tree order: the hash is the same) and its
+layout names are shared strings, so a worker of a split walk sends back little.
+
+Same order (a folder, then its subtree; siblings by name), same notes, same results as
+`_walk_part(store.walk(...))`: tests/test_folderwalk.py compares the two on every fixture, the
+hostile corpus and random trees. Used for scans without plan states (scan, snapshot, check), in
+one process or in each worker of a split walk (`FolderWalk` takes several folders of one parent);
+`clean` keeps the per-entry walk, which records each artifact's state.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import stat
+from collections import defaultdict
+from collections.abc import Callable
+
+from mlcache_audit import fsio
+from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
+from mlcache_audit.scan import (
+    _CACHE_KINDS,
+    _HEX_ANY,
+    EXECUTORCH_VERSION_FILE,
+    Artifact,
+    _add_member,
+    _classify,
+    _counted_size,
+    _Part,
+    _start,
+    area_of,
+    quiet_folder,
+)
+from mlcache_audit.sources.base import FILE, Entry
+from mlcache_audit.sources.folder import FolderStore, walk_notes
+
+_MODEL_KINDS = frozenset(MODEL_KINDS)
+_S_ISREG = stat.S_ISREG
+_S_ISDIR = stat.S_ISDIR
+_S_ISLNK = stat.S_ISLNK
+
+
+class _Folder:
+    """One open folder of the walk: its sorted names, where the next one is, and what it lies in."""
+
+    __slots__ = ("fd", "rel", "names", "i", "plain", "art", "art_rel", "line_rel", "layout_rel", "area", "pending")
+
+    def __init__(self, fd: int, rel: str, names: list[str], art: Artifact | None, art_rel: str):
+        self.fd, self.rel, self.names, self.i, self.art = fd, rel, names, 0, art
+        # Every name plain text (ASCII, printable): no name here needs a note (`/` is never in a name).
+        joined = "/".join(names)
+        self.plain = joined.isascii() and joined.isprintable()
+        self.art_rel = art_rel  # this folder's path inside `art` ("" at its top)
+        self.line_rel = f"{art_rel}/" if art_rel else ""
+        # Inside a cache entry: the folder's part of each file's layout name, computed once.
+        self.layout_rel = _HEX_ANY.sub("<hex>", art_rel) + "/" if art is not None and art_rel else ""
+        # Outside every artifact: the area of every plain file here, or None when each needs _classify.
+        self.area = quiet_folder(rel) if art is None else None
+        self.pending: list[str] = []  # structure lines of `art` not yet hashed (fed in tree order)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.art.structure.update("".join(self.pending).encode("utf-8", "surrogateescape"))
+            self.pending.clear()
+
+
+def walk_folder(store: FolderStore, rel: str, notes: list[str], prefix: str = "",
+                progress: Callable[[int], None] | None = None) -> _Part:
+    """Everything below `rel` in `store` (paths starting with `prefix/` when given), classified and
+    summed. `notes` hears what could not be read and what is odd; `progress(n)` of about every
+    1,000 entries."""
+    walk = FolderWalk(store, notes, progress)
+    top_fd = store.open_top(rel, notes)
+    if top_fd is not None:
+        walk.folder(top_fd, rel, prefix)
+    return walk.finish()
+
+
+class FolderWalk:
+    """One walk's sums, filled by one or more folders (a worker's share of a split walk: the
+    folders of one parent, in order, so a hardlink between them is counted once, as one walk would)."""
+
+    def __init__(self, store: FolderStore, notes: list[str], progress: Callable[[int], None] | None = None):
+        self.store, self.notes, self.progress = store, notes, progress
+        self.part = _Part([], notes=notes)
+        self.seen: set[tuple] = set()
+        self.other: dict[str, int] = defaultdict(int)
+        self.days: dict[int, int] = defaultdict(int)
+        # Layout names by folder layout and file name: cache entries repeat them, and one string per
+        # name (not one per file) keeps the walk's memory and a worker's reply small.
+        self.layouts: dict[str, dict[str, str]] = {}
+        self.walked = 0
+
+    def finish(self) -> _Part:
+        if self.progress is not None and self.walked:
+            self.progress(self.walked)
+        part = self.part
+        part.other, part.days = dict(self.other), dict(self.days)
+        return part
+
+    def folder(self, top_fd: int | None, rel: str, prefix: str, top: Entry | None = None) -> None:
+        """The folder open at `top_fd` (`rel` in the store, `prefix` from the container root) and
+        everything below it; with `top`, the folder's own entry first (it may be an artifact, walked
+        whole; with no `top_fd`, only that entry: the folder could not be opened). Closes `top_fd`."""
+        part, seen, other, days, layouts, progress = self.part, self.seen, self.other, self.days, self.layouts, \
+            self.progress
+        outer = _classify(top, None) if top is not None else None
+        if outer is not None:
+            _start(outer, top, False)
+            part.artifacts.append(outer)
+        if top_fd is None:
+            return
+        make = self.store.entry_maker(rel, prefix, self.notes)
+        on_error = walk_notes(self.notes)
+        total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
+        ostat, hex_sub = os.stat, _HEX_ANY.sub
+        stack = [_Folder(top_fd, prefix, _sorted_names(top_fd, prefix, on_error), outer, "")]
+        collecting = gc.isenabled()
+        gc.disable()  # these records hold no cycles; the collector's passes made the walk slower than linear
+        try:
+            while stack:
+                f = stack[-1]
+                fd, names, i, art, area, plain = f.fd, f.names, f.i, f.art, f.area, f.plain
+                cache_file = art is not None and art.kind not in _MODEL_KINDS  # a cache's or scratch's file
+                layout = art.kind in _CACHE_KINDS if cache_file else False
+                pend, line_rel = f.pending.append, f.line_rel
+                forms = layouts.setdefault(f.layout_rel, {}) if layout else None
+                child = None
+                start = i
+                while i < len(names):  # this folder's names up to its next subfolder
+                    name = names[i]
+                    i += 1
+                    try:
+                        st = ostat(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError as exc:
+                        on_error(f"{f.rel}/{name}" if f.rel else name, "cannot stat", exc.strerror)
+                        start += 1  # not walked
+                        continue
+                    mode = st.st_mode
+                    if _S_ISREG(mode) and st.st_nlink == 1 and (plain or (name.isascii() and name.isprintable())):
+                        size = st.st_size
+                        if cache_file:
+                            pend(f"{line_rel}{name}\0{size}\n")
+                            if layout:
+                                form = forms.get(name)
+                                if form is None:
+                                    form = forms[name] = f.layout_rel + hex_sub("<hex>", name)
+                                art.layout.add(form)
+                            mtime = st.st_mtime
+                            days[int(mtime // 86400)] += size
+                            art.bytes += size
+                            art.files += 1
+                            if art.oldest_mtime is None or mtime < art.oldest_mtime:
+                                art.oldest_mtime = mtime
+                            if art.newest_mtime is None or mtime > art.newest_mtime:
+                                art.newest_mtime = mtime
+                            files += 1
+                            total += size
+                            continue
+                        if area is not None and art is None and not name.endswith(".mlmodel"):
+                            other[area] += size
+                            files += 1
+                            total += size
+                            continue
+                    # Everything else takes the per-entry steps of scan._walk_part.
+                    path = f"{f.rel}/{name}" if f.rel else name
+                    target = None
+                    if _S_ISLNK(mode):
+                        try:
+                            target = os.readlink(name, dir_fd=fd)
+                        except OSError:
+                            target = None
+                    e = make(path, name, st, target)
+                    new = (_classify(e, art) if art.kind == SPECIALIZATION else None) if art is not None \
+                        else _classify(e, None)
+                    if new is not None:
+                        _start(new, e, False)
+                        if art is not None:
+                            art.detail["interrupted_writes"] = art.detail.get("interrupted_writes", 0) + 1
+                        part.artifacts.append(new)
+                        if not new.is_dir:
+                            size = _counted_size(e, seen, part.links)
+                            _add_member(new, e, size, days)
+                            total += size
+                            files += 1
+                    elif e.type == FILE:
+                        files += 1
+                        size = _counted_size(e, seen, part.links)
+                        total += size
+                        if art is not None:
+                            f.flush()  # this file's line goes after the ones before it
+                            _add_member(art, e, size, days)
+                        else:
+                            other[area_of(path)] += size
+                            has_version = has_version or path == EXECUTORCH_VERSION_FILE
+                    if not _S_ISDIR(mode):
+                        continue
+                    try:
+                        sub = os.open(name, fsio.DIRFLAGS, dir_fd=fd)
+                    except OSError as exc:
+                        on_error(path, "unreadable folder, not scanned", exc.strerror)
+                        continue
+                    if os.fstat(sub).st_ino != st.st_ino:  # swapped between the stat and the open
+                        os.close(sub)
+                        on_error(path, "folder changed during the walk, not scanned", None)
+                        continue
+                    if new is not None and new.is_dir:
+                        inner, inner_rel = new, ""
+                    elif art is not None:
+                        inner, inner_rel = art, f"{f.art_rel}/{name}" if f.art_rel else name
+                    else:
+                        inner, inner_rel = None, ""
+                    child = _Folder(sub, path, _sorted_names(sub, path, on_error), inner, inner_rel)
+                    break
+                f.i = i
+                walked += i - start
+                if progress is not None and walked >= 1000:
+                    progress(walked)
+                    walked = 0
+                f.flush()  # a subfolder's lines come after this folder's files so far
+                if child is not None:
+                    stack.append(child)
+                    continue
+                stack.pop()
+                if f.fd != top_fd:
+                    os.close(f.fd)
+        finally:
+            if collecting:
+                gc.enable()
+            for f in stack:
+                if f.fd != top_fd:
+                    os.close(f.fd)
+            os.close(top_fd)
+        self.walked = walked
+        part.total, part.files, part.has_version = total, files, has_version
+
+
+def _sorted_names(fd: int, rel: str, on_error) -> list[str]:
+    try:
+        names = os.listdir(fd)
+    except OSError as exc:
+        on_error(rel, "unreadable folder, not scanned", exc.strerror)
+        return []
+    names.sort()
+    return names

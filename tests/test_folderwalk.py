@@ -1,0 +1,137 @@
+"""The folder walk (folderwalk.py) classifies as it walks; it must give exactly what the per-entry
+walk (`scan._walk_part` over `FolderStore.walk`) gives: the same artifacts with the same sums,
+members, structure ids and layouts, the same area sums, days and notes, on every fixture, every
+hostile tree and random trees, and the same documents through the command."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hostile_corpus
+from mlcache_audit.domain import (
+    COREAI_CACHE,
+    E5_CACHE,
+    EXECUTORCH_COREAI,
+    EXECUTORCH_COREML,
+    MPSGRAPH_SCRATCH,
+)
+from mlcache_audit.folderwalk import walk_folder
+from mlcache_audit.scan import _classify, _walk_part, area_of, quiet_folder
+from mlcache_audit.sources import open_containers
+from mlcache_audit.sources.base import FILE, Entry
+from test_hostile import remove_iteratively
+from test_hostile_faults import _make, nodes
+from test_hostile_faults import names as byte_names
+
+
+def _artifact(a) -> tuple:
+    structure = a.structure if isinstance(a.structure, str) else a.structure.hexdigest()
+    return (a.kind, a.path, a.is_dir, a.producer, a.bytes, a.files, a.oldest_mtime, a.newest_mtime, a.detail,
+            a.notes, [(e.path, e.type, e.size, e.mtime_ns, e.inode, e.nlink, e.ctime_ns, e.name) for e in a.members],
+            a.top.path if a.top else None, structure, sorted(a.layout))
+
+
+def _summary(part) -> tuple:
+    return ([_artifact(a) for a in part.artifacts], part.total, part.files, part.other, part.days,
+            part.has_version, part.links, part.notes)
+
+
+def assert_same_walks(path: Path) -> int:
+    """Both walks of every folder container at `path`; returns how many were compared."""
+    compared = 0
+    for c in open_containers(str(path)):
+        if c.store.kind != "folder" or c.scope:
+            continue
+        slow_notes: list[str] = []
+        slow = _walk_part(c.store.walk(c.root, slow_notes), False, slow_notes)
+        fast = walk_folder(c.store, c.root, [])
+        assert _summary(fast) == _summary(slow), c.label
+        compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("key", ["recompile", "studio", "coreai", "llm", "simulator", "healthy", "macos"])
+def test_folder_walk_equals_the_entry_walk_on_every_fixture(built, key):
+    assert assert_same_walks(built[key]) >= 1
+
+
+@pytest.mark.parametrize("builder", [b for b in hostile_corpus.BUILDERS
+                                     if b.__name__ not in ("hostile_backup", "backup_in_odd_folder", "hostile_zip",
+                                                           "hostile_tar", "many_members_zip")],
+                         ids=lambda b: b.__name__)
+def test_folder_walk_equals_the_entry_walk_on_hostile_trees(builder, tmp_path):
+    case = hostile_corpus.build(builder, tmp_path)
+    if case is None:
+        pytest.skip("not buildable here")
+    try:
+        assert assert_same_walks(case.target) >= 1
+    finally:
+        remove_iteratively(tmp_path)  # pytest's own clean-up cannot remove the deep chain
+
+
+def test_hardlinks_odd_names_and_links_take_the_entry_steps(tmp_path):
+    root = hostile_corpus._container(tmp_path / "app")
+    hostile_corpus._leak(root, 2)
+    entry = root / "Library/Caches/com.example.hostile" / E5_CACHE / "23A344" / ("AB" * 32)
+    (entry / "H16G.bundle").mkdir(parents=True)
+    (entry / "H16G.bundle" / "seg.bin").write_bytes(b"s" * 40)
+    os.link(entry / "H16G.bundle" / "seg.bin", root / "Documents" / "linked.bin")  # counted once, by the first
+    (entry / "H16G.bundle" / "a.bin").write_bytes(b"a" * 3)  # folded in before the odd name's line
+    (entry / "H16G.bundle" / "caf\xe9.bin").write_bytes(b"o" * 7)
+    (root / "Documents" / "to-entry").symlink_to(entry)
+    (root / "Documents" / "plain.mlmodel").write_bytes(b"\x08\x04")
+    (root / "Library/Caches" / EXECUTORCH_COREML).mkdir(parents=True)
+    (root / "Library/Caches" / EXECUTORCH_COREML / "version.txt").write_text("1")
+    (entry / ("CD" * 32 + ".tmp.123_4.bundle")).mkdir()
+    (entry / ("CD" * 32 + ".tmp.123_4.bundle") / "part.bin").write_bytes(b"p" * 9)
+    assert assert_same_walks(root) == 1
+
+
+paths = st.lists(st.sampled_from(["tmp", "Library", "Caches", "Documents", "Application Support", E5_CACHE,
+                                  COREAI_CACHE, EXECUTORCH_COREML, EXECUTORCH_COREAI, MPSGRAPH_SCRATCH, "23A344",
+                                  "models", "staging", "x.mlmodelc", "y.mlpackage", "Preferences", "album"]),
+                 min_size=1, max_size=6)
+file_names = st.sampled_from(["a.bin", "m.mlmodel", "Caches", "Preferences", "version.txt", "x.mlmodelc",
+                              hostile_corpus.GUS, "onnxruntime-" + hostile_corpus.GUS[:-17] + "-1-0000000000000000",
+                              "a" * 64, ".tmp-1", "b.bookmark", "c.accessed"]) | st.text(min_size=1, max_size=12).filter(
+    lambda s: "/" not in s)
+
+
+@settings(max_examples=500, deadline=None)
+@given(folder=paths, name=file_names)
+def test_quiet_folders_start_artifacts_only_from_mlmodel_files(folder, name):
+    rel = "/".join(folder)
+    area = quiet_folder(rel)
+    if area is None or name.endswith(".mlmodel"):
+        return
+    e = Entry(f"{rel}/{name}", FILE, 1, base=name)
+    assert _classify(e, None) is None
+    assert area_of(e.path) == area
+
+
+@settings(max_examples=20, deadline=None)
+@given(tmp_tree=st.dictionaries(byte_names, nodes, max_size=4), caches_tree=st.dictionaries(byte_names, nodes, max_size=3),
+       docs_tree=st.dictionaries(byte_names, nodes, max_size=3))
+def test_folder_walk_equals_the_entry_walk_on_random_byte_trees(tmp_tree, caches_tree, docs_tree):
+    base = Path(tempfile.mkdtemp())
+    try:
+        root = hostile_corpus._container(base / "app")
+        hostile_corpus._leak(root, 2)
+        caches = os.fsencode(root / "Library" / "Caches" / "com.example.hostile" / E5_CACHE) + b"/23A344"
+        os.makedirs(caches, exist_ok=True)
+        for where, tree in ((os.fsencode(root / "tmp"), tmp_tree), (caches, caches_tree),
+                            (os.fsencode(root / "Documents"), docs_tree)):
+            for name, node in tree.items():
+                target = where + b"/" + name
+                if not os.path.lexists(target):
+                    _make(target, node)
+        assert assert_same_walks(root) == 1
+    finally:
+        remove_iteratively(base)
+        os.rmdir(base)
