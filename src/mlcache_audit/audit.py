@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 
 from mlcache_audit.domain import MPSGRAPH_SCRATCH_KIND, SPECIALIZATION_PARTIAL
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES, Fingerprints, RunHashes, fingerprint
+from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.hashcache import HashCache
 from mlcache_audit.rules import OFFLINE, Diagnosis, Evidence, diagnose
 from mlcache_audit.scan import ScanResult, scan_container
 from mlcache_audit.sources import open_containers
-from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 from mlcache_audit.sources.base import Container
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
 
 @dataclass
@@ -72,10 +73,11 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     run = RunHashes(cache=cache, max_bytes=max_hash_bytes)
     audits = []
     try:
-        for c in containers:
-            scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state)
-            fp = fingerprint(scan, run, progress=(lambda n: progress("hashed", n)) if progress else None)
-            audits.append(ContainerAudit(scan, fp, diagnose(scan, fp, gather_evidence(scan))))
+        with collector_paused():
+            for c in containers:
+                scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state)
+                fp = fingerprint(scan, run, progress=(lambda n: progress("hashed", n)) if progress else None)
+                audits.append(ContainerAudit(scan, fp, diagnose(scan, fp, gather_evidence(scan))))
     finally:
         if cache is not None:
             cache.close()

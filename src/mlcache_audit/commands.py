@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES
-from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
 Progress = Callable[[str, int], None] | None
 
@@ -53,9 +53,12 @@ class ScanOutcome:
 
 
 def scan(path: str | None, source: SourceOptions = SourceOptions(), progress: Progress = None) -> ScanOutcome:
+    from mlcache_audit.gcpause import collector_paused
     from mlcache_audit.report.json import scan_document
 
-    return ScanOutcome(scan_document(_audit(path, source, progress)))
+    result = _audit(path, source, progress)
+    with collector_paused():  # a document of many artifacts: dicts without cycles
+        return ScanOutcome(scan_document(result))
 
 
 def _scan_document(path: str, source: SourceOptions, progress: Progress = None) -> dict:

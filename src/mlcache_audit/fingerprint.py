@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import mmap
 import os
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import xxhash
 
 from mlcache_audit.hashcache import HashCache
 from mlcache_audit.scan import MODEL_KINDS, Artifact, ScanResult
-from mlcache_audit.sources.archive import READ_ERRORS
 from mlcache_audit.sources.base import Container, Entry, display_path
 
 PARTIAL_BYTES = 4096
@@ -181,7 +180,7 @@ def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
                 fh.seek(-PARTIAL_BYTES, 2)
                 run.partial[key] = xxhash.xxh3_128_hexdigest(head + fh.read(PARTIAL_BYTES))
                 run.stats.partial_reads += 1
-        except READ_ERRORS:
+        except _read_errors():
             run.partial[key] = "unreadable"
     h = xxhash.xxh3_128()
     for e in sorted(a.members, key=lambda m: a.rel(m)):
@@ -219,6 +218,8 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
     if c.store.kind == "folder" and len(paths) > 1 and HASH_THREADS > 1:
         # Folders: files are opened on their own, so two threads read and hash at once (xxhash and
         # read release the GIL); archives stream in their own order on one thread.
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(HASH_THREADS) as pool:
             results = pool.map(lambda p: _hash_one(c, p), paths)
             for path, result in zip(paths, results, strict=True):
@@ -226,6 +227,13 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
     else:
         for path, fh in c.stream(paths):
             _keep(c, todo[path], path, _hash_handle(fh), run, progress)
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a member may raise: an archive's errors when one was opened (the archive module
+    is imported only then), else a folder's."""
+    archive = sys.modules.get("mlcache_audit.sources.archive")
+    return archive.READ_ERRORS if archive is not None else (OSError, EOFError, RuntimeError)
 
 
 HASH_THREADS = min(2, os.cpu_count() or 1)
@@ -269,7 +277,7 @@ def _hash_handle(fh) -> tuple[str, int] | str | None:
                 got = len(chunk)
                 h.update(chunk)
             n += got
-    except READ_ERRORS as exc:
+    except _read_errors() as exc:
         return str(exc)
     finally:
         view.release()
@@ -290,10 +298,12 @@ def _keep(c: Container, e: Entry, path: str, result, run: RunHashes, progress) -
 
 
 def _artifact_digest(c: Container, a: Artifact, run: RunHashes) -> str | None:
-    h = xxhash.xxh3_128()
-    for e in sorted(a.members, key=lambda m: a.rel(m)):
-        digest = run.full.get(_key(c, e))
+    lines = []
+    full = run.full
+    for e in sorted(a.members, key=a.rel):
+        rel = a.rel(e)
+        digest = full.get(_key(c, e))
         if digest is None:
             return None
-        h.update(f"{a.rel(e)}\0{e.size}\0{digest}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+        lines.append(f"{rel}\0{e.size}\0{digest}\n")
+    return xxhash.xxh3_128_hexdigest("".join(lines).encode("utf-8", "surrogateescape"))  # as line by line

@@ -5,8 +5,9 @@ belongs to by comparing path prefixes. On a live folder of 300,000 files that co
 system calls. This walk knows, for each folder it opens, which artifact the folder lies in (or which
 area, outside every artifact), so the common files go straight into their sums:
 
-- a plain file of a cache entry (a specialization, most files of a container) is folded into the
-  entry's sums, structure id and layout without an `Entry`;
+- a plain file inside an artifact is counted into it in place: a cache entry's (a specialization,
+  most files of a container) is folded into its sums, structure id and layout without an `Entry`;
+  a model's is kept as an `Entry` built here, for its contents to be compared;
 - a plain file in a quiet folder (one where only a `*.mlmodel` can start an artifact, as
   `scan.quiet_folder` says) is added to its area's bytes;
 - everything else (folders, models' files, links, special files, odd names, hardlinked files, the
@@ -25,7 +26,6 @@ one process or in each worker of a split walk (`FolderWalk` takes several folder
 
 from __future__ import annotations
 
-import gc
 import os
 import stat
 from collections import defaultdict
@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from mlcache_audit import fsio
 from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
+from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan import (
     _CACHE_KINDS,
     _HEX_ANY,
@@ -87,7 +88,8 @@ def walk_folder(store: FolderStore, rel: str, notes: list[str], prefix: str = ""
     walk = FolderWalk(store, notes, progress)
     top_fd = store.open_top(rel, notes)
     if top_fd is not None:
-        walk.folder(top_fd, rel, prefix)
+        with collector_paused():
+            walk.folder(top_fd, rel, prefix)
     return walk.finish()
 
 
@@ -130,14 +132,12 @@ class FolderWalk:
         total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
         ostat, hex_sub = os.stat, _HEX_ANY.sub
         stack = [_Folder(top_fd, prefix, _sorted_names(top_fd, prefix, on_error), outer, "")]
-        collecting = gc.isenabled()
-        gc.disable()  # these records hold no cycles; the collector's passes made the walk slower than linear
         try:
             while stack:
                 f = stack[-1]
                 fd, names, i, art, area, plain = f.fd, f.names, f.i, f.art, f.area, f.plain
-                cache_file = art is not None and art.kind not in _MODEL_KINDS  # a cache's or scratch's file
-                layout = art.kind in _CACHE_KINDS if cache_file else False
+                model = art is not None and art.kind in _MODEL_KINDS  # its files are kept, to be compared
+                layout = art is not None and art.kind in _CACHE_KINDS  # its files fold into its layout
                 pend, line_rel = f.pending.append, f.line_rel
                 forms = layouts.setdefault(f.layout_rel, {}) if layout else None
                 child = None
@@ -154,13 +154,16 @@ class FolderWalk:
                     mode = st.st_mode
                     if _S_ISREG(mode) and st.st_nlink == 1 and (plain or (name.isascii() and name.isprintable())):
                         size = st.st_size
-                        if cache_file:
+                        if art is not None:  # as _add_member does
                             pend(f"{line_rel}{name}\0{size}\n")
                             if layout:
                                 form = forms.get(name)
                                 if form is None:
                                     form = forms[name] = f.layout_rel + hex_sub("<hex>", name)
                                 art.layout.add(form)
+                            elif model:
+                                art.members.append(Entry(f"{f.rel}/{name}", FILE, size, st.st_mtime, st.st_ino,
+                                                         st.st_dev, 1, st.st_mtime_ns, None, st.st_ctime_ns, name))
                             mtime = st.st_mtime
                             days[int(mtime // 86400)] += size
                             art.bytes += size
@@ -240,8 +243,6 @@ class FolderWalk:
                 if f.fd != top_fd:
                     os.close(f.fd)
         finally:
-            if collecting:
-                gc.enable()
             for f in stack:
                 if f.fd != top_fd:
                     os.close(f.fd)

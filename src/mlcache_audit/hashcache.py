@@ -54,21 +54,25 @@ class HashCache:
         return self._conn
 
     def get_many(self, keys: list[tuple]) -> dict[tuple, str]:
+        """Cached digests of the files `keys` name (dev, ino, size, mtime_ns, ctime_ns), when unchanged."""
         conn = self._open()
         if conn is None or not keys:
             return {}
+        by_dev: dict[int, dict[int, tuple]] = {}
+        for k in keys:
+            by_dev.setdefault(k[0], {})[k[1]] = k
         found: dict[tuple, str] = {}
         try:
-            for i in range(0, len(keys), 400):
-                chunk = keys[i:i + 400]
-                where = " OR ".join(["(dev=? AND ino=?)"] * len(chunk))
-                args = [v for k in chunk for v in k[:2]]
-                wanted = {(k[0], k[1]): k for k in chunk}
-                for dev, ino, size, mtime_ns, ctime_ns, digest in conn.execute(
-                        f"SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM hashes WHERE {where}", args):
-                    key = wanted.get((dev, ino))
-                    if key is not None and (size, mtime_ns, ctime_ns) == key[2:5]:
-                        found[key] = digest
+            for dev, wanted in by_dev.items():
+                inos = list(wanted)
+                for i in range(0, len(inos), 900):
+                    chunk = inos[i:i + 900]
+                    for ino, size, mtime_ns, ctime_ns, digest in conn.execute(
+                            "SELECT ino, size, mtime_ns, ctime_ns, digest FROM hashes "
+                            f"WHERE dev=? AND ino IN ({','.join('?' * len(chunk))})", [dev, *chunk]):
+                        key = wanted.get(ino)
+                        if key is not None and (size, mtime_ns, ctime_ns) == key[2:5]:
+                            found[key] = digest
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache off: {exc}"
             return {}
@@ -110,23 +114,30 @@ class HashCache:
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache not saved: {exc}"
 
-    def get_bundle(self, key: str) -> tuple[dict, list[str]] | None:
+    def get_bundles(self, keys: list[str]) -> dict[str, tuple[dict, list[str]]]:
+        """(summary, notes) of every compiled bundle whose files' key was seen before, in few queries."""
         import json
 
         conn = self._open()
-        if conn is None:
-            return None
+        if conn is None or not keys:
+            return {}
+        found: dict[str, tuple[dict, list[str]]] = {}
         try:
-            row = conn.execute("SELECT summary FROM bundles WHERE key=?", (key,)).fetchone()
-            if row is None:
-                return None
-            doc = json.loads(row[0])
-            summary, notes = doc["summary"], doc["notes"]
-        except (sqlite3.Error, ValueError, KeyError, TypeError):
-            return None
-        if not isinstance(summary, dict) or not isinstance(notes, list):
-            return None
-        return summary, [n for n in notes if isinstance(n, str)]
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                rows = conn.execute(f"SELECT key, summary FROM bundles WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchall()
+                for key, text in rows:
+                    try:
+                        doc = json.loads(text)
+                        summary, notes = doc["summary"], doc["notes"]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if isinstance(summary, dict) and isinstance(notes, list):
+                        found[key] = summary, [n for n in notes if isinstance(n, str)]
+        except sqlite3.Error:
+            return {}
+        return found
 
     def put_bundle(self, key: str, summary: dict, notes: list[str]) -> None:
         import json

@@ -8,7 +8,6 @@ macOS; MLCACHE_STATE_DIR moves it), never inside a container, one file per conta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -33,6 +32,8 @@ class Journal:
     def __init__(self, state_dir: Path, root: str, key: str | None = None):
         """`key` names the container when several share a root (per-process clients); default the root."""
         self.root = root
+        import hashlib
+
         name = hashlib.sha1((key or root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
         self.path = state_dir / "journals" / (name + ".jsonl")
         self._fh = None

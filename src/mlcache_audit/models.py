@@ -10,7 +10,6 @@ import base64
 import contextlib
 import io
 import json
-import logging
 import re
 import warnings
 
@@ -122,6 +121,8 @@ def coremltools_loaded() -> bool:
 
 
 def _coremltools_proto():
+    import logging
+
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
             contextlib.redirect_stdout(io.StringIO()):

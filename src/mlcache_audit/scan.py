@@ -7,7 +7,6 @@ a Core ML cache whose layout is not known is reported as `unrecognised`, never g
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import stat
@@ -40,6 +39,7 @@ from mlcache_audit.domain import (
     UNRECOGNISED,
     is_build,
 )
+from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.sources.base import DIR, FILE, Container, Entry
 from mlcache_audit.sources.base import join_rel as join
 from mlcache_audit.state import StateHasher
@@ -191,8 +191,11 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         container.notes.extend(part.notes)  # a worker's walk notes (one walk writes into the container's)
     total = sum(p.total for p in parts)
     files = sum(p.files for p in parts)
+    names = {id(a): {a.rel(e) for e in a.members} for a in artifacts}
+    keys = {id(a): _bundle_key(container, a, names[id(a)]) for a in artifacts} if model_cache is not None else {}
+    known = model_cache.get_bundles([k for k in keys.values() if k]) if model_cache is not None else {}
     for a in artifacts:
-        _describe(container, a, progress, model_cache)
+        _describe(container, a, names[id(a)], keys.get(id(a)), known, progress, model_cache)
     layout = {}
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
@@ -210,9 +213,7 @@ def _walk_part(entries, plan_state: bool, notes: list[str] | None = None) -> _Pa
     days: dict[int, int] = defaultdict(int)
     total = files = 0
     has_version = False
-    collecting = gc.isenabled()
-    gc.disable()  # these records hold no cycles; the collector's passes made the walk slower than linear
-    try:
+    with collector_paused():
         for e in entries:
             while stack and not e.path.startswith(stack[-1].prefix):
                 stack.pop()
@@ -245,9 +246,6 @@ def _walk_part(entries, plan_state: bool, notes: list[str] | None = None) -> _Pa
             else:
                 other[area_of(e.path)] += size
                 has_version = has_version or e.path == EXECUTORCH_VERSION_FILE
-    finally:
-        if collecting:
-            gc.enable()
     part.total, part.files, part.other, part.days, part.has_version = total, files, dict(other), dict(days), has_version
     return part
 
@@ -257,19 +255,19 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
     the entries between them (the root's and Library's own files) in this one. None when this
     cannot or should not be done: no fork on this platform, one core, not a folder, a scoped client,
     or a hardlink shared by two parts (counted once only by one walk)."""
-    import multiprocessing
-
     store = container.store
     if WALK_WORKERS < 2 or not container.is_whole_folder:
-        return None
-    try:
-        context = multiprocessing.get_context("fork")
-    except ValueError:
         return None
     shallow, tasks = _split(container)
     if len(tasks) < 2 or not _worth_forking(store, container.root, tasks):
         return None
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        context = multiprocessing.get_context("fork")
+    except ValueError:
+        return None
 
     groups = _groups(tasks, max(1, len(tasks) // (8 * WALK_WORKERS)))  # handed out as workers free up
     try:
@@ -343,49 +341,47 @@ def _split(container: Container) -> tuple[list[Entry], list[str]]:
     shallow: list[Entry] = []
     tasks: list[str] = []
 
-    def level(rel: str) -> list[tuple[str, os.stat_result]] | None:
-        try:
-            fd = store._open_dir(join(container.root, rel) if rel else container.root)  # noqa: SLF001
-        except OSError:
-            return None  # unreadable: the one walk reports it and goes on
-        try:
-            items = [(n, os.stat(n, dir_fd=fd, follow_symlinks=False)) for n in sorted(os.listdir(fd))]
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        plain = all((stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) and n.isascii() and n.isprintable()
-                    for n, st in items)
-        return items if plain else None
-
-    def opens(rel: str, items: list[tuple[str, os.stat_result]], depth: int) -> bool:
+    def opens(rel: str, dirs: int, depth: int) -> bool:
         if depth == 0 or rel == "Library":
             return True
         if depth >= MAX_SPLIT_DEPTH:
             return False
         parent = rel.rpartition("/")[0].rpartition("/")[2]
-        dirs = sum(stat.S_ISDIR(st.st_mode) for _, st in items)
         return parent == E5_CACHE or (0 < dirs <= 4)  # a build folder's entries, or a chain of few folders
 
     queue = [("", 0)]
     while queue:
         rel, depth = queue.pop(0)
-        items = level(rel)
-        if items is None:
+        try:
+            fd = store._open_dir(join(container.root, rel) if rel else container.root)  # noqa: SLF001
+        except OSError:
+            return [], []  # unreadable: the one walk reports it and goes on
+        try:
+            # Types from the folder listing (no stat per name): a level that is not opened costs one read.
+            with os.scandir(fd) as it:
+                items = sorted((d.name, d.is_dir(follow_symlinks=False), d.is_file(follow_symlinks=False)) for d in it)
+            if not all((is_dir or is_file) and n.isascii() and n.isprintable() for n, is_dir, is_file in items):
+                return [], []
+            if not opens(rel, sum(is_dir for _, is_dir, _ in items), depth):
+                tasks.append(rel)
+                continue
+            for name, _, _ in items:
+                child = f"{rel}/{name}" if rel else name
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                e = entry_from_stat(child, st)
+                if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                    return [], []  # changed since the listing: one walk notes it
+                if stat.S_ISDIR(st.st_mode) and _classify(e, None) is None:
+                    shallow.append(e)
+                    queue.append((child, depth + 1))
+                elif stat.S_ISDIR(st.st_mode):
+                    tasks.append(child)  # an artifact: walked whole, by one worker
+                else:
+                    shallow.append(e)
+        except OSError:
             return [], []
-        if not opens(rel, items, depth):
-            tasks.append(rel)
-            continue
-        for name, st in items:
-            child = f"{rel}/{name}" if rel else name
-            e = entry_from_stat(child, st)
-            if stat.S_ISDIR(st.st_mode) and _classify(e, None) is None:
-                shallow.append(e)
-                queue.append((child, depth + 1))
-            elif stat.S_ISDIR(st.st_mode):
-                tasks.append(child)  # an artifact: walked whole, by one worker
-            else:
-                shallow.append(e)
+        finally:
+            os.close(fd)
     shallow.sort(key=lambda e: e.path.split("/"))
     return shallow, tasks
 
@@ -418,7 +414,8 @@ def _walk_group(store, root: str, parent: str, names: list[str]) -> _Part:
                 walk.folder(None, join(root, rel), rel, top)
                 on_error(rel, "folder changed during the walk, not scanned", None)
                 continue
-            walk.folder(fd, join(root, rel), rel, top)
+            with collector_paused():
+                walk.folder(fd, join(root, rel), rel, top)
     finally:
         os.close(pfd)
     part = walk.finish()
@@ -650,16 +647,29 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
     return None
 
 
-def _describe(container: Container, a: Artifact, progress=None, model_cache=None) -> None:
-    """Read what recognition needs to say what a bundle or source model is."""
-    names = {a.rel(e) for e in a.members}
-    is_bundle = a.is_dir and (a.path.endswith(".mlmodelc") or "coremldata.bin" in names)
-    if is_bundle and a.kind in (COMPILED_MODEL, COMPILE_LEFTOVER, EXECUTORCH_ASSET):
+_BUNDLE_READS = ("metadata.json", "analytics/coremldata.bin", "model.mil")  # what a bundle's summary reads
+
+
+def _is_bundle(a: Artifact, names: set[str]) -> bool:
+    return a.is_dir and a.kind in (COMPILED_MODEL, COMPILE_LEFTOVER, EXECUTORCH_ASSET) and \
+        (a.path.endswith(".mlmodelc") or "coremldata.bin" in names)
+
+
+def _bundle_key(container: Container, a: Artifact, names: set[str]) -> str | None:
+    """The hash-cache key of a compiled bundle's summary (None: not a bundle, or no key in this store)."""
+    if not _is_bundle(a, names):
+        return None
+    return _files_key(container, a, [f"{a.path}/{n}" for n in _BUNDLE_READS if n in names])
+
+
+def _describe(container: Container, a: Artifact, names: set[str], key: str | None, known: dict,
+              progress=None, model_cache=None) -> None:
+    """Read what recognition needs to say what a bundle or source model is. `names`: the artifact's
+    files, relative to it; `key`: its bundle key, and `known` the summaries cached under such keys."""
+    if _is_bundle(a, names):
         if "coremldata.bin" not in names:
             a.notes.append("no coremldata.bin at the top: not a complete compiled bundle")
-        read_files = [f"{a.path}/{n}" for n in ("metadata.json", "analytics/coremldata.bin", "model.mil") if n in names]
-        key = _files_key(container, a, read_files) if model_cache is not None else None
-        cached = model_cache.get_bundle(key) if key else None
+        cached = known.get(key) if key else None
         if cached is not None:  # the files read below are unchanged since they were last read
             summary, notes = cached
         else:

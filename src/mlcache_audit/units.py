@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from decimal import Decimal
 
 from mlcache_audit.errors import BudgetConfigError
 
@@ -43,7 +42,12 @@ def parse_size(text: str | int) -> int:
         raise BudgetConfigError(
             f"cannot read size {text!r}", hint="use a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. 500KB"
         )
-    return int((Decimal(match.group(1)) * _UNITS[match.group(2).lower()]).to_integral_value())
+    number, unit = match.group(1), _UNITS[match.group(2).lower()]
+    if "." not in number:  # whole numbers need no decimal arithmetic (nor its import)
+        return int(number) * unit
+    from decimal import Decimal
+
+    return int((Decimal(number) * unit).to_integral_value())
 
 
 def format_size(n: int) -> str:

@@ -7,7 +7,6 @@ client name: never by the container's UUID (it changes on every install), never 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -69,6 +68,8 @@ def change(before: Snapshot, after: Snapshot) -> dict:
 
 
 def history_file(client: str, state_dir: Path | None = None) -> Path:
+    import hashlib
+
     name = hashlib.sha1(client.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return (state_dir or default_state_dir()) / "watch" / f"{name}.jsonl"
 
@@ -96,6 +97,8 @@ def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, 
         return {}
     from mlcache_audit import fsio
 
+    if not ((state_dir or default_state_dir()) / "watch").is_dir():
+        return {}  # `watch` never ran here: no history to read (nor hashlib to import)
     try:
         raw = fsio.read_regular(str(history_file(client, state_dir)), 64 * 1024**2)
     except OSError:

@@ -16,10 +16,7 @@ from typing import BinaryIO
 from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
-
-# Zip-bomb guards: what an archive may declare before mlcache refuses to read it.
-DEFAULT_MAX_MEMBERS = 1_000_000
-DEFAULT_MAX_BYTES = 256 * 1024**3
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS  # noqa: F401 - the limits archives obey
 
 READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError)
 
@@ -221,7 +218,7 @@ class ArchiveStore:
                 if fh is not None:
                     fh.close()
 
-    def hash_key(self, rel: str, entry: Entry) -> tuple | None:
+    def hash_key(self, entry: Entry) -> tuple | None:
         return None  # archives are read once per run; no cross-run cache
 
 

@@ -8,7 +8,6 @@ read-only and immutable so that no `-wal`/`-shm` file ever appears beside a cust
 from __future__ import annotations
 
 import os
-import plistlib
 import posixpath
 import re
 import sqlite3
@@ -180,6 +179,8 @@ def _mbfile(blob) -> tuple[dict, list[str]]:
     type- and range-checked; (fields, problems) where a problem names a field that was dropped."""
     if blob is not None and not isinstance(blob, bytes):
         return {}, ["the file record is not a binary plist"]
+    import plistlib  # read_plist has imported it
+
     archive = read_plist(blob)
     objects = archive.get("$objects")
     top = archive.get("$top", {}).get("root") if isinstance(archive.get("$top"), dict) else None

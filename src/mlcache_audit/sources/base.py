@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import plistlib
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -53,7 +52,7 @@ class Store(Protocol):
     def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
         """Open files for reading, in the order cheapest for the store (archive order for a tar)."""
 
-    def hash_key(self, rel: str, entry: Entry) -> tuple | None:
+    def hash_key(self, entry: Entry) -> tuple | None:
         """A key under which a content hash of this file may be cached across runs, or None."""
 
 
@@ -153,7 +152,7 @@ class Container:
             yield mapping[store_rel], fh
 
     def hash_key(self, entry: Entry) -> tuple | None:
-        return self.store.hash_key(self._store_path(entry.path), entry)
+        return self.store.hash_key(entry)
 
 
 def _counted(entries: Iterator[Entry], progress: Callable[[int], None], every: int = 1000) -> Iterator[Entry]:
@@ -178,6 +177,8 @@ def read_plist(data: bytes | None) -> dict:
     if not data:
         return {}
     try:
+        import plistlib
+
         value = plistlib.loads(data)
     except Exception:  # noqa: BLE001 - plistlib raises several unrelated types on bad input
         return {}

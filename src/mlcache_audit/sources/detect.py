@@ -8,10 +8,10 @@ import re
 from pathlib import Path
 
 from mlcache_audit.errors import NotAContainer, PathNotFound
-from mlcache_audit.sources.archive import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS, ArchiveStore, is_archive
 from mlcache_audit.sources.backup import looks_like_backup, open_backup
 from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container, join_rel, read_plist
 from mlcache_audit.sources.folder import FolderStore
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
 IOS_METADATA_PLIST = ".com.apple.mobile_container_manager.metadata.plist"
 MACOS_METADATA_PLIST = ".com.apple.containermanagerd.metadata.plist"
@@ -33,6 +33,11 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
     if p.is_dir():
         store = FolderStore(p)
     elif p.is_file():
+        from mlcache_audit.sources.archive import (  # zipfile and tarfile: only for a file
+            ArchiveStore,
+            is_archive,
+        )
+
         kind = is_archive(p)
         if kind is None:
             raise NotAContainer(f"{path} is a file but not a zip or tar archive",

@@ -131,7 +131,7 @@ class FolderStore:
             with os.fdopen(fd, "rb") as fh:
                 yield rel, fh
 
-    def hash_key(self, rel: str, entry: Entry) -> tuple | None:
+    def hash_key(self, entry: Entry) -> tuple | None:
         if entry.inode is None or entry.mtime_ns is None:
             return None
         return (entry.dev, entry.inode, entry.size, entry.mtime_ns, entry.ctime_ns or 0)
