@@ -16,6 +16,10 @@ Targets (issue 13), checked here, never by timed unit tests; the script exits 1 
 - duplicate-heavy folder: first scan at most 0.5x jdupes; second scan (hash cache) at least 5x faster.
 jdupes is installed with apt-get when it is missing and this runs as root; otherwise its comparisons
 are skipped and said so. `du` is coreutils'.
+
+mlcache runs as users run it: the installed `mlcache` command beside this Python (else
+`python -m mlcache_audit`), with its bytecode compiled first, as `pip install` of a wheel does (an
+editable install under PYTHONDONTWRITEBYTECODE would compile every module again on every run).
 """
 
 from __future__ import annotations
@@ -128,10 +132,21 @@ def ensure_jdupes() -> bool:
     return False
 
 
+def mlcache_command() -> list[str]:
+    """The installed `mlcache` command (its bytecode compiled), else the module."""
+    import compileall
+
+    import mlcache_audit
+
+    compileall.compile_dir(str(Path(mlcache_audit.__file__).parent), quiet=1)
+    script = Path(sys.executable).parent / "mlcache"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mlcache_audit"]
+
+
 def run_tree(root: Path, runs: int, *, second: bool, jdupes: bool) -> dict:
     """Medians and peak RSS of each command on one tree, the commands taking turns every run."""
     warm(root)
-    scan = [sys.executable, "-m", "mlcache_audit", "scan", str(root), "--format", "json"]
+    scan = [*mlcache_command(), "scan", str(root), "--format", "json"]
     rows: dict[str, list[dict]] = {"first": [], "second": [], "jdupes": [], "du": []}
     for _ in range(runs):
         cache_dir = tempfile.mkdtemp(prefix="mlcache-bench-cache-")

@@ -47,6 +47,15 @@ class RunHashes:
     max_bytes: int = DEFAULT_MAX_HASH_BYTES  # bytes read in full for hashing, in the whole run
     over_budget: int = 0  # files left unhashed because of max_bytes
 
+    keys: dict[str, tuple] = field(default_factory=dict)  # this container's keys by path (see key)
+
+    def key(self, c: Container, e: Entry) -> tuple:
+        """The cache key of a file of `c`, worked out once per file and container."""
+        k = self.keys.get(e.path)
+        if k is None:
+            k = self.keys[e.path] = _key(c, e)
+        return k
+
     def affordable(self, size: int) -> bool:
         """May a file of `size` bytes still be hashed in full? Past the budget, it is left unjudged."""
         if self.stats.bytes_hashed + size <= self.max_bytes:
@@ -88,6 +97,7 @@ def model_key(a: Artifact) -> str | None:
 def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None] | None = None) -> Fingerprints:
     """Compute the three views; content hashes only for artifacts that might be copies of another."""
     c = scan.container
+    run.keys = {}  # keys by path hold for one container only
     candidates = [a for a in scan.artifacts if a.kind in MODEL_KINDS and a.members]
     fp = Fingerprints({}, {}, {}, {}, {})
     for a in scan.artifacts:
@@ -149,7 +159,7 @@ def _from_cache(keys, run: RunHashes) -> None:
 
 def _all_cached(c: Container, group: list[Artifact], run: RunHashes) -> bool:
     """True when every file's full digest is already known: the partial tier would be wasted reads."""
-    keys = [_key(c, e) for a in group for e in a.members]
+    keys = [run.key(c, e) for a in group for e in a.members]
     _from_cache(keys, run)
     return all(k in run.full for k in keys)
 
@@ -163,11 +173,11 @@ def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
         return e.size <= 2 * PARTIAL_BYTES
 
     todo = [e for e in a.members
-            if (small(e) and _key(c, e) not in run.full) or (not small(e) and _key(c, e) not in run.partial)]
+            if (small(e) and run.key(c, e) not in run.full) or (not small(e) and run.key(c, e) not in run.partial)]
     by_path = {e.path: e for e in todo}
     for path, fh in c.stream([e.path for e in todo]):
         e = by_path[path]
-        key = _key(c, e)
+        key = run.key(c, e)
         if fh is None:
             run.partial[key] = "unreadable"
             continue
@@ -184,7 +194,7 @@ def _artifact_partial(c: Container, a: Artifact, run: RunHashes) -> str:
             run.partial[key] = "unreadable"
     h = xxhash.xxh3_128()
     for e in sorted(a.members, key=lambda m: a.rel(m)):
-        key = _key(c, e)
+        key = run.key(c, e)
         part = run.full.get(key) if small(e) else run.partial.get(key)
         h.update(f"{a.rel(e)}\0{e.size}\0{part}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
@@ -201,11 +211,11 @@ def _store_full(run: RunHashes, key: tuple, digest: str, size: int) -> str:
 def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> None:
     todo: dict[str, Entry] = {}
     for e in entries:
-        key = _key(c, e)
+        key = run.key(c, e)
         if key not in run.full and e.path not in todo:
             todo[e.path] = e
-    _from_cache([_key(c, e) for e in todo.values()], run)
-    wanted = [p for p, e in todo.items() if _key(c, e) not in run.full]
+    _from_cache([run.key(c, e) for e in todo.values()], run)
+    wanted = [p for p, e in todo.items() if run.key(c, e) not in run.full]
     before = run.over_budget
     wanted = [p for p in wanted if run.affordable(todo[p].size)]
     if run.over_budget > before:
@@ -213,7 +223,7 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
                        f"({run.max_bytes} bytes); copies among them are not judged")
     unique: dict[tuple, str] = {}
     for p in wanted:  # a hardlink to a file already in this batch is hashed once
-        unique.setdefault(_key(c, todo[p]), p)
+        unique.setdefault(run.key(c, todo[p]), p)
     paths = list(unique.values())
     if c.store.kind == "folder" and len(paths) > 1 and HASH_THREADS > 1:
         # Folders: files are opened on their own, so two threads read and hash at once (xxhash and
@@ -285,7 +295,7 @@ def _hash_handle(fh) -> tuple[str, int] | str | None:
 
 
 def _keep(c: Container, e: Entry, path: str, result, run: RunHashes, progress) -> None:
-    key = _key(c, e)
+    key = run.key(c, e)
     if result is None:
         c.notes.append(f"cannot read {display_path(path)}: not hashed")
     elif isinstance(result, str):
@@ -302,7 +312,7 @@ def _artifact_digest(c: Container, a: Artifact, run: RunHashes) -> str | None:
     full = run.full
     for e in sorted(a.members, key=a.rel):
         rel = a.rel(e)
-        digest = full.get(_key(c, e))
+        digest = full.get(run.key(c, e))
         if digest is None:
             return None
         lines.append(f"{rel}\0{e.size}\0{digest}\n")
