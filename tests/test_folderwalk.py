@@ -135,3 +135,25 @@ def test_folder_walk_equals_the_entry_walk_on_random_byte_trees(tmp_tree, caches
     finally:
         remove_iteratively(base)
         os.rmdir(base)
+
+
+def test_a_split_walk_worker_never_enters_a_folder_swapped_since_the_split(tmp_path):
+    """Between the split and a worker's walk, a task folder becomes a symlink to a folder outside:
+    the worker notes it and walks nothing through it."""
+    from mlcache_audit.scan import _split, _walk_group
+
+    root = hostile_corpus._container(tmp_path / "app")
+    hostile_corpus._leak(root, 3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"s" * 99)
+    c = open_containers(str(root))[0]
+    _, tasks = _split(c)
+    task = next(t for t in tasks if t.startswith("tmp/"))
+    parent, _, name = task.rpartition("/")
+    moved = tmp_path / "moved"
+    os.rename(root / task, moved)
+    os.symlink(outside, root / task)
+    part = _walk_group(c.store, c.root, parent, [name])
+    assert part.files == 0 and part.total == 0
+    assert any(task in n and "not scanned" in n for n in part.notes), part.notes

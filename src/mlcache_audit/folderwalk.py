@@ -131,7 +131,7 @@ class FolderWalk:
         on_error = walk_notes(self.notes)
         total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
         ostat, hex_sub = os.stat, _HEX_ANY.sub
-        stack = [_Folder(top_fd, prefix, _sorted_names(top_fd, prefix, on_error), outer, "")]
+        stack = [_Folder(top_fd, prefix, fsio.sorted_names(top_fd, prefix, on_error), outer, "")]
         try:
             while stack:
                 f = stack[-1]
@@ -213,14 +213,8 @@ class FolderWalk:
                             has_version = has_version or path == EXECUTORCH_VERSION_FILE
                     if not _S_ISDIR(mode):
                         continue
-                    try:
-                        sub = os.open(name, fsio.DIRFLAGS, dir_fd=fd)
-                    except OSError as exc:
-                        on_error(path, "unreadable folder, not scanned", exc.strerror)
-                        continue
-                    if os.fstat(sub).st_ino != st.st_ino:  # swapped between the stat and the open
-                        os.close(sub)
-                        on_error(path, "folder changed during the walk, not scanned", None)
+                    sub = fsio.open_subfolder(fd, name, st, path, on_error)
+                    if sub is None:
                         continue
                     if new is not None and new.is_dir:
                         inner, inner_rel = new, ""
@@ -228,7 +222,7 @@ class FolderWalk:
                         inner, inner_rel = art, f"{f.art_rel}/{name}" if f.art_rel else name
                     else:
                         inner, inner_rel = None, ""
-                    child = _Folder(sub, path, _sorted_names(sub, path, on_error), inner, inner_rel)
+                    child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel)
                     break
                 f.i = i
                 walked += i - start
@@ -249,13 +243,3 @@ class FolderWalk:
             os.close(top_fd)
         self.walked = walked
         part.total, part.files, part.has_version = total, files, has_version
-
-
-def _sorted_names(fd: int, rel: str, on_error) -> list[str]:
-    try:
-        names = os.listdir(fd)
-    except OSError as exc:
-        on_error(rel, "unreadable folder, not scanned", exc.strerror)
-        return []
-    names.sort()
-    return names

@@ -93,7 +93,7 @@ def walk_at(top_fd: int, on_error, make=None, prefix: str = "") -> Iterator:
     `on_error(rel, what, detail)` hears of what could not be read; the rest is still walked.
     Paths start with `prefix/` when a prefix is given (a part of a larger walk).
     The caller keeps `top_fd` open and closes it."""
-    names = _sorted_names(top_fd, prefix, on_error)
+    names = sorted_names(top_fd, prefix, on_error)
     stack: list[tuple[int, str, Iterator[str]]] = [(top_fd, prefix, iter(names))]
     try:
         while stack:
@@ -118,28 +118,40 @@ def walk_at(top_fd: int, on_error, make=None, prefix: str = "") -> Iterator:
                     target = None
             yield make(rel, name, st, target) if make is not None else (rel, st, target)
             if stat.S_ISDIR(st.st_mode):
-                try:
-                    child = os.open(name, DIRFLAGS, dir_fd=fd)
-                except OSError as exc:
-                    on_error(rel, "unreadable folder, not scanned", exc.strerror)
-                    continue
-                if os.fstat(child).st_ino != st.st_ino:  # swapped between the stat and the open
-                    os.close(child)
-                    on_error(rel, "folder changed during the walk, not scanned", None)
-                    continue
-                stack.append((child, rel, iter(_sorted_names(child, rel, on_error))))
+                child = open_subfolder(fd, name, st, rel, on_error)
+                if child is not None:
+                    stack.append((child, rel, iter(sorted_names(child, rel, on_error))))
     finally:
         for fd, _, _ in stack:
             if fd != top_fd:
                 os.close(fd)
 
 
-def _sorted_names(fd: int, rel: str, on_error) -> list[str]:
+def open_subfolder(fd: int, name: str, st: os.stat_result, rel: str, on_error) -> int | None:
+    """An fd of the folder `name` in `fd`, which `st` (an lstat of it) saw: opened with O_NOFOLLOW and
+    checked to be that same folder. None, told to `on_error(rel, ...)`, when it cannot be opened or
+    was swapped (for a symlink, say) between the stat and the open."""
     try:
-        return sorted(os.listdir(fd))
+        child = os.open(name, DIRFLAGS, dir_fd=fd)
+    except OSError as exc:
+        on_error(rel, "unreadable folder, not scanned", exc.strerror)
+        return None
+    if os.fstat(child).st_ino != st.st_ino:
+        os.close(child)
+        on_error(rel, "folder changed during the walk, not scanned", None)
+        return None
+    return child
+
+
+def sorted_names(fd: int, rel: str, on_error) -> list[str]:
+    """The names in the folder `fd` by code point (tree order), or [] told to `on_error`."""
+    try:
+        names = os.listdir(fd)
     except OSError as exc:
         on_error(rel, "unreadable folder, not scanned", exc.strerror)
         return []
+    names.sort()
+    return names
 
 
 def raise_open_file_limit() -> None:

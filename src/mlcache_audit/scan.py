@@ -399,23 +399,14 @@ def _walk_group(store, root: str, parent: str, names: list[str]) -> _Part:
         for name in names:  # as the one walk would meet them: the entry, then its folder's names
             rel = f"{parent}/{name}" if parent else name
             try:
-                top = entry_from_stat(rel, os.stat(name, dir_fd=pfd, follow_symlinks=False))
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                top = entry_from_stat(rel, st)
             except OSError as exc:
                 on_error(rel, "cannot stat", exc.strerror)
                 continue
-            try:
-                fd = os.open(name, fsio.DIRFLAGS, dir_fd=pfd)
-            except OSError as exc:
-                walk.folder(None, join(root, rel), rel, top)
-                on_error(rel, "unreadable folder, not scanned", exc.strerror)
-                continue
-            if os.fstat(fd).st_ino != top.inode:  # swapped since the split saw it
-                os.close(fd)
-                walk.folder(None, join(root, rel), rel, top)
-                on_error(rel, "folder changed during the walk, not scanned", None)
-                continue
+            fd = fsio.open_subfolder(pfd, name, st, rel, on_error)  # swapped since the split saw it: noted
             with collector_paused():
-                walk.folder(fd, join(root, rel), rel, top)
+                walk.folder(fd, join(root, rel), rel, top)  # with no fd: only the folder's own entry
     finally:
         os.close(pfd)
     part = walk.finish()
