@@ -73,6 +73,22 @@ def test_json_output_never_imports_rich(built, tmp_path):
     assert not {m for m in loaded if m.split(".")[0] == "rich"}
 
 
+def test_a_small_folder_scan_imports_no_archive_reader_nor_worker_processes(tmp_path):
+    """zipfile and tarfile only for an archive, multiprocessing only for a split walk, hashlib only
+    for a launch history that exists, decimal only for a size with a fraction."""
+    import hostile_corpus
+
+    root = hostile_corpus._container(tmp_path / "app")
+    hostile_corpus._leak(root, 3)
+    code = ("from mlcache_audit.cli import cli\n"
+            f"try:\n    cli.main(args=['scan', {str(root)!r}, '--format', 'json', '--max-hash-bytes', '1GiB'], "
+            "prog_name='mlcache', standalone_mode=False)\nexcept SystemExit:\n    pass\n")
+    loaded = _modules_after(code, {"MLCACHE_CACHE_DIR": str(tmp_path / "cache"),
+                                   "MLCACHE_STATE_DIR": str(tmp_path / "state")})
+    assert "mlcache_audit.folderwalk" in loaded  # it did scan
+    assert not loaded & {"zipfile", "tarfile", "multiprocessing", "hashlib", "decimal", "coremltools"}
+
+
 def test_second_scan_of_a_live_folder_never_imports_coremltools(fx, tmp_path):
     root = fx("studio")
     env = {"MLCACHE_CACHE_DIR": str(tmp_path / "cache")}

@@ -10,7 +10,7 @@ area, outside every artifact), so the common files go straight into their sums:
   a model's is kept as an `Entry` built here, for its contents to be compared;
 - a plain file in a quiet folder (one where only a `*.mlmodel` can start an artifact, as
   `scan.quiet_folder` says) is added to its area's bytes;
-- everything else (folders, models' files, links, special files, odd names, hardlinked files, the
+- everything else (folders, links, special files, odd names, hardlinked files, the files of the
   caches' and tmp/'s own levels) becomes an `Entry` and takes exactly the steps `_walk_part` takes.
 
 Each folder's names are handled in one inner loop up to its next subfolder; a cache entry's

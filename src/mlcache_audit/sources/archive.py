@@ -16,7 +16,7 @@ from typing import BinaryIO
 from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
-from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS  # noqa: F401 - the limits archives obey
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
 READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError)
 
