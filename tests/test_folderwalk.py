@@ -157,3 +157,44 @@ def test_a_split_walk_worker_never_enters_a_folder_swapped_since_the_split(tmp_p
     part = _walk_group(c.store, c.root, parent, [name])
     assert part.files == 0 and part.total == 0
     assert any(task in n and "not scanned" in n for n in part.notes), part.notes
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one walk", "split walk"])
+def test_an_unreadable_folder_is_noted_and_the_rest_is_scanned(split, tmp_path, monkeypatch):
+    """EACCES on listing one folder (injected: root reads every folder): both walks note it in the
+    same words, and the command still scans everything else, exit 0. (The split walk's size probe
+    once let it through as an internal error.)"""
+    import errno
+
+    from conftest import run
+    from test_hostile import json_doc
+
+    root = hostile_corpus._container(tmp_path / "app")
+    hostile_corpus._leak(root, 2)
+    locked = root / "Documents" / "locked"
+    locked.mkdir()
+    (locked / "a.bin").write_bytes(b"a" * 10)
+    locked_ino = locked.stat().st_ino
+    real_listdir = os.listdir
+
+    def listdir(fd=None):
+        if isinstance(fd, int) and os.fstat(fd).st_ino == locked_ino:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_listdir(fd) if fd is not None else real_listdir()
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert assert_same_walks(root) == 1
+    if split:
+        import mlcache_audit.scan as scan_mod
+
+        monkeypatch.setattr(scan_mod, "PARALLEL_MIN_ENTRIES", 0)
+        forked = []
+        real = scan_mod._parallel_parts
+        monkeypatch.setattr(scan_mod, "_parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
+    result = run("scan", root, "--format", "json", "--no-hash-cache")
+    if split:
+        assert forked and forked[0] is not None, "the walk was not split"
+    assert result.exit_code == 0, result.stderr
+    c = json_doc(result)["containers"][0]
+    assert "unreadable folder, not scanned: Documents/locked (permission denied)" in c["notes"]
+    assert c["file_count"] > 0 and c["reclaimable_bytes"] > 0

@@ -317,6 +317,8 @@ def _worth_forking(store, root: str, tasks: list[str]) -> bool:
             continue
         try:
             seen += len(os.listdir(fd))
+        except OSError:
+            continue  # unreadable: the walk notes it
         finally:
             os.close(fd)
         if seen >= PARALLEL_MIN_ENTRIES:
