@@ -26,7 +26,7 @@ from mlcache_audit.scan import _classify, _walk_part, area_of, quiet_folder
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.base import FILE, Entry
 from test_hostile import remove_iteratively
-from test_hostile_faults import _make, nodes
+from test_hostile_faults import _make, deny_access, nodes
 from test_hostile_faults import names as byte_names
 
 
@@ -164,8 +164,6 @@ def test_an_unreadable_folder_is_noted_and_the_rest_is_scanned(split, tmp_path, 
     """EACCES on listing one folder (injected: root reads every folder): both walks note it in the
     same words, and the command still scans everything else, exit 0. (The split walk's size probe
     once let it through as an internal error.)"""
-    import errno
-
     from conftest import run
     from test_hostile import json_doc
 
@@ -174,15 +172,7 @@ def test_an_unreadable_folder_is_noted_and_the_rest_is_scanned(split, tmp_path, 
     locked = root / "Documents" / "locked"
     locked.mkdir()
     (locked / "a.bin").write_bytes(b"a" * 10)
-    locked_ino = locked.stat().st_ino
-    real_listdir = os.listdir
-
-    def listdir(fd=None):
-        if isinstance(fd, int) and os.fstat(fd).st_ino == locked_ino:
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-        return real_listdir(fd) if fd is not None else real_listdir()
-
-    monkeypatch.setattr(os, "listdir", listdir)
+    deny_access(monkeypatch, locked, "listdir")
     assert assert_same_walks(root) == 1
     if split:
         import mlcache_audit.scan as scan_mod

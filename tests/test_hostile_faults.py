@@ -300,6 +300,81 @@ def test_fuzzed_manifests_are_records_damaged_lines_or_a_clean_error(lines):
         assert all(o.status in ("skipped", "failed") for o in result.outcomes)
 
 
+# -- unreadable parts ---------------------------------------------------------------------------
+def deny_access(monkeypatch, path: Path, fault: str) -> None:
+    """EACCES from `os.<fault>` (stat, listdir or open) on the file or folder at `path`, found by
+    inode: what a folder without read or search permission gives a user (root reads everything)."""
+    target = path.stat()
+    real = {"stat": os.stat, "listdir": os.listdir, "open": os.open}
+
+    def denied():
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    def fake_stat(p, *a, **k):
+        st = real["stat"](p, *a, **k)
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            denied()
+        return st
+
+    def fake_listdir(p="."):
+        if isinstance(p, int) and os.fstat(p).st_ino == target.st_ino:
+            denied()
+        return real["listdir"](p)
+
+    def fake_open(p, flags, mode=0o777, **k):
+        fd = real["open"](p, flags, mode, **k)
+        if os.fstat(fd).st_ino == target.st_ino:
+            os.close(fd)
+            denied()
+        return fd
+
+    monkeypatch.setattr(os, fault, {"stat": fake_stat, "listdir": fake_listdir, "open": fake_open}[fault])
+
+
+@pytest.mark.parametrize("fault", ["stat", "listdir", "open"])
+def test_an_unreadable_path_is_a_one_line_error(fault, tmp_path, monkeypatch):
+    """The PATH itself cannot be read (no permission on it or a folder above it): exit 2, one line
+    naming it; never an internal error (stat) nor "holds no app container" (listdir, open)."""
+    root = hostile_corpus._container(tmp_path / "app")
+    deny_access(monkeypatch, root, fault)
+    result = run("scan", root, "--format", "json")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.strip() == f"mlcache: error: cannot read {root}: Permission denied " \
+                                    "(check that your user may read it and every folder above it)"
+
+
+@pytest.mark.parametrize("fault", ["stat", "listdir", "open"])
+def test_an_unreadable_simulator_app_is_noted_and_the_others_are_scanned(fault, fx, monkeypatch):
+    sim = fx("simulator")
+    apps = sim / "Devices/5C3A4B2D-0E1F-4A6B-8C7D-9E0F1A2B3C4D/data/Containers/Data/Application"
+    locked, other = sorted(apps.iterdir())[-1], sorted(apps.iterdir())[0]
+    deny_access(monkeypatch, locked, fault)
+    result = run("scan", sim, "--format", "json", "--no-hash-cache")
+    assert result.exit_code == 0, result.stderr
+    [c] = json_doc(result)["containers"]
+    assert c["root"].endswith(other.name) and c["file_count"] > 0
+    assert any("cannot be read" in n and locked.name in n for n in c["notes"]), c["notes"]
+
+
+def test_an_unreadable_xcappdata_folder_names_it(fx, monkeypatch):
+    """Found but not readable: the areas are not observable because they cannot be read (never
+    "absent", never clean); not even found (its type unknown): exit 2 naming it."""
+    studio = fx("studio")
+    deny_access(monkeypatch, studio / "AppData", "listdir")
+    result = run("scan", studio, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [c] = json_doc(result)["containers"]
+    assert c["file_count"] == 0 and c["not_observable"] == ["tmp"]  # Library/ itself is readable
+    assert "tmp/ cannot be read (permission denied): its contents cannot be judged" in c["notes"]
+    assert "unreadable folder, not scanned: . (permission denied)" in c["notes"]
+    monkeypatch.undo()
+    deny_access(monkeypatch, studio / "AppData", "stat")
+    result = run("scan", studio, "--format", "json")
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"mlcache: error: no app container could be read in {studio}: "
+                                            "AppData cannot be read (Permission denied)")
+
+
 # -- random trees with arbitrary byte names -----------------------------------------------------
 names = st.binary(min_size=1, max_size=24).filter(lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b".."))
 nodes = st.recursive(st.sampled_from(["file", "fifo", "deep"]),

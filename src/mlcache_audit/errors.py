@@ -32,6 +32,10 @@ class PathNotFound(MlcacheError):
     """The path given does not exist."""
 
 
+class PathUnreadable(MlcacheError):
+    """The path given exists but cannot be read (no permission on it or on a folder above it)."""
+
+
 class NotAContainer(MlcacheError):
     """The path exists but holds no app container, backup or archive that mlcache recognises."""
 

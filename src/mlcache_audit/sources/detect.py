@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import stat
 from pathlib import Path
 
-from mlcache_audit.errors import NotAContainer, PathNotFound
+from mlcache_audit import fsio
+from mlcache_audit.errors import NotAContainer, PathNotFound, PathUnreadable
 from mlcache_audit.sources.backup import looks_like_backup, open_backup
-from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container, join_rel, read_plist
+from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container, display_path, join_rel, read_plist
 from mlcache_audit.sources.folder import FolderStore
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
@@ -30,9 +32,22 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
     if not os.path.lexists(p):
         raise PathNotFound(f"no such file or folder: {path}")
     p = Path(os.path.realpath(p))
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode
+        if stat.S_ISDIR(mode):  # the folder can be listed, or no container in it can be found
+            fd = os.open(p, fsio.DIRFLAGS)
+            try:
+                os.listdir(fd)
+            finally:
+                os.close(fd)
+        elif stat.S_ISREG(mode):  # an archive can be opened
+            os.close(os.open(p, fsio.FILEFLAGS))
+    except OSError as exc:
+        raise PathUnreadable(f"cannot read {path}: {exc.strerror or exc}",
+                             hint="check that your user may read it and every folder above it") from None
+    if stat.S_ISDIR(mode):
         store = FolderStore(p)
-    elif p.is_file():
+    elif stat.S_ISREG(mode):
         from mlcache_audit.sources.archive import (  # zipfile and tarfile: only for a file
             ArchiveStore,
             is_archive,
@@ -47,6 +62,12 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         raise NotAContainer(f"{path} is neither a folder nor a file")
     finder = _Finder(store)
     found = finder.find("", 0)
+    # Folders the search could not read outside the containers it found: a container in them is not
+    # shown, and each one found says so (inside a container, the walk notes what it cannot read).
+    skipped = {rel: why for rel, why in getattr(store, "unreadable", {}).items()
+               if not any(root == "" or rel == root or rel.startswith(root + "/") for root, _, _ in found)}
+    finder.notes.extend(f"not searched for containers, cannot be read: {display_path(rel or '.')} ({why.lower()})"
+                        for rel, why in sorted(skipped.items()))
     containers: list[Container] = []
     for rel, form, bid in found:
         if form == "backup":
@@ -59,16 +80,23 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == "folder" \
             else f"{store.label}!{rel or '.'}"
         c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label, notes=list(finder.notes))
+        unreadable = getattr(store, "unreadable", {})
         for area in OBSERVABLE_AREAS:  # a copy may lack them (a Documents-only pull): unknown, not clean
             parent, _, name = area.rpartition("/")
-            if not (store.list_dir(join_rel(rel, parent) if parent else rel) or {}).get(name):
+            where = join_rel(rel, parent) if parent else rel
+            if not (store.list_dir(where) or {}).get(name):
                 c.not_observable.append(area)
-        for area in c.not_observable:
-            c.notes.append(f"{area}/ is absent from this copy: its contents cannot be judged")
+                why = unreadable.get(where) or unreadable.get(join_rel(where, name))
+                c.notes.append(f"{area}/ cannot be read ({why.lower()}): its contents cannot be judged" if why
+                               else f"{area}/ is absent from this copy: its contents cannot be judged")
         containers.append(c)
     if not containers:
         if bundle_id and found:
             raise NotAContainer(f"no container for bundle id {bundle_id} in {path}")
+        if skipped:
+            rel, why = sorted(skipped.items())[0]
+            raise PathUnreadable(f"no app container could be read in {path}: {display_path(rel)} cannot be read ({why})",
+                                 hint="check that your user may read it")
         raise NotAContainer(f"{path} holds no app container",
                             hint="expected Documents/, Library/ and tmp/, an .xcappdata, a simulator tree or a backup")
     return containers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -21,6 +22,7 @@ class FolderStore:
     def __init__(self, base: Path):
         self.base = base
         self.label = str(base)
+        self.unreadable: dict[str, str] = {}  # what list_dir could not read (rel -> why), for detection
 
     def real(self, rel: str) -> str:
         return os.path.join(self.base, *rel.split("/")) if rel else str(self.base)
@@ -31,17 +33,21 @@ class FolderStore:
     def list_dir(self, rel: str) -> dict[str, bool] | None:
         try:
             fd = self._open_dir(rel)
-        except OSError:
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                self.unreadable[rel] = exc.strerror or str(exc)
             return None
         try:
             out = {}
             for name in os.listdir(fd):
                 try:
                     out[name] = stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
-                except OSError:
+                except OSError as exc:
                     out[name] = False
+                    self.unreadable[posixpath.join(rel, name) if rel else name] = exc.strerror or str(exc)
             return out
-        except OSError:
+        except OSError as exc:
+            self.unreadable[rel] = exc.strerror or str(exc)
             return None
         finally:
             os.close(fd)
