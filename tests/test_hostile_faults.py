@@ -317,7 +317,8 @@ def deny_access(monkeypatch, path: Path, fault: str) -> None:
         return st
 
     def fake_listdir(p="."):
-        if isinstance(p, int) and os.fstat(p).st_ino == target.st_ino:
+        st = os.fstat(p) if isinstance(p, int) else real["stat"](p)
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
             denied()
         return real["listdir"](p)
 

@@ -44,6 +44,29 @@ def test_every_client_is_discovered_with_its_form(fx):
     assert clients["python"]["root"].endswith("Library/Caches/python")
 
 
+@pytest.mark.parametrize("place, fault", [("Library/Containers/com.example.macapp", "stat"),
+                                          ("Library/Containers/com.example.macapp", "listdir"),
+                                          ("Library/Group Containers", "listdir"),
+                                          ("Library/Caches/com.apple.python3", "stat"),
+                                          ("Library/Caches", "stat"),
+                                          ("Library/Developer/CoreSimulator/Devices", "open")])
+def test_a_place_the_terminal_may_not_read_is_named_and_the_rest_discovered(place, fault, fx, monkeypatch):
+    """macOS's privacy controls keep some containers from a terminal without Full Disk Access
+    (EPERM); others lack permission (EACCES). Discovery names each place it could not read, leaves
+    it out and finds the rest; never an internal error."""
+    from test_hostile_faults import deny_access
+
+    home = fx("home")
+    everyone = set(by_client(home_scan(home)))
+    deny_access(monkeypatch, home / place, fault)
+    doc = home_scan(home)
+    assert {u["path"] for u in doc["discovery"]["unreadable"]} == {str(home / place)}, doc["discovery"]
+    found = set(by_client(doc))
+    assert found and found < everyone  # what is in that place is left out, the rest is found
+    text = run("scan", "--home", home).stdout
+    assert f"Not searched, cannot be read: {home / place}" in text
+
+
 def test_per_process_cache_of_two_builds_and_core_ai(fx):
     python = by_client(home_scan(fx("home")))["python"]
     stale = next(f for f in python["findings"] if f["rule"] == "stale-os-build")

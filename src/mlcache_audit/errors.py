@@ -33,7 +33,12 @@ class PathNotFound(MlcacheError):
 
 
 class PathUnreadable(MlcacheError):
-    """The path given exists but cannot be read (no permission on it or on a folder above it)."""
+    """The path given exists but cannot be read (no permission on it or on a folder above it), or
+    no container in it can be: `place` is what could not be read, `reason` why."""
+
+    def __init__(self, message: str, hint: str | None = None, *, place: str, reason: str):
+        super().__init__(message, hint)
+        self.place, self.reason = place, reason
 
 
 class NotAContainer(MlcacheError):

@@ -49,7 +49,10 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
         size = format_size(place["bytes"]) if place["bytes"] is not None else "size unknown"
         out.print(f"[yellow]{escape(place['name'])}[/yellow] {escape(place['path'])}: "
                   f"{'observable' if place['observable'] else 'not observable'} ({size}); {escape(place['reason'])}")
-    if len(containers) > 1 or doc.get("system"):
+    unreadable = (doc.get("discovery") or {}).get("unreadable", [])
+    for place in unreadable:
+        out.print(f"[yellow]Not searched, cannot be read:[/yellow] {escape(place['path'])} ({escape(place['reason'])})")
+    if len(containers) > 1 or doc.get("system") or unreadable:
         out.print()
     for c in containers:
         _container_header(out, c)

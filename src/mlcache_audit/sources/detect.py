@@ -44,7 +44,8 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
             os.close(os.open(p, fsio.FILEFLAGS))
     except OSError as exc:
         raise PathUnreadable(f"cannot read {path}: {exc.strerror or exc}",
-                             hint="check that your user may read it and every folder above it") from None
+                             hint="check that your user may read it and every folder above it",
+                             place=str(p), reason=exc.strerror or str(exc)) from None
     if stat.S_ISDIR(mode):
         store = FolderStore(p)
     elif stat.S_ISREG(mode):
@@ -96,7 +97,7 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         if skipped:
             rel, why = sorted(skipped.items())[0]
             raise PathUnreadable(f"no app container could be read in {path}: {display_path(rel)} cannot be read ({why})",
-                                 hint="check that your user may read it")
+                                 hint="check that your user may read it", place=store.real(rel), reason=why)
         raise NotAContainer(f"{path} holds no app container",
                             hint="expected Documents/, Library/ and tmp/, an .xcappdata, a simulator tree or a backup")
     return containers

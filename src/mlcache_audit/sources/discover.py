@@ -15,12 +15,14 @@ macOS-only, so it is tested on Linux against fake home trees.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlcache_audit.domain import COREAI_CACHE, E5_CACHE, MPSGRAPH_SCRATCH
-from mlcache_audit.errors import NotAContainer, PathNotFound
+from mlcache_audit.errors import NotAContainer, PathNotFound, PathUnreadable
+from mlcache_audit.fsio import path_fields
 from mlcache_audit.sources.base import Container, read_plist
 from mlcache_audit.sources.detect import open_containers
 from mlcache_audit.sources.folder import FolderStore
@@ -44,7 +46,14 @@ def default_places(home: str | None, tmpdir: str | None) -> Places:
     are looked at too."""
     if home:
         root = Path(home)
-        if not root.is_dir():
+        try:
+            is_dir = stat.S_ISDIR(os.stat(root).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            is_dir = False
+        except OSError as exc:
+            raise PathUnreadable(f"cannot read the home folder {home}: {exc.strerror or exc}",
+                                 place=home, reason=exc.strerror or str(exc)) from None
+        if not is_dir:
             raise PathNotFound(f"no such home folder: {home}")
         return Places(root, Path(tmpdir) if tmpdir else None)
     if sys.platform != "darwin":
@@ -57,23 +66,65 @@ def default_places(home: str | None, tmpdir: str | None) -> Places:
 class Discovery:
     containers: list[Container]
     system: list[dict] = field(default_factory=list)  # places shown but never cleaned (the ANE cache)
+    unreadable: list[dict] = field(default_factory=list)  # {"path", "reason"}: places not searched
+
+
+class _Look:
+    """Looks into the places discovery searches; what it cannot read (a folder macOS's privacy
+    controls keep from the terminal, say) is kept in `unreadable` and left out, never an error."""
+
+    def __init__(self) -> None:
+        self.unreadable: list[dict] = []
+
+    def _skip(self, path: Path, exc: OSError) -> None:
+        self.unreadable.append({**path_fields(str(path)), "reason": exc.strerror or str(exc)})
+
+    def is_dir(self, path: Path, follow: bool = True) -> bool:
+        """A folder (a symlink to one too, with `follow`: the places discovery starts from)."""
+        try:
+            return stat.S_ISDIR(os.stat(path, follow_symlinks=follow).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            self._skip(path, exc)
+            return False
+
+    def subfolders(self, path: Path) -> list[Path]:
+        """The folders in `path` (never a symlink), by name."""
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            self._skip(path, exc)
+            return []
+        return [path / n for n in names if self.is_dir(path / n, follow=False)]
+
+    def containers(self, path: Path) -> list[Container]:
+        """The containers detection finds at `path` ([] for none)."""
+        try:
+            return open_containers(path)
+        except (NotAContainer, PathNotFound):
+            return []
+        except PathUnreadable as exc:
+            self.unreadable.append({**path_fields(exc.place), "reason": exc.reason})
+            return []
 
 
 def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
     """Every client with ML caches in `places`, one container each."""
     home = places.home
+    look = _Look()
     found: list[Container] = []
     sims = home / "Library" / "Developer" / "CoreSimulator" / "Devices"
-    if sims.is_dir():
-        found += _simulators(sims)
+    if look.is_dir(sims):
+        found += _simulators(sims, look)
     for top, form in ((home / "Library" / "Containers", "macos-container"),
                       (home / "Library" / "Group Containers", "group-container")):
-        if top.is_dir():
-            found += _app_containers(top, form)
+        if look.is_dir(top):
+            found += _app_containers(top, form, look)
     caches = home / "Library" / "Caches"
-    if caches.is_dir():
-        found += _process_caches(caches)
-    if places.tmpdir is not None and (places.tmpdir / MPSGRAPH_SCRATCH).is_dir():
+    if look.is_dir(caches):
+        found += _process_caches(caches, look)
+    if places.tmpdir is not None and look.is_dir(places.tmpdir / MPSGRAPH_SCRATCH):
         store = FolderStore(places.tmpdir.resolve())
         found.append(Container(store=store, root="", form="process-cache", bundle_id=None,
                                label=str(places.tmpdir / MPSGRAPH_SCRATCH), client_name="MPSGraph (temp folder)",
@@ -81,12 +132,12 @@ def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
     if bundle_id:
         found = [c for c in found if bundle_id in (c.bundle_id, c.client_name)]
     system = [_system_ane(places.ane_cache)] if places.ane_cache is not None else []
-    return Discovery(found, system)
+    return Discovery(found, system, look.unreadable)
 
 
-def _simulators(devices: Path) -> list[Container]:
+def _simulators(devices: Path, look: _Look) -> list[Container]:
     out = []
-    for c in _quiet_open(devices.parent):
+    for c in look.containers(devices.parent):
         udid = _udid_of(c.label)
         plist = read_plist(FolderStore(devices).read(f"{udid}/device.plist")) if udid else {}
         runtime = plist.get("runtime")
@@ -102,34 +153,34 @@ def _udid_of(label: str) -> str | None:
     return parts[parts.index("Devices") + 1] if "Devices" in parts[:-1] else None
 
 
-def _app_containers(top: Path, form: str) -> list[Container]:
+def _app_containers(top: Path, form: str, look: _Look) -> list[Container]:
     """`Library/Containers/<id>/Data` (found by the usual detection) and group containers, whose
     folder is their root."""
     out = []
-    for child in sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink()):
+    for child in look.subfolders(top):
         if form == "macos-container":
-            out += [c for c in _quiet_open(child) if c.form == "macos-container"]
-        elif (child / "Library" / "Caches").is_dir():
+            out += [c for c in look.containers(child) if c.form == "macos-container"]
+        elif look.is_dir(child / "Library" / "Caches"):
             out.append(Container(store=FolderStore(child.resolve()), root="", form=form, bundle_id=None,
                                  label=str(child), client_name=child.name))
     return out
 
 
-def _process_caches(caches: Path) -> list[Container]:
+def _process_caches(caches: Path, look: _Look) -> list[Container]:
     """One container per client of the per-process caches; the root is ~/Library/Caches and the
     scope its client's folders, so nothing of another client is ever walked or acted on."""
     scopes: dict[str, list[str]] = {}
-    for child in sorted(caches.iterdir()):
-        if child.name in (E5_CACHE, COREAI_CACHE) or not child.is_dir() or child.is_symlink():
+    for child in look.subfolders(caches):
+        if child.name in (E5_CACHE, COREAI_CACHE):
             continue
-        if (child / E5_CACHE).is_dir():
+        if look.is_dir(child / E5_CACHE):
             scopes.setdefault(child.name, []).append(f"{child.name}/{E5_CACHE}")
-    if (caches / E5_CACHE).is_dir():
+    if look.is_dir(caches / E5_CACHE):
         scopes.setdefault(SHARED_CLIENT, []).append(E5_CACHE)
     coreai = caches / COREAI_CACHE
-    if coreai.is_dir():
-        for build in sorted(p for p in coreai.iterdir() if p.is_dir() and not p.is_symlink()):
-            for client in sorted(p for p in build.iterdir() if p.is_dir() and not p.is_symlink()):
+    if look.is_dir(coreai):
+        for build in look.subfolders(coreai):
+            for client in look.subfolders(build):
                 scopes.setdefault(client.name, []).append(f"{COREAI_CACHE}/{build.name}/{client.name}")
     store = FolderStore(caches.resolve())
     return [Container(store=store, root="", form="process-cache", bundle_id=client if "." in client and
@@ -138,18 +189,18 @@ def _process_caches(caches: Path) -> list[Container]:
             for client, scope in sorted(scopes.items())]
 
 
-def _quiet_open(path: Path) -> list[Container]:
-    try:
-        return open_containers(path)
-    except (NotAContainer, PathNotFound):
-        return []
-
-
 def _system_ane(path: Path) -> dict:
     """The system ANE compiler cache: root-only, outside every container. Sized when readable."""
     entry = {"name": "ANE compiler cache (system)", "path": str(path), "observable": False, "bytes": None,
              "reason": "owned by the system; readable only as root; never cleaned"}
-    if not path.is_dir():
+    try:
+        present = stat.S_ISDIR(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        present = False
+    except OSError as exc:
+        entry["reason"] = f"cannot be read ({exc.strerror or exc}); owned by the system; never cleaned"
+        return entry
+    if not present:
         entry["reason"] = "not present"
         return entry
     notes: list[str] = []
