@@ -509,3 +509,27 @@ def test_non_utf8_entries_quarantine_and_restore_exactly(tmp_path):
     assert_clean_output(restored)
     assert restored.exit_code == 0
     assert full_state(case.target) == before
+
+
+@pytest.mark.parametrize("fault", ["stat", "listdir", "open"])
+def test_any_one_unreadable_place_is_reported_never_an_internal_error(fault, fx, monkeypatch):
+    """Each level of a real layout (three folders of each, and a file) made unreadable in turn: the scan still
+    runs (exit 0 or 1, the place named in a note), or, for the PATH itself, stops with one line (exit 2)."""
+    root = fx("recompile")
+    places = [root]
+    for folder, dirs, files in os.walk(root):  # files are never listed, and a plain one never opened
+        dirs[:] = sorted(dirs)[:3]  # every level of the layout, not every one of its 24 alike entries
+        places += [Path(folder) / d for d in dirs] + ([Path(folder) / f for f in sorted(files)[:1]]
+                                                      if fault == "stat" else [])
+    for place in places:
+        with monkeypatch.context() as m:
+            deny_access(m, place, fault)
+            result = run("scan", root, "--format", "json", "--no-hash-cache")
+        assert_clean_output(result)
+        if place == root:
+            assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+            continue
+        assert result.exit_code in (0, 1), (place, result.stderr)
+        notes = [n for c in json_doc(result)["containers"] for n in c["notes"]]
+        name = place.relative_to(root).as_posix()
+        assert any(name in n or "cannot be read" in n for n in notes), (place, fault, notes)
