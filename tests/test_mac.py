@@ -64,7 +64,27 @@ def test_a_place_the_terminal_may_not_read_is_named_and_the_rest_discovered(plac
     found = set(by_client(doc))
     assert found and found < everyone  # what is in that place is left out, the rest is found
     text = run("scan", "--home", home).stdout
-    assert f"Not searched, cannot be read: {home / place}" in text
+    assert f"Not searched, cannot be read: {home / place} (Permission denied)" in text
+
+
+def test_a_place_macos_privacy_controls_refuse_says_how_to_include_it(fx, monkeypatch):
+    import errno
+
+    home = fx("home")
+    place = home / "Library" / "Containers" / "com.example.macapp"
+    real_stat = os.stat
+    target = place.stat()
+
+    def tcc(p, *a, **k):  # what macOS answers a terminal without Full Disk Access
+        st = real_stat(p, *a, **k)
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return st
+
+    monkeypatch.setattr(os, "stat", tcc)
+    text = run("scan", "--home", home).stdout
+    assert f"Not searched, cannot be read: {place} (Operation not permitted; to include it, give the " \
+           "terminal Full Disk Access)" in " ".join(text.split())
 
 
 def test_per_process_cache_of_two_builds_and_core_ai(fx):

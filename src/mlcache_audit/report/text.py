@@ -51,7 +51,10 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
                   f"{'observable' if place['observable'] else 'not observable'} ({size}); {escape(place['reason'])}")
     unreadable = (doc.get("discovery") or {}).get("unreadable", [])
     for place in unreadable:
-        out.print(f"[yellow]Not searched, cannot be read:[/yellow] {escape(place['path'])} ({escape(place['reason'])})")
+        # EPERM on a readable-looking folder is how macOS's privacy controls (TCC) refuse a terminal.
+        hint = "; to include it, give the terminal Full Disk Access" if place["reason"] == "Operation not permitted" else ""
+        out.print(f"[yellow]Not searched, cannot be read:[/yellow] {escape(place['path'])} "
+                  f"({escape(place['reason'])}{hint})")
     if len(containers) > 1 or doc.get("system") or unreadable:
         out.print()
     for c in containers:
