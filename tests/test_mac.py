@@ -130,6 +130,16 @@ def test_system_ane_cache_is_reported_never_cleaned(fx, tmp_path):
     assert missing["bytes"] is None and not missing["observable"]
 
 
+def test_a_system_ane_cache_that_cannot_be_read_gets_a_reason(fx, tmp_path, monkeypatch):
+    from test_hostile_faults import deny_access
+
+    (tmp_path / "aned").mkdir()
+    deny_access(monkeypatch, tmp_path / "aned", "stat")
+    (place,) = discover(Places(fx("home"), None, tmp_path / "aned")).system
+    assert place["bytes"] is None and not place["observable"]
+    assert place["reason"].startswith("cannot be read (Permission denied)")
+
+
 def test_clients_table_lists_every_client_largest_first(fx):
     out = run("scan", "--home", fx("home")).stdout
     table = out[out.index("Clients (largest first)"):out.index("\n\n")]
