@@ -34,18 +34,10 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
     p = Path(os.path.realpath(p))
     try:
         mode = os.stat(p).st_mode
-        if stat.S_ISDIR(mode):  # the folder can be listed, or no container in it can be found
-            fd = os.open(p, fsio.DIRFLAGS)
-            try:
-                os.listdir(fd)
-            finally:
-                os.close(fd)
-        elif stat.S_ISREG(mode):  # an archive can be opened
+        if stat.S_ISREG(mode):  # an archive can be opened (a folder's listing is checked by the search)
             os.close(os.open(p, fsio.FILEFLAGS))
     except OSError as exc:
-        raise PathUnreadable(f"cannot read {path}: {exc.strerror or exc}",
-                             hint="check that your user may read it and every folder above it",
-                             place=str(p), reason=exc.strerror or str(exc)) from None
+        raise _unreadable(path, p, exc.strerror or str(exc)) from None
     if stat.S_ISDIR(mode):
         store = FolderStore(p)
     elif stat.S_ISREG(mode):
@@ -67,6 +59,8 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
     # shown, and each one found says so (inside a container, the walk notes what it cannot read).
     skipped = {rel: why for rel, why in getattr(store, "unreadable", {}).items()
                if not any(root == "" or rel == root or rel.startswith(root + "/") for root, _, _ in found)}
+    if "" in skipped:  # the PATH itself could not be listed
+        raise _unreadable(path, p, skipped[""])
     finder.notes.extend(f"not searched for containers, cannot be read: {display_path(rel or '.')} ({why.lower()})"
                         for rel, why in sorted(skipped.items()))
     containers: list[Container] = []
@@ -101,6 +95,11 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         raise NotAContainer(f"{path} holds no app container",
                             hint="expected Documents/, Library/ and tmp/, an .xcappdata, a simulator tree or a backup")
     return containers
+
+
+def _unreadable(path, real: Path, why: str) -> PathUnreadable:
+    return PathUnreadable(f"cannot read {path}: {why}", hint="check that your user may read it and every folder above it",
+                          place=str(real), reason=why)
 
 
 class _Finder:
