@@ -46,6 +46,39 @@ def test_second_scan_of_unchanged_folder_reads_nothing(fx):
     assert [ca.fingerprints.content for ca in second.containers] == [ca.fingerprints.content for ca in first.containers]
 
 
+def test_a_second_scan_takes_unchanged_artifacts_digests_whole(fx, monkeypatch):
+    """The cache knows each copy by its identity (its files' names and keys): an unchanged copy's
+    digest comes back in one look-up, with no per-file look-up at all."""
+    from mlcache_audit.hashcache import HashCache
+
+    root = fx("recompile")
+    first = audit_path(str(root))
+
+    def per_file(self, keys):
+        raise AssertionError(f"per-file look-up of {len(keys)} keys")
+
+    monkeypatch.setattr(HashCache, "get_many", per_file)
+    second = audit_path(str(root))
+    assert second.hashes.stats.cache_hits == first.hashes.stats.files_hashed  # each file counted once
+    assert [ca.fingerprints.content for ca in second.containers] == [ca.fingerprints.content for ca in first.containers]
+    assert [ca.fingerprints.content_basis for ca in second.containers] == \
+        [ca.fingerprints.content_basis for ca in first.containers]
+
+
+def test_a_bundle_whose_metadata_changed_is_read_again(fx):
+    root = fx("recompile")
+    audit_path(str(root))
+    bundle = sorted((root / "tmp").glob("*.mlmodelc"))[0]
+    meta = bundle / "metadata.json"
+    st = meta.stat()
+    meta.write_text(meta.read_text().replace("parkinson_wave", "tremor_spiral"))
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with its old time (its ctime changed)
+    second = audit_path(str(root))
+    models = {a.path: a.model for a in second.containers[0].scan.artifacts}
+    assert models[f"tmp/{bundle.name}"].get("class_name") == "tremor_spiral"
+    assert sum(1 for m in models.values() if m.get("class_name") == "parkinson_wave") >= 23
+
+
 def _flip(path, offset):
     data = bytearray(path.read_bytes())
     data[offset] ^= 1

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from mlcache_audit.hashcache import HashCache
-from mlcache_audit.scan import MODEL_KINDS, Artifact, ScanResult
+from mlcache_audit.scan import MODEL_KINDS, Artifact, ScanResult, artifact_identity
 from mlcache_audit.sources.base import Container, Entry, display_path
 
 PARTIAL_BYTES = 4096
@@ -43,6 +43,7 @@ class RunHashes:
     full: dict[tuple, str] = field(default_factory=dict)
     partial: dict[tuple, str] = field(default_factory=dict)
     asked: set[tuple] = field(default_factory=set)  # keys already looked up in the cache this run
+    hit: set[tuple] = field(default_factory=set)  # keys of the files whose digest the cache gave (stats)
     stats: HashStats = field(default_factory=HashStats)
     max_bytes: int = DEFAULT_MAX_HASH_BYTES  # bytes read in full for hashing, in the whole run
     over_budget: int = 0  # files left unhashed because of max_bytes
@@ -110,10 +111,16 @@ def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None
         groups[fp.structure[a.path]].append(a)
     still: list[list[Artifact]] = []
     partial_ok = c.store.kind == "folder"  # a tail read in a compressed archive costs a full read
+    known = _known_digests(c, [a for group in groups.values() if len(group) > 1 for a in group], run)
     for group in groups.values():
         if len(group) < 2:
             for a in group:
                 fp.content_basis[a.path] = "unique-structure"
+            continue
+        if all(a.path in known for a in group):  # unchanged since their digests were worked out
+            for a in group:
+                fp.content[a.path] = known[a.path]
+                fp.content_basis[a.path] = "full"
             continue
         if not partial_ok or _all_cached(c, group, run):
             still.append(group)
@@ -136,6 +143,8 @@ def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None
             else:
                 fp.content[a.path] = digest
                 fp.content_basis[a.path] = "full"
+                if run.cache is not None and (identity := artifact_identity(c, a)):
+                    run.cache.put_artifact(identity, digest)
     if run.cache is not None:
         run.cache.flush()
     return fp
@@ -153,8 +162,29 @@ def _from_cache(keys, run: RunHashes) -> None:
     if ask:
         run.asked.update(ask)
         hits = run.cache.get_many(ask)
-        run.stats.cache_hits += len(hits)
+        _count_hits(hits.keys(), run)
         run.full.update(hits)
+
+
+def _count_hits(keys, run: RunHashes) -> None:
+    """Count files whose digest came from the cache, each once per run."""
+    new = set(keys) - run.hit
+    run.hit |= new
+    run.stats.cache_hits += len(new)
+
+
+def _known_digests(c: Container, artifacts: list[Artifact], run: RunHashes) -> dict[str, str]:
+    """Content digests, by path, of the artifacts whose identity the cache knows: their files are
+    unchanged since the digest was worked out from them, so none is looked up or read again."""
+    if run.cache is None or not artifacts:
+        return {}
+    identities = {a.path: i for a in artifacts if (i := artifact_identity(c, a))}
+    digests = run.cache.get_artifacts(list(set(identities.values())))
+    known = {p: digests[i] for p, i in identities.items() if i in digests}
+    if known:
+        _count_hits((k for a in artifacts if a.path in known for e in a.members
+                     if (k := c.hash_key(e)) not in run.full), run)
+    return known
 
 
 def _all_cached(c: Container, group: list[Artifact], run: RunHashes) -> bool:

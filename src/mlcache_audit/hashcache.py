@@ -1,5 +1,9 @@
 """A persistent cache of content hashes for live folders, keyed by (device, inode, size, mtime_ns, ctime_ns).
 
+Two tables are keyed by an artifact's identity instead (`scan.artifact_identity`: each of its
+files' name and key): a compiled bundle's summary and a model artifact's content digest, so an
+unchanged copy costs one look-up, not one per file.
+
 ctime is in the key because an in-place edit can keep mtime (`touch -r`, tools that restore it) but
 always changes the status-change time.
 
@@ -34,6 +38,7 @@ class HashCache:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple] = []
         self._new_bundles: dict[str, str] = {}
+        self._new_artifacts: dict[str, str] = {}
         self.disabled_reason: str | None = None
 
     def _open(self) -> sqlite3.Connection | None:
@@ -48,6 +53,8 @@ class HashCache:
                                    "mtime_ns INTEGER, ctime_ns INTEGER, summary TEXT, PRIMARY KEY (dev, ino))")
                 # A compiled bundle's summary, keyed by the identities of the files it was read from.
                 self._conn.execute("CREATE TABLE IF NOT EXISTS bundles (key TEXT PRIMARY KEY, summary TEXT)")
+                # A model artifact's content digest (fingerprint._artifact_digest), keyed by its identity.
+                self._conn.execute("CREATE TABLE IF NOT EXISTS artifacts (identity TEXT PRIMARY KEY, digest TEXT)")
             except (OSError, sqlite3.Error) as exc:
                 self.disabled_reason = f"hash cache off: {exc}"
                 self._conn = None
@@ -144,21 +151,42 @@ class HashCache:
 
         self._new_bundles[key] = json.dumps({"summary": summary, "notes": notes})
 
+    def get_artifacts(self, identities: list[str]) -> dict[str, str]:
+        """Content digests of the artifacts whose identity (scan.artifact_identity) was seen before."""
+        conn = self._open()
+        if conn is None or not identities:
+            return {}
+        found: dict[str, str] = {}
+        try:
+            for i in range(0, len(identities), 900):
+                chunk = identities[i:i + 900]
+                found.update(conn.execute("SELECT identity, digest FROM artifacts "
+                                          f"WHERE identity IN ({','.join('?' * len(chunk))})", chunk).fetchall())
+        except sqlite3.Error as exc:
+            self.disabled_reason = f"hash cache off: {exc}"
+            return {}
+        return found
+
+    def put_artifact(self, identity: str, digest: str) -> None:
+        self._new_artifacts[identity] = digest
+
     def put(self, key: tuple, digest: str) -> None:
         self._pending.append((*key, digest))
 
     def flush(self) -> None:
         conn = self._open()
-        if conn is None or not (self._pending or self._new_bundles):
+        if conn is None or not (self._pending or self._new_bundles or self._new_artifacts):
             return
         try:
             with conn:
                 conn.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", self._pending)
                 conn.executemany("INSERT OR REPLACE INTO bundles VALUES (?, ?)", list(self._new_bundles.items()))
+                conn.executemany("INSERT OR REPLACE INTO artifacts VALUES (?, ?)", list(self._new_artifacts.items()))
         except sqlite3.Error as exc:
             self.disabled_reason = f"hash cache not saved: {exc}"
         self._pending.clear()
         self._new_bundles.clear()
+        self._new_artifacts.clear()
 
     def close(self) -> None:
         self.flush()

@@ -99,6 +99,7 @@ class Artifact:
     state: StateHasher | None = None
     structure: object = None  # an xxh3_64 over (relative name, size) of its files, in tree order
     layout: set[str] = field(default_factory=set)
+    identity: str | None = None  # see artifact_identity ("" when the store has no such keys)
 
     @property
     def area(self) -> str:
@@ -640,19 +641,33 @@ def _classify_tmp(e: Entry, parts: list[str], is_dir: bool) -> Artifact | None:
     return None
 
 
-_BUNDLE_READS = ("metadata.json", "analytics/coremldata.bin", "model.mil")  # what a bundle's summary reads
-
-
 def _is_bundle(a: Artifact, names: set[str]) -> bool:
     return a.is_dir and a.kind in (COMPILED_MODEL, COMPILE_LEFTOVER, EXECUTORCH_ASSET) and \
         (a.path.endswith(".mlmodelc") or "coremldata.bin" in names)
 
 
 def _bundle_key(container: Container, a: Artifact, names: set[str]) -> str | None:
-    """The hash-cache key of a compiled bundle's summary (None: not a bundle, or no key in this store)."""
+    """The hash-cache key of a compiled bundle's summary (None: not a bundle, or no key in this store):
+    its identity, so the summary is read again when any of its files changed."""
     if not _is_bundle(a, names):
         return None
-    return _files_key(container, a, [f"{a.path}/{n}" for n in _BUNDLE_READS if n in names])
+    return artifact_identity(container, a)
+
+
+def artifact_identity(container: Container, a: Artifact) -> str | None:
+    """What a model artifact is on disk, short of reading it: each file's name in it and cache key
+    (device, inode, size, mtime_ns, ctime_ns), in walk order. An identity seen before means the same
+    files, unchanged since, so what was read from them holds (a bundle's summary, the artifact's
+    content digest). None when the store has no such keys (archives). Worked out once per artifact."""
+    if a.identity is None:
+        keys = [container.hash_key(e) for e in a.members]
+        if None in keys:
+            a.identity = ""
+        else:
+            rels = [e.path[len(a.path) + 1:] for e in a.members] if a.is_dir else [""] * len(keys)
+            a.identity = xxhash.xxh3_128_hexdigest(
+                repr(list(zip(rels, keys, strict=True))).encode("utf-8", "surrogateescape"))
+    return a.identity or None
 
 
 def _describe(container: Container, a: Artifact, names: set[str], key: str | None, known: dict,
@@ -731,19 +746,6 @@ def _bundle_summary(container: Container, a: Artifact, names: set[str]) -> tuple
     if any(n.startswith("model0/") for n in names):
         summary.setdefault("type", "pipeline")
     return summary, notes
-
-
-def _files_key(container: Container, a: Artifact, paths: list[str]) -> str | None:
-    """A cache key for what a bundle's summary is read from: every file's (device, inode, size,
-    mtime, ctime), and which files those are. None when a store has no such keys (archives)."""
-    by_path = {e.path: e for e in a.members}
-    keys = []
-    for p in paths:
-        key = container.hash_key(by_path[p]) if p in by_path else None
-        if key is None:
-            return None
-        keys.append((p[len(a.path):], *key))
-    return xxhash.xxh3_128_hexdigest(repr(keys).encode("utf-8", "surrogateescape"))
 
 
 def _entry_contents(names: set[str]) -> str:
