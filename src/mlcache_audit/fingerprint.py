@@ -182,8 +182,8 @@ def _known_digests(c: Container, artifacts: list[Artifact], run: RunHashes) -> d
     digests = run.cache.get_artifacts(list(set(identities.values())))
     known = {p: digests[i] for p, i in identities.items() if i in digests}
     if known:
-        _count_hits((k for a in artifacts if a.path in known for e in a.members
-                     if (k := c.hash_key(e)) not in run.full), run)
+        hash_key, full = c.store.hash_key, run.full
+        _count_hits({k for a in artifacts if a.path in known for e in a.members if (k := hash_key(e)) not in full}, run)
     return known
 
 

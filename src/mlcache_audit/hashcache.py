@@ -129,19 +129,21 @@ class HashCache:
         if conn is None or not keys:
             return {}
         found: dict[str, tuple[dict, list[str]]] = {}
+        read: dict[str, tuple[dict, list[str]] | None] = {}  # copies of one bundle share one text: parsed once
         try:
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i + 500]
                 rows = conn.execute(f"SELECT key, summary FROM bundles WHERE key IN ({','.join('?' * len(chunk))})",
                                     chunk).fetchall()
                 for key, text in rows:
-                    try:
-                        doc = json.loads(text)
-                        summary, notes = doc["summary"], doc["notes"]
-                    except (ValueError, KeyError, TypeError):
+                    if text not in read:
+                        read[text] = _bundle_doc(json.loads, text)
+                    elif read[text] is not None:  # each artifact gets its own dict and list
+                        summary, notes = read[text]
+                        found[key] = dict(summary), list(notes)
                         continue
-                    if isinstance(summary, dict) and isinstance(notes, list):
-                        found[key] = summary, [n for n in notes if isinstance(n, str)]
+                    if read[text] is not None:
+                        found[key] = read[text]
         except sqlite3.Error:
             return {}
         return found
@@ -193,3 +195,15 @@ class HashCache:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _bundle_doc(loads, text: str) -> tuple[dict, list[str]] | None:
+    """(summary, notes) of a cached bundle row, or None when the row is not one."""
+    try:
+        doc = loads(text)
+        summary, notes = doc["summary"], doc["notes"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(summary, dict) or not isinstance(notes, list):
+        return None
+    return summary, [n for n in notes if isinstance(n, str)]

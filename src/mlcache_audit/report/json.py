@@ -21,7 +21,7 @@ DIFF_SCHEMA = "mlcache.diff/2"
 
 
 def dumps(doc: dict) -> str:
-    return json.dumps(doc, ensure_ascii=True) + "\n"
+    return json.dumps(doc, ensure_ascii=True, check_circular=False) + "\n"  # built fresh: no cycles
 
 
 # -- scan -----------------------------------------------------------------------------------------

@@ -45,10 +45,6 @@ class _Row:
     meta: dict
 
 
-def looks_like_backup(children: dict[str, bool]) -> bool:
-    return "Manifest.db" in children and ("Manifest.plist" in children or "Info.plist" in children)
-
-
 def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
     """One container per app domain of the backup at `rel` in `store` (optionally only one app)."""
     base = store.label if not rel else f"{store.label}!{rel}" if store.kind != "folder" else posixpath.join(store.label, rel)

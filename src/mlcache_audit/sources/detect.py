@@ -10,7 +10,6 @@ from pathlib import Path
 
 from mlcache_audit import fsio
 from mlcache_audit.errors import NotAContainer, PathNotFound, PathUnreadable
-from mlcache_audit.sources.backup import looks_like_backup, open_backup
 from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container, display_path, join_rel, read_plist
 from mlcache_audit.sources.folder import FolderStore
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
@@ -66,6 +65,8 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
     containers: list[Container] = []
     for rel, form, bid in found:
         if form == "backup":
+            from mlcache_audit.sources.backup import open_backup  # sqlite3, urllib: only for backups
+
             for c in open_backup(store, rel, bundle_id):
                 c.notes[:0] = finder.notes
                 containers.append(c)
@@ -119,7 +120,7 @@ class _Finder:
             return []
         dirs = {n for n, d in children.items() if d}
         name = posixpath.basename(rel) if rel else _top_name(self.store)
-        if looks_like_backup(children):
+        if "Manifest.db" in children and ("Manifest.plist" in children or "Info.plist" in children):  # a backup
             return [(rel, "backup", None)]
         if "AppData" in dirs and (name.endswith(".xcappdata") or "AppDataInfo.plist" in children):
             info = self._plist(join_rel(rel, "AppDataInfo.plist"))
