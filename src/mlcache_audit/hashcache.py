@@ -99,14 +99,7 @@ class HashCache:
             return None
         if row is None or tuple(row[:3]) != tuple(key[2:5]):
             return None
-        try:
-            doc = json.loads(row[3])
-            summary, notes = doc["summary"], doc["notes"]
-        except (ValueError, KeyError, TypeError):
-            return None
-        if not isinstance(summary, dict) or not isinstance(notes, list):
-            return None
-        return summary, [n for n in notes if isinstance(n, str)]
+        return _summary_doc(json.loads, row[3])
 
     def put_model(self, key: tuple, summary: dict, notes: list[str]) -> None:
         import json
@@ -137,7 +130,7 @@ class HashCache:
                                     chunk).fetchall()
                 for key, text in rows:
                     if text not in read:
-                        read[text] = _bundle_doc(json.loads, text)
+                        read[text] = _summary_doc(json.loads, text)
                     elif read[text] is not None:  # each artifact gets its own dict and list
                         summary, notes = read[text]
                         found[key] = dict(summary), list(notes)
@@ -197,8 +190,8 @@ class HashCache:
             self._conn = None
 
 
-def _bundle_doc(loads, text: str) -> tuple[dict, list[str]] | None:
-    """(summary, notes) of a cached bundle row, or None when the row is not one."""
+def _summary_doc(loads, text: str) -> tuple[dict, list[str]] | None:
+    """(summary, notes) of a cached model or bundle row, or None when the row is not one."""
     try:
         doc = loads(text)
         summary, notes = doc["summary"], doc["notes"]
