@@ -145,3 +145,42 @@ def test_content_hash_depends_on_bytes_not_place_or_time(tmp_path_factory, blobs
     contents = set(fp.content.values())
     metadata = set(fp.metadata.values())
     assert len(contents) == 1 and len(metadata) == 2
+
+
+_member = st.tuples(st.text(min_size=1, max_size=8), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
+                    st.integers(0, 2**40), st.integers(-2**62, 2**62), st.integers(0, 2**62))
+
+
+@settings(max_examples=200, deadline=None)
+@given(members=st.lists(_member, min_size=1, max_size=6, unique_by=lambda m: m[0]),
+       which=st.integers(0, 5), field=st.integers(0, 5), delta=st.integers(1, 1000))
+def test_an_artifact_identity_changes_with_any_name_or_key_of_any_file(members, which, field, delta):
+    """The identity stands for its files unchanged: equal files give it back, any one changed
+    name, device, inode, size, mtime or ctime gives another; a store without keys gives none."""
+    from pathlib import Path
+
+    from mlcache_audit.scan import Artifact, artifact_identity
+    from mlcache_audit.sources.base import FILE, Container, Entry
+    from mlcache_audit.sources.folder import FolderStore
+
+    def identity(ms, store=None):
+        store = store or FolderStore(Path("/nonexistent"))
+        a = Artifact("compile_leftover", "tmp/x.mlmodelc", True)
+        a.members = [Entry(f"tmp/x.mlmodelc/{n}", FILE, size, None, ino, dev, 1, mtime, None, ctime)
+                     for n, dev, ino, size, mtime, ctime in ms]
+        c = Container(store, "", "raw", None, "/nonexistent")
+        return artifact_identity(c, a)
+
+    same = identity(members)
+    assert same is not None and identity(list(members)) == same
+    changed = list(members)
+    m = list(changed[which % len(changed)])
+    m[field] = m[field] + "~" * delta if field == 0 else m[field] + delta
+    changed[which % len(changed)] = tuple(m)
+    assert identity(changed) != same
+
+    class Keyless(FolderStore):
+        def hash_key(self, entry):
+            return None  # an archive's members: no inode to key by
+
+    assert identity(members, Keyless(Path("/nonexistent"))) is None
