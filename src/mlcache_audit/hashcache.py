@@ -129,14 +129,12 @@ class HashCache:
                 rows = conn.execute(f"SELECT key, summary FROM bundles WHERE key IN ({','.join('?' * len(chunk))})",
                                     chunk).fetchall()
                 for key, text in rows:
-                    if text not in read:
-                        read[text] = _summary_doc(json.loads, text)
-                    elif read[text] is not None:  # each artifact gets its own dict and list
-                        summary, notes = read[text]
-                        found[key] = dict(summary), list(notes)
-                        continue
-                    if read[text] is not None:
-                        found[key] = read[text]
+                    if text in read:  # parsed already: each artifact still gets its own dict and list
+                        doc = read[text]
+                        if doc is not None:
+                            found[key] = dict(doc[0]), list(doc[1])
+                    elif (doc := read.setdefault(text, _summary_doc(json.loads, text))) is not None:
+                        found[key] = doc
         except sqlite3.Error:
             return {}
         return found
