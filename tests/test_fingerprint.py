@@ -179,8 +179,31 @@ def test_an_artifact_identity_changes_with_any_name_or_key_of_any_file(members, 
     changed[which % len(changed)] = tuple(m)
     assert identity(changed) != same
 
-    class Keyless(FolderStore):
+    class Keyless(FolderStore):  # as an archive's store: no inode to key its members by
         def hash_key(self, entry):
-            return None  # an archive's members: no inode to key by
+            return None
+
+        def hash_keys(self, entries):
+            return None
 
     assert identity(members, Keyless(Path("/nonexistent"))) is None
+
+
+_maybe = st.one_of(st.none(), st.integers(0, 2**62))
+
+
+@settings(max_examples=200, deadline=None)
+@given(fields=st.lists(st.tuples(_maybe, _maybe, st.integers(0, 2**40), _maybe, _maybe), max_size=6))
+def test_a_folder_store_keys_many_entries_as_it_keys_each(fields):
+    """hash_keys (built in bulk) gives hash_key's tuples, in order, or None when any entry has none:
+    the per-file rows and the artifact identities speak of the same keys."""
+    from pathlib import Path
+
+    from mlcache_audit.sources.base import FILE, Entry
+    from mlcache_audit.sources.folder import FolderStore
+
+    store = FolderStore(Path("/nonexistent"))
+    entries = [Entry(f"f{i}", FILE, size, None, ino, dev, 1, mtime, None, ctime)
+               for i, (dev, ino, size, mtime, ctime) in enumerate(fields)]
+    one_by_one = [store.hash_key(e) for e in entries]
+    assert store.hash_keys(entries) == (None if None in one_by_one else one_by_one)

@@ -182,8 +182,11 @@ def _known_digests(c: Container, artifacts: list[Artifact], run: RunHashes) -> d
     digests = run.cache.get_artifacts(list(set(identities.values())))
     known = {p: digests[i] for p, i in identities.items() if i in digests}
     if known:
-        hash_key, full = c.store.hash_key, run.full
-        _count_hits({k for a in artifacts if a.path in known for e in a.members if (k := hash_key(e)) not in full}, run)
+        keys = set()
+        for a in artifacts:
+            if a.path in known:
+                keys.update(c.store.hash_keys(a.members))  # known: so it has keys
+        _count_hits(keys.difference(run.full), run)
     return known
 
 

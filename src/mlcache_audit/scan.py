@@ -8,10 +8,12 @@ a Core ML cache whose layout is not known is reported as `unrecognised`, never g
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import stat
 from collections import defaultdict
 from collections.abc import Callable
+from operator import attrgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -59,6 +61,7 @@ _HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
 # An interrupted E5RT write: <64 hex>.tmp.<pid>_<n>.bundle, or .tmp.<pid>.bundle (FIELD-EVIDENCE.md).
 _TMP_BUNDLE = re.compile(r"\.tmp\.(\d+)(?:_(\d+))?\.bundle$")
 _HEX_ANY = re.compile(r"[0-9A-Fa-f]{64}")
+_PATH = attrgetter("path")
 _MPSGRAPH = re.compile(r"^mpsgraph-(\d+)-(.+)$")
 _TORCH_LEGACY = re.compile(r"^([0-9a-f]{64})(\.mlmodelc|\.version)?$")  # PTMCoreMLCompiler.mm: sha256 of the spec
 _COMPUTE_UNITS = re.compile(r"_(all|cpu_only|cpu_and_gpu|cpu_and_ne)$")
@@ -674,20 +677,15 @@ def _bundle_key(container: Container, a: Artifact, names: set[str]) -> str | Non
 
 
 def artifact_identity(container: Container, a: Artifact) -> str | None:
-    """What a model artifact is on disk, short of reading it: each file's name in it and cache key
-    (device, inode, size, mtime_ns, ctime_ns), in walk order. An identity seen before means the same
-    files, unchanged since, so what was read from them holds (a bundle's summary, the artifact's
-    content digest). None when the store has no such keys (archives). Worked out once per artifact."""
+    """What a model artifact is on disk, short of reading it: each file's path and cache key (device,
+    inode, size, mtime_ns, ctime_ns), in walk order. An identity seen before means the same files,
+    unchanged since, so what was read from them holds (a bundle's summary, the artifact's content
+    digest). None when the store has no such keys (archives). Worked out once per artifact."""
     if a.identity is None:
-        hash_key = container.store.hash_key
-        keys = [hash_key(e) for e in a.members]
-        if None in keys:
-            a.identity = ""
-        else:
-            cut = len(a.path) + 1
-            rels = [e.path[cut:] for e in a.members] if a.is_dir else [""] * len(keys)
-            a.identity = xxhash.xxh3_128_hexdigest(
-                repr(list(zip(rels, keys, strict=True))).encode("utf-8", "surrogateescape"))
+        keys = container.store.hash_keys(a.members)
+        # Pickled, not repr'd: 3x cheaper, and the same bytes for the same paths and numbers.
+        a.identity = "" if keys is None else xxhash.xxh3_128_hexdigest(
+            pickle.dumps((list(map(_PATH, a.members)), keys), 5))
     return a.identity or None
 
 

@@ -221,6 +221,9 @@ class ArchiveStore:
     def hash_key(self, entry: Entry) -> tuple | None:
         return None  # archives are read once per run; no cross-run cache
 
+    def hash_keys(self, entries: list[Entry]) -> list[tuple] | None:
+        return None
+
 
 # A central-directory header is 46 bytes plus its name, extra field and comment; this allows
 # names averaging about 1 KiB before a directory is called too large for its member cap.

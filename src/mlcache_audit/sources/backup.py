@@ -140,6 +140,9 @@ class BackupContainer(Container):
     def hash_key(self, entry: Entry) -> tuple | None:
         return None
 
+    def hash_keys(self, entries: list[Entry]) -> list[tuple] | None:
+        return None
+
 
 def _read_manifest(store, rel: str, base: str) -> list[tuple]:
     db_rel = join_rel(rel, "Manifest.db")

@@ -55,6 +55,9 @@ class Store(Protocol):
     def hash_key(self, entry: Entry) -> tuple | None:
         """A key under which a content hash of this file may be cached across runs, or None."""
 
+    def hash_keys(self, entries: list[Entry]) -> list[tuple] | None:
+        """`hash_key` of every entry, in order; None when any has none."""
+
 
 @dataclass
 class Container:
