@@ -185,7 +185,7 @@ def _known_digests(c: Container, artifacts: list[Artifact], run: RunHashes) -> d
         keys = set()
         for a in artifacts:
             if a.path in known:
-                keys.update(c.store.hash_keys(a.members))  # known: so it has keys
+                keys.update(c.hash_keys(a.members))  # known: so it has keys
         _count_hits(keys.difference(run.full), run)
     return known
 

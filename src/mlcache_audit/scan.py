@@ -13,9 +13,9 @@ import re
 import stat
 from collections import defaultdict
 from collections.abc import Callable
-from operator import attrgetter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import xxhash
@@ -682,7 +682,7 @@ def artifact_identity(container: Container, a: Artifact) -> str | None:
     unchanged since, so what was read from them holds (a bundle's summary, the artifact's content
     digest). None when the store has no such keys (archives). Worked out once per artifact."""
     if a.identity is None:
-        keys = container.store.hash_keys(a.members)
+        keys = container.hash_keys(a.members)
         # Pickled, not repr'd: 3x cheaper, and the same bytes for the same paths and numbers.
         a.identity = "" if keys is None else xxhash.xxh3_128_hexdigest(
             pickle.dumps((list(map(_PATH, a.members)), keys), 5))

@@ -157,6 +157,9 @@ class Container:
     def hash_key(self, entry: Entry) -> tuple | None:
         return self.store.hash_key(entry)
 
+    def hash_keys(self, entries: list[Entry]) -> list[tuple] | None:
+        return self.store.hash_keys(entries)
+
 
 def _counted(entries: Iterator[Entry], progress: Callable[[int], None], every: int = 1000) -> Iterator[Entry]:
     n = 0
