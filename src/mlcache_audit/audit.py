@@ -58,8 +58,8 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
     found = discover(places, bundle_id=bundle_id)
     result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
                               max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
-    result.discovery = {"home": str(places.home.resolve()), "tmpdir": str(places.tmpdir) if places.tmpdir else None,
-                        "unreadable": found.unreadable}
+    result.discovery = {"home": str(places.home), "tmpdir": str(places.tmpdir) if places.tmpdir else None,
+                        "unreadable": found.unreadable, "skipped": found.skipped}
     result.system = found.system
     return result
 

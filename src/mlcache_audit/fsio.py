@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -63,9 +64,75 @@ def file_type(mode: int) -> str:
     return "not a regular file"
 
 
+def open_real_root(root: str) -> int:
+    """An fd of the absolute folder `root`, opened from `/` one component at a time with O_NOFOLLOW:
+    a symlink anywhere in `root` itself (not only below it) fails the open with ELOOP or ENOTDIR.
+    This is how a root that was resolved once (realpath) is re-checked right before it is acted on:
+    a folder swapped for a symlink since then is refused, never followed."""
+    if not os.path.isabs(root):
+        raise OSError(errno.EINVAL, "not an absolute path", root)
+    return open_chain_at(os.open("/", DIRFLAGS), [p for p in root.split(os.sep) if p])
+
+
+def open_chain_at(fd: int, parts: list[str], *, create: bool = False) -> int:
+    """An fd of `parts...` below the folder `fd` (which this takes over: it is closed or returned),
+    each level opened relative to the last with O_NOFOLLOW. With `create`, missing folders are made."""
+    try:
+        for part in parts:
+            if part in ("", ".", ".."):
+                raise OSError(errno.EINVAL, "not a plain folder name", part)
+            try:
+                nfd = os.open(part, DIRFLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nfd = os.open(part, DIRFLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_under(root: str, parts: list[str], *, create: bool = False) -> int:
+    """`open_chain_at` below `open_real_root(root)`: no symlink in the root or on the way is crossed."""
+    return open_chain_at(open_real_root(root), parts, create=create)
+
+
+def same_folder(root: str, st: os.stat_result) -> bool:
+    """True when `root`, reached without crossing any symlink, is the folder `st` describes."""
+    try:
+        fd = open_real_root(root)
+    except OSError:
+        return False
+    try:
+        now = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
+
+
+def lies_inside(named_root: str, path: str) -> bool:
+    """True when the absolute `path` is `named_root` or below it and is reached from `named_root`
+    through real folders only (the same no-follow handles apply uses); both are real paths."""
+    named = named_root.rstrip(os.sep) or os.sep
+    if path != named and not path.startswith(named.rstrip(os.sep) + os.sep):
+        return False
+    rest = [p for p in path[len(named):].split(os.sep) if p]
+    try:
+        os.close(open_under(named, rest))
+        return True
+    except OSError:
+        return False
+
+
 def open_dir_chain(root: str, parts: list[str], *, create: bool = False) -> int:
     """An fd of `root/parts...`, each level opened relative to the last with O_NOFOLLOW, so a symlink
-    anywhere on the way fails the open (ELOOP or ENOTDIR). With `create`, missing folders are made."""
+    anywhere on the way fails the open (ELOOP or ENOTDIR). With `create`, missing folders are made.
+    `root` itself is opened as given (a store's base, resolved when the store was made); code that
+    acts uses `open_under`, which re-checks the root too."""
     fd = os.open(root, DIRFLAGS)
     try:
         for part in parts:

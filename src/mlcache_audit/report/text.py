@@ -55,7 +55,10 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
         hint = "; to include it, give the terminal Full Disk Access" if place["reason"] == "Operation not permitted" else ""
         out.print(f"[yellow]Not searched, cannot be read:[/yellow] {escape(place['path'])} "
                   f"({escape(place['reason'])}{hint})")
-    if len(containers) > 1 or doc.get("system") or unreadable:
+    skipped = (doc.get("discovery") or {}).get("skipped", [])
+    for place in skipped:
+        out.print(f"[yellow]Skipped:[/yellow] {escape(place['path'])}: {escape(place['reason'])}")
+    if len(containers) > 1 or doc.get("system") or unreadable or skipped:
         out.print()
     for c in containers:
         _container_header(out, c)

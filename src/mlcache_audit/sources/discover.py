@@ -10,6 +10,12 @@ and the system ANE cache, which is root-only and never cleaned.
 
 Plain folders are read through the same stores and detection as any PATH; nothing here is
 macOS-only, so it is tested on Linux against fake home trees.
+
+Symlinks: the named roots (the home, the temp folder) are resolved once with realpath (on a Mac
+`$TMPDIR` lies under `/var`, itself a symlink) and recorded; below them no symlink is ever crossed.
+A place that is a symlink (developers move `CoreSimulator` to another disk) is listed in `skipped`
+("symlink to X; scan it as PATH"), never followed and never silently dropped, and every container
+found is checked to lie inside its named root through the same no-follow handles apply uses.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlcache_audit import fsio
 from mlcache_audit.domain import COREAI_CACHE, E5_CACHE, MPSGRAPH_SCRATCH
 from mlcache_audit.errors import NotAContainer, PathNotFound, PathUnreadable
 from mlcache_audit.fsio import path_fields
@@ -45,7 +52,7 @@ def default_places(home: str | None, tmpdir: str | None) -> Places:
     places outside it are left out unless named; on the user's own Mac, $TMPDIR and the ANE cache
     are looked at too."""
     if home:
-        root = Path(home)
+        root = Path(os.path.realpath(home))
         try:
             is_dir = stat.S_ISDIR(os.stat(root).st_mode)
         except (FileNotFoundError, NotADirectoryError):
@@ -55,11 +62,12 @@ def default_places(home: str | None, tmpdir: str | None) -> Places:
                                  place=home, reason=exc.strerror or str(exc)) from None
         if not is_dir:
             raise PathNotFound(f"no such home folder: {home}")
-        return Places(root, Path(tmpdir) if tmpdir else None)
+        return Places(root, Path(os.path.realpath(tmpdir)) if tmpdir else None)
     if sys.platform != "darwin":
         raise NotAContainer("there is nothing to discover here: ML caches live on a Mac",
                             hint="give a PATH, or a copied home folder with --home DIR (or MLCACHE_HOME)")
-    return Places(Path.home(), Path(tmpdir or os.environ.get("TMPDIR") or "/tmp"), Path(SYSTEM_ANE_CACHE))
+    return Places(Path(os.path.realpath(Path.home())),
+                  Path(os.path.realpath(tmpdir or os.environ.get("TMPDIR") or "/tmp")), Path(SYSTEM_ANE_CACHE))
 
 
 @dataclass
@@ -67,36 +75,61 @@ class Discovery:
     containers: list[Container]
     system: list[dict] = field(default_factory=list)  # places shown but never cleaned (the ANE cache)
     unreadable: list[dict] = field(default_factory=list)  # {"path", "reason"}: places not searched
+    skipped: list[dict] = field(default_factory=list)  # {"path", "target", "reason"}: symlinked places
 
 
 class _Look:
-    """Looks into the places discovery searches; what it cannot read (a folder macOS's privacy
-    controls keep from the terminal, say) is kept in `unreadable` and left out, never an error."""
+    """Looks into the places discovery searches, never through a symlink; what it cannot read (a
+    folder macOS's privacy controls keep from the terminal, say) is kept in `unreadable` and what is
+    a symlink in `skipped`, both left out and shown, never an error."""
 
     def __init__(self) -> None:
         self.unreadable: list[dict] = []
+        self.skipped: list[dict] = []
 
     def _skip(self, path: Path, exc: OSError) -> None:
         self.unreadable.append({**path_fields(str(path)), "reason": exc.strerror or str(exc)})
 
-    def is_dir(self, path: Path, follow: bool = True) -> bool:
-        """A folder (a symlink to one too, with `follow`: the places discovery starts from)."""
+    def _symlink(self, path: Path) -> None:
         try:
-            return stat.S_ISDIR(os.stat(path, follow_symlinks=follow).st_mode)
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        self.skipped.append({**path_fields(str(path)), **path_fields(target, "target"),
+                             "reason": f"symlink to {target}; scan it as PATH"})
+
+    def is_dir(self, path: Path) -> bool:
+        """A real folder (a symlink is never one: it is recorded in `skipped` and left out)."""
+        try:
+            mode = os.stat(path, follow_symlinks=False).st_mode
         except (FileNotFoundError, NotADirectoryError):
             return False
         except OSError as exc:
             self._skip(path, exc)
             return False
+        if stat.S_ISLNK(mode):
+            self._symlink(path)
+            return False
+        return stat.S_ISDIR(mode)
+
+    def place(self, root: Path, *parts: str) -> Path | None:
+        """`root/parts...` when every level below `root` is a real folder; None when one is missing,
+        unreadable or a symlink (the first such level is the one recorded)."""
+        path = root
+        for part in parts:
+            path = path / part
+            if not self.is_dir(path):
+                return None
+        return path
 
     def subfolders(self, path: Path) -> list[Path]:
-        """The folders in `path` (never a symlink), by name."""
+        """The folders in `path` (a symlink among them is recorded as skipped), by name."""
         try:
             names = sorted(os.listdir(path))
         except OSError as exc:
             self._skip(path, exc)
             return []
-        return [path / n for n in names if self.is_dir(path / n, follow=False)]
+        return [path / n for n in names if self.is_dir(path / n)]
 
     def containers(self, path: Path) -> list[Container]:
         """The containers detection finds at `path` ([] for none)."""
@@ -114,29 +147,45 @@ def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
     home = places.home
     look = _Look()
     found: list[Container] = []
-    sims = home / "Library" / "Developer" / "CoreSimulator" / "Devices"
-    if look.is_dir(sims):
+    sims = look.place(home, "Library", "Developer", "CoreSimulator", "Devices")
+    if sims is not None:
         found += _simulators(sims, look)
-    for top, form in ((home / "Library" / "Containers", "macos-container"),
-                      (home / "Library" / "Group Containers", "group-container")):
-        if look.is_dir(top):
+    for name, form in (("Containers", "macos-container"), ("Group Containers", "group-container")):
+        top = look.place(home, "Library", name)
+        if top is not None:
             found += _app_containers(top, form, look)
-    caches = home / "Library" / "Caches"
-    if look.is_dir(caches):
+    caches = look.place(home, "Library", "Caches")
+    if caches is not None:
         found += _process_caches(caches, look)
-    if places.tmpdir is not None and look.is_dir(places.tmpdir / MPSGRAPH_SCRATCH):
-        store = FolderStore(places.tmpdir.resolve())
+    if places.tmpdir is not None and look.place(places.tmpdir, MPSGRAPH_SCRATCH) is not None:
+        store = FolderStore(places.tmpdir)
         found.append(Container(store=store, root="", form="process-cache", bundle_id=None,
                                label=str(places.tmpdir / MPSGRAPH_SCRATCH), client_name="MPSGraph (temp folder)",
                                scope=(MPSGRAPH_SCRATCH,)))
+    found = [c for c in found if _inside_named_root(c, places, look)]
     if bundle_id:
         found = [c for c in found if bundle_id in (c.bundle_id, c.client_name)]
     system = [_system_ane(places.ane_cache)] if places.ane_cache is not None else []
-    return Discovery(found, system, look.unreadable)
+    return Discovery(found, system, look.unreadable, look.skipped)
+
+
+def _inside_named_root(c: Container, places: Places, look: _Look) -> bool:
+    """The container's root (and each folder of its scope) lies inside the home or the temp folder,
+    reached from there through real folders only; else it is skipped, named, and never acted on."""
+    root = c.store.real(c.root) if c.root else str(c.store.base)
+    named = [str(p) for p in (places.home, places.tmpdir) if p is not None]
+    places_to_check = [root] + [os.path.join(root, *s.split("/")) for s in c.scope]
+    if all(any(fsio.lies_inside(n, p) for n in named) for p in places_to_check):
+        return True
+    look.skipped.append({**path_fields(root), **path_fields("", "target"),
+                         "reason": "not reached from the home or temp folder without crossing a symlink; "
+                                   "scan it as PATH"})
+    return False
 
 
 def _simulators(devices: Path, look: _Look) -> list[Container]:
     out = []
+    look.subfolders(devices)  # records a symlinked device folder as skipped (detection never enters it)
     for c in look.containers(devices.parent):
         udid = _udid_of(c.label)
         plist = read_plist(FolderStore(devices).read(f"{udid}/device.plist")) if udid else {}
@@ -160,8 +209,8 @@ def _app_containers(top: Path, form: str, look: _Look) -> list[Container]:
     for child in look.subfolders(top):
         if form == "macos-container":
             out += [c for c in look.containers(child) if c.form == "macos-container"]
-        elif look.is_dir(child / "Library" / "Caches"):
-            out.append(Container(store=FolderStore(child.resolve()), root="", form=form, bundle_id=None,
+        elif look.place(child, "Library", "Caches") is not None:
+            out.append(Container(store=FolderStore(child), root="", form=form, bundle_id=None,
                                  label=str(child), client_name=child.name))
     return out
 
@@ -177,12 +226,12 @@ def _process_caches(caches: Path, look: _Look) -> list[Container]:
             scopes.setdefault(child.name, []).append(f"{child.name}/{E5_CACHE}")
     if look.is_dir(caches / E5_CACHE):
         scopes.setdefault(SHARED_CLIENT, []).append(E5_CACHE)
-    coreai = caches / COREAI_CACHE
-    if look.is_dir(coreai):
+    coreai = look.place(caches, COREAI_CACHE)
+    if coreai is not None:
         for build in look.subfolders(coreai):
             for client in look.subfolders(build):
                 scopes.setdefault(client.name, []).append(f"{COREAI_CACHE}/{build.name}/{client.name}")
-    store = FolderStore(caches.resolve())
+    store = FolderStore(caches)
     return [Container(store=store, root="", form="process-cache", bundle_id=client if "." in client and
                       client != SHARED_CLIENT and not client.startswith(("python", "org.python", "com.apple.python"))
                       else None, label=str(caches / client), client_name=client, scope=tuple(sorted(scope)))
