@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -112,3 +113,22 @@ def tree_state(root: Path) -> dict[str, tuple]:
             digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else None
             state[str(p.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns, digest)
     return state
+
+
+@contextlib.contextmanager
+def holding_open(path: Path, name: str | None = None):
+    """Another process (a Python child, optionally under another executable name) that holds `path`
+    open until the block ends: a running app, as far as the in-use checks can tell."""
+    import subprocess
+    import time
+
+    exe = sys.executable
+    script = "import sys, time\nfh = open(sys.argv[1], 'rb')\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    proc = subprocess.Popen([exe, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.05)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run, scan_json, tree_state
+from conftest import holding_open, run, scan_json, tree_state
 from mlcache_audit import apply as apply_mod
 from mlcache_audit.apply import apply_plan, restore_quarantine
 from mlcache_audit.audit import audit_path
@@ -259,11 +259,11 @@ def test_apply_refuses_live_container_in_use(fx):
     plan = plan_for(top, bundle_id="com.example.simleak")
     app_root = Path(plan.containers[0].root)
     before = tree_state(app_root)
-    with open(app_root / "Documents" / "notes.txt", "rb"):
+    with holding_open(app_root / "Documents" / "notes.txt") as app:  # another process: the app
         outcome = apply_plan(plan)  # skipped, naming the process; the run is not complete
         reasons = {o.reason for c in outcome.containers for o in c.outcomes}
         assert {o.status for c in outcome.containers for o in c.outcomes} == {"skipped"}
-        assert len(reasons) == 1 and f"pid {os.getpid()}" in reasons.pop() and not outcome.complete
+        assert len(reasons) == 1 and f"pid {app.pid}" in reasons.pop() and not outcome.complete
         result = run("clean", top, "--bundle-id", "com.example.simleak", "--apply", "--yes")
         assert result.exit_code == 1 and "in use by" in result.stdout
     assert tree_state(app_root) == before

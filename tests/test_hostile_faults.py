@@ -23,7 +23,7 @@ from conftest import run, tree_state  # noqa: E402
 from mlcache_audit import apply as apply_mod  # noqa: E402
 from mlcache_audit.apply import apply_plan, restore_quarantine  # noqa: E402
 from mlcache_audit.audit import audit_path  # noqa: E402
-from mlcache_audit.errors import MlcacheError  # noqa: E402
+from mlcache_audit.errors import MlcacheError, PlanInvalid  # noqa: E402
 from mlcache_audit.gate import budgets_from, check, diff, load_snapshot  # noqa: E402
 from mlcache_audit.plan import Plan, make_plan  # noqa: E402
 from mlcache_audit.quarantine import read_manifest  # noqa: E402
@@ -155,17 +155,8 @@ def test_manifest_record_is_written_before_the_move(tmp_path, monkeypatch):
     assert seen_records == list(range(1, len(seen_records) + 1))  # each move found its record already there
 
 
-def test_restore_skips_hostile_manifest_lines_and_restores_the_rest(tmp_path):
-    root = leak_container(tmp_path)
-    q = tmp_path / "q"
-    outcome = apply_plan(plan_for(root), quarantine=q)
-    moved = sum(o.status == "quarantined" for c in outcome.containers for o in c.outcomes)
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "secret").write_text("not yours")
-    other = hostile_corpus._container(tmp_path / "other-app", "com.example.other")
-    good = json.loads((q / "manifest.jsonl").read_text().splitlines()[0])
-    hostile = [
+def _hostile_lines(good: dict, other: Path) -> list:
+    return [
         {**good, "stored": "../../outside/secret"},
         {**good, "stored": "/etc/passwd"},
         {**good, "root": str(other)},
@@ -177,19 +168,43 @@ def test_restore_skips_hostile_manifest_lines_and_restores_the_rest(tmp_path):
         {**good, "root": 5},
         ["not", "an", "object"],
         "text",
+        "{torn line",
+        "[" * 5000 + "]" * 5000,
     ]
+
+
+@pytest.mark.parametrize("which", range(13))
+def test_one_hostile_manifest_line_means_nothing_is_restored(which, tmp_path):
+    root = leak_container(tmp_path)
+    q = tmp_path / "q"
+    apply_plan(plan_for(root), quarantine=q)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not yours")
+    other = hostile_corpus._container(tmp_path / "other-app", "com.example.other")
+    good = json.loads((q / "manifest.jsonl").read_text().splitlines()[0])
+    rec = _hostile_lines(good, other)[which]
+    items = sorted(p.name for p in q.glob("*/items/*"))
     with open(q / "manifest.jsonl", "a") as fh:
-        for rec in hostile:
-            fh.write(json.dumps(rec) + "\n")
-        fh.write("{torn line\n")
+        fh.write((rec if isinstance(rec, str) else json.dumps(rec)) + "\n")
     result = run("restore", q, "--format", "json")
     assert_clean_output(result)
-    assert result.exit_code == 1
-    doc = json_doc(result)
-    assert sum(o["status"] == "restored" for o in doc["outcomes"]) == moved
-    assert sum(o["status"] == "skipped" for o in doc["outcomes"]) == len(hostile) + 1
+    assert result.exit_code == 2 and "nothing was restored" in result.stderr
+    assert sorted(p.name for p in q.glob("*/items/*")) == items  # nothing moved
     assert (outside / "secret").read_text() == "not yours"
     assert not any(n.startswith(("F38A", "escape")) for n in os.listdir(other / "tmp"))
+
+
+def test_a_torn_last_manifest_line_is_the_crash_it_records_and_the_rest_is_restored(tmp_path):
+    root = leak_container(tmp_path)
+    q = tmp_path / "q"
+    outcome = apply_plan(plan_for(root), quarantine=q)
+    moved = sum(o.status == "quarantined" for c in outcome.containers for o in c.outcomes)
+    with open(q / "manifest.jsonl", "a") as fh:
+        fh.write('{"root": "/x", "pa')  # the run died writing its next record, before that move
+    result = run("restore", q, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert sum(o["status"] == "restored" for o in json_doc(result)["outcomes"]) == moved
 
 
 def test_restore_only_into_the_container_it_was_made_for(tmp_path):
@@ -200,8 +215,42 @@ def test_restore_only_into_the_container_it_was_made_for(tmp_path):
     import plistlib
 
     meta.write_bytes(plistlib.dumps({"MCMMetadataIdentifier": "com.example.someone-else"}))
-    result = restore_quarantine(q)
-    assert result.outcomes and all(o.status == "skipped" and "no longer holds" in o.reason for o in result.outcomes)
+    with pytest.raises(PlanInvalid, match="no longer holds"):
+        restore_quarantine(q)
+
+
+def test_restore_refuses_another_folder_put_at_the_containers_path(tmp_path):
+    """Identity, not path: the same app's container copied back in place is another folder."""
+    root = leak_container(tmp_path)
+    q = tmp_path / "q"
+    apply_plan(plan_for(root), quarantine=q)
+    items = sorted(p.name for p in q.glob("*/items/*"))
+    shutil.move(str(root), str(tmp_path / "moved-away"))
+    shutil.copytree(tmp_path / "moved-away", root, symlinks=True)
+    with pytest.raises(PlanInvalid, match="another folder is there now"):
+        restore_quarantine(q)
+    assert sorted(p.name for p in q.glob("*/items/*")) == items
+
+
+def test_restore_of_a_crafted_client_store_never_writes_outside(tmp_path):
+    """A handmade per-process store naming a plain folder elsewhere as its root is refused whole."""
+    from mlcache_audit import quarantine as qfmt
+
+    q = tmp_path / "q"
+    plain = tmp_path / "plain" / "folder"
+    plain.mkdir(parents=True)
+    root = str(plain)
+    store = qfmt.store_name(qfmt.container_key(root, "python"))
+    (q / store / "items").mkdir(parents=True)
+    (q / store / "items" / ("ab" * 12)).write_text("payload")
+    (q / store / "container.json").write_text(json.dumps(qfmt.store_info(root, None, "process-cache", "python",
+                                                                        ("python/com.apple.e5rt.e5bundlecache",))))
+    (q / "manifest.jsonl").write_text(json.dumps(qfmt.record_dict(
+        root, None, "python/com.apple.e5rt.e5bundlecache/deep/new/x", f"{store}/items/{'ab' * 12}", 7,
+        "stale-os-build", "2026-01-01T00:00:00Z", client="python")) + "\n")
+    result = run("restore", q)
+    assert result.exit_code == 2 and "nothing was restored" in result.stderr
+    assert list(plain.iterdir()) == []
 
 
 # -- documents from outside ---------------------------------------------------------------------
@@ -296,7 +345,10 @@ def test_fuzzed_manifests_are_records_damaged_lines_or_a_clean_error(lines):
         (Path(d) / "manifest.jsonl").write_text(text)
         records, finished, damaged = read_manifest(d)
         assert len(records) + len(finished) + len(damaged) <= len(lines)
-        result = restore_quarantine(Path(d))
+        try:
+            result = restore_quarantine(Path(d))
+        except PlanInvalid:
+            return  # one record that fails validation: nothing is moved, exit 2
         assert all(o.status in ("skipped", "failed") for o in result.outcomes)
 
 

@@ -45,10 +45,12 @@ from pathlib import Path
 
 from mlcache_audit import fsio
 from mlcache_audit import quarantine as qfmt
+from mlcache_audit.identity import key_of
 from mlcache_audit.journal import Journal, default_state_dir
+from mlcache_audit.locks import holding, state_folder_ready
 from mlcache_audit.plan import Action, ContainerPlan, Plan
 from mlcache_audit.safety import may_act_on
-from mlcache_audit.sources.base import DIR, Entry
+from mlcache_audit.sources.base import DIR, FILE
 from mlcache_audit.sources.folder import entry_from_stat
 from mlcache_audit.state import Seen, target_state
 
@@ -98,34 +100,52 @@ class ApplyResult:
 def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = None,
                state_dir: Path | None = None) -> ApplyResult:
     """Carry out a plan entry by entry under the rules in this module's doc. With dry_run, return the
-    same result with "would ..." outcomes and change nothing (no journal, no re-walk)."""
+    same result with "would ..." outcomes and change nothing (no journal, no lock, no re-walk).
+
+    Before the first action: the state folder must be writable (the journal is what makes a crash
+    recoverable), every container's lock is taken (one run acts on a container at a time), and the
+    containers and their in-use checks are verified, all or nothing."""
     from mlcache_audit import preflight
 
     if quarantine is not None:
         quarantine = preflight.verify_quarantine(plan, quarantine, create=not dry_run)
-    refused = {} if dry_run else preflight.verify_plan_targets(plan)
-    results = []
-    for cp in plan.containers:
-        if cp.key in refused:  # a client that is running: every entry skipped, named, and the run exits 1
-            results.append(ContainerOutcome(cp.root, cp.bundle_id, tuple(
-                Outcome(a.path, 0, a.rule, "skipped", refused[cp.key]) for a in cp.actions)))
-            continue
-        journal = None if dry_run else Journal(state_dir or default_state_dir(), cp.root, cp.key)
-        recovered = _recover(journal) if journal else []
-        outcomes = []
-        if journal:
-            journal.write({"event": "start", "plan_created": plan.created, "entries": len(cp.actions)})
-        try:
-            # Deepest first, so nothing is removed with a parent that was not itself planned.
-            for action in sorted(cp.actions, key=lambda a: (-a.path.count("/"), a.path)):
-                outcomes.append(_act(cp, action, dry_run, quarantine, journal))
-        finally:
-            if journal:
-                journal.close(finished=len(outcomes) == len(cp.actions))
-        order = {a.path: i for i, a in enumerate(cp.actions)}
-        outcomes.sort(key=lambda o: order.get(o.path, 0))
-        results.append(ContainerOutcome(cp.root, cp.bundle_id, tuple(outcomes), tuple(recovered)))
-    return ApplyResult(dry_run, str(quarantine) if quarantine else None, tuple(results))
+    if dry_run:
+        return ApplyResult(True, str(quarantine) if quarantine else None, tuple(
+            ContainerOutcome(cp.root, cp.bundle_id, tuple(_act(cp, a, True, quarantine, None) for a in cp.actions))
+            for cp in plan.containers))
+    preflight.refuse_read_only(plan)
+    state = state_dir or default_state_dir()
+    state_folder_ready(state, "journals")
+    with holding(state, list(preflight.container_keys(plan).values()), "apply"):
+        refused = preflight.verify_plan_targets(plan)
+        results = [_apply_container(plan, cp, quarantine, state, refused.get(cp.key)) for cp in plan.containers]
+    return ApplyResult(False, str(quarantine) if quarantine else None, tuple(results))
+
+
+def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, state: Path,
+                     refused: str | None) -> ContainerOutcome:
+    if refused:  # a client that is running: every entry skipped, named, and the run exits 1
+        return ContainerOutcome(cp.root, cp.bundle_id, tuple(
+            Outcome(a.path, 0, a.rule, "skipped", refused) for a in cp.actions))
+    journal = Journal(state, cp.root, cp.key)
+    recovered = _recover(journal)
+    try:
+        journal.write({"event": "start", "plan_created": plan.created, "entries": len(cp.actions)})
+    except OSError as exc:  # a full disk: without its journal nothing is acted on
+        journal.close(finished=False)
+        return ContainerOutcome(cp.root, cp.bundle_id, tuple(
+            Outcome(a.path, 0, a.rule, "skipped", f"the journal cannot be written ({why(exc)}); nothing was done")
+            for a in cp.actions), tuple(recovered))
+    outcomes = []
+    try:
+        # Deepest first, so nothing is removed with a parent that was not itself planned.
+        for action in sorted(cp.actions, key=lambda a: (-a.path.count("/"), a.path)):
+            outcomes.append(_act(cp, action, False, quarantine, journal))
+    finally:
+        journal.close(finished=len(outcomes) == len(cp.actions))
+    order = {a.path: i for i, a in enumerate(cp.actions)}
+    outcomes.sort(key=lambda o: order.get(o.path, 0))
+    return ContainerOutcome(cp.root, cp.bundle_id, tuple(outcomes), tuple(recovered))
 
 
 def why(exc: OSError) -> str:
@@ -136,9 +156,14 @@ def why(exc: OSError) -> str:
 
 
 def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, journal) -> Outcome:
+    measured: list[int] = []  # what the re-check measured right before acting: the only bytes reported freed
+
     def out(status: str, reason: str = "") -> Outcome:
-        return Outcome(a.path, a.bytes if status in ("removed", "quarantined") or status.startswith("would") else 0,
-                       a.rule, status, reason)
+        if status.startswith("would"):
+            freed = a.bytes  # a preview of a plan: the plan's own figure, shown as such
+        else:
+            freed = measured[0] if status in ("removed", "quarantined") and measured else 0
+        return Outcome(a.path, freed, a.rule, status, reason)
 
     if not may_act_on(a.path):
         return out("skipped", "protected or unsafe path: never acted on")
@@ -149,7 +174,7 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return out("would quarantine" if quarantine else "would remove")
     parts = a.path.split("/")
     try:
-        parent_fd = fsio.open_dir_chain(cp.root, parts[:-1])
+        parent_fd = fsio.open_under(cp.root, parts[:-1])
     except OSError:
         return out("skipped", "a folder on the way is missing, or is now a symlink")
     try:
@@ -158,9 +183,12 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return out("skipped", "gone since the plan was made")
-        changed = _changes(parent_fd, name, a, st)
+        now, freed = fresh_state(parent_fd, name, st)
+        changed = ", ".join(f for f in ("type", "size", "files", "mtime_ns", "inode", "fingerprint")
+                            if getattr(now, f) != getattr(a.seen, f))
         if changed:
             return out("skipped", f"changed since plan ({changed})")
+        measured.append(freed)
         if quarantine is not None:
             return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out)
         return _remove(a, parent_fd, name, st, journal, out)
@@ -174,33 +202,26 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         os.close(parent_fd)
 
 
-def _changes(parent_fd: int, name: str, a: Action, st: os.stat_result) -> str:
-    """Which of the planned facts no longer hold ("" when none)."""
-    now = fresh_state(parent_fd, name, st)
-    diffs = [field for field in ("type", "size", "files", "mtime_ns", "inode", "fingerprint")
-             if getattr(now, field) != getattr(a.seen, field)]
-    return ", ".join(diffs)
-
-
-def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> Seen:
-    """The target's state now, read through the parent's handle that the action will use."""
+def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> tuple[Seen, int]:
+    """The target's state now, read through the parent's handle that the action will use, and the
+    bytes its removal frees (a file with another link frees nothing; a symlink frees nothing)."""
     target = os.readlink(name, dir_fd=parent_fd) if stat.S_ISLNK(st.st_mode) else None
     top = entry_from_stat(name, st, target)
-    below: list[Entry] = []
-    if top.type == DIR:
-        fd = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
-        try:
-            if os.fstat(fd).st_ino != st.st_ino:
-                return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked")
-            problems: list[str] = []
-            below = [entry_from_stat(rel, est, tgt)
-                     for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what))]
-        finally:
-            os.close(fd)
-        if problems:
-            # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
-            return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0])
-    return target_state(top, below)
+    if top.type != DIR:
+        return target_state(top, []), (top.size if top.type == FILE and top.nlink <= 1 else 0)
+    fd = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
+    try:
+        if os.fstat(fd).st_ino != st.st_ino:
+            return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked"), 0
+        problems: list[str] = []
+        below = [entry_from_stat(rel, est, tgt)
+                 for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what))]
+    finally:
+        os.close(fd)
+    if problems:
+        # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
+        return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0]), 0
+    return target_state(top, below), sum(e.size for e in below if e.type == FILE and e.nlink <= 1)
 
 
 def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out) -> Outcome:
@@ -222,8 +243,9 @@ def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, o
     if error:
         journal.write({"event": "failed", **fsio.path_fields(a.path), "error": error, "trash": trash})
         return out("failed", f"{error}; what is left is in {trash} beside it")
-    journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": a.bytes})
-    return out("removed")
+    result = out("removed")
+    journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes})
+    return result
 
 
 def _delete_aside(parent_fd: int, trash: str, is_dir: bool) -> str:
@@ -284,7 +306,7 @@ def _finish_removal(root: str, parents: list[str], trash: str) -> list[str]:
     """Remove what an interrupted run had already renamed aside (a `.mlcache-removing-*` entry),
     reaching it from the root without following any symlink, as every removal does."""
     try:
-        fd = fsio.open_dir_chain(root, parents)
+        fd = fsio.open_under(root, parents)
     except OSError as exc:
         return [why(exc)]
     try:
@@ -323,15 +345,16 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
             _append_line(manifest, {"cancelled": stored, "at": _now()})
             journal.write({"event": "skipped", **fsio.path_fields(a.path)})
             return out("skipped", "changed while being moved")
-        journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": a.bytes, "quarantine": stored})
-        return out("quarantined", f"to {fsio.readable(str(quarantine / stored))}")
+        result = out("quarantined", f"to {fsio.readable(str(quarantine / stored))}")
+        journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes, "quarantine": stored})
+        return result
     finally:
         os.close(items_fd)
 
 
 def _store_items(quarantine: Path, store: str, cp: ContainerPlan) -> int:
     """The fd of `<quarantine>/<store>/items`, made with its container.json on first use."""
-    store_fd = fsio.open_dir_chain(str(quarantine), [store], create=True)
+    store_fd = fsio.open_under(str(quarantine), [store], create=True)
     try:
         try:
             fd = os.open(qfmt.STORE_INFO, os.O_WRONLY | os.O_CREAT | os.O_EXCL | fsio.NOFOLLOW, 0o644,
@@ -340,10 +363,11 @@ def _store_items(quarantine: Path, store: str, cp: ContainerPlan) -> int:
             pass
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(qfmt.store_info(cp.root, cp.bundle_id, cp.form, cp.client, cp.scope)) + "\n")
+                identity = key_of(cp.root, cp.client if cp.scope else None)
+                fh.write(json.dumps(qfmt.store_info(cp.root, cp.bundle_id, cp.form, cp.client, cp.scope, identity)) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-        return fsio.open_dir_chain(str(quarantine), [store, "items"], create=True)
+        return fsio.open_under(str(quarantine), [store, "items"], create=True)
     finally:
         os.close(store_fd)
 
@@ -385,7 +409,7 @@ def _recover(journal: Journal) -> list[str]:
 def _exists_at(root: str, parents: list[str], name: str) -> bool:
     """Is `name` in the folder `root/parents...`, reached without following symlinks?"""
     try:
-        fd = fsio.open_dir_chain(root, parents)
+        fd = fsio.open_under(root, parents)
     except OSError:
         return False
     try:
@@ -406,53 +430,39 @@ class RestoreResult:
         return all(o.status == "restored" for o in self.outcomes)
 
 
-def restore_quarantine(directory: Path) -> RestoreResult:
+def restore_quarantine(directory: Path, state_dir: Path | None = None) -> RestoreResult:
     """Put every quarantined entry back exactly where it was: only entries inside the quarantine
-    folder, only into the container its store was made for, never over something already there,
-    only by rename (another volume is refused, so nothing is copied or truncated)."""
+    folder, only into the container its store was made from (the same identity, there now), never
+    over something already there, only by rename (another volume is refused, so nothing is copied
+    or truncated), creating at most the item's own parent folder, never one above it.
+
+    Every record is validated before any is moved (quarantine.validate): one that fails means
+    nothing is moved (PlanInvalid, exit 2); a failure during the moves is that entry's (exit 1).
+    The containers' locks are held throughout, as apply holds them."""
     from mlcache_audit.preflight import container_identity
 
     qdir = os.path.realpath(directory)
     records, finished, damaged = qfmt.read_manifest(qdir)
-    outcomes = [Outcome(f"{QUARANTINE_MANIFEST}:{n}", 0, "", "skipped", f"damaged manifest line, skipped: {reason}")
-                for n, reason in damaged]
-    stores: dict[str, dict | None] = {}
-    identities: dict[str, tuple | None] = {}
-    for rec in records:
-        if rec.stored in finished:
-            continue
+    pending = [r for r in records if r.stored not in finished]
+    checked = qfmt.validate(qdir, pending, damaged, container_identity)
+    if not checked:
+        return RestoreResult(())
+    state = state_dir or default_state_dir()
+    with holding(state, [c.key for c in checked], "restore"):
+        outcomes = []
+        for c in checked:
+            rec = c.record
 
-        def out(status: str, reason: str = "", rec=rec) -> Outcome:
-            return Outcome(rec.path, rec.bytes if status == "restored" else 0, rec.rule, status, reason)
+            def out(status: str, reason: str = "", rec=rec) -> Outcome:
+                return Outcome(rec.path, rec.bytes if status == "restored" else 0, rec.rule, status, reason)
 
-        if rec.store not in stores:
-            stores[rec.store] = qfmt.read_store_info(qdir, rec.store)
-        info = stores[rec.store]
-        if info is None or info["root"] != rec.root or info["bundle_id"] != rec.bundle_id or info["client"] != rec.client:
-            outcomes.append(out("skipped", "the manifest line does not match the container its quarantine store "
-                                           "was made for"))
-            continue
-        if info["scope"]:  # a per-process client: its caches folder, and only its own folders in it
-            if not os.path.isdir(rec.root) or not any(rec.path == s or rec.path.startswith(s + "/")
-                                                      for s in info["scope"]):
-                outcomes.append(out("skipped", "not inside the client's caches it was taken from"))
-                continue
             outcomes.append(_restore_one(qdir, rec, out))
-            continue
-        if rec.root not in identities:
-            identities[rec.root] = container_identity(rec.root)
-        ident = identities[rec.root]
-        if ident is None or ident[0] != info["bundle_id"]:
-            outcomes.append(out("skipped", f"{fsio.readable(rec.root)} no longer holds the container this was "
-                                           f"taken from ({info['bundle_id'] or 'unknown bundle id'})"))
-            continue
-        outcomes.append(_restore_one(qdir, rec, out))
     return RestoreResult(tuple(outcomes))
 
 
 def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
     try:
-        items_fd = fsio.open_dir_chain(qdir, [rec.store, "items"])
+        items_fd = fsio.open_under(qdir, [rec.store, "items"])
     except OSError:
         return out("skipped", "no longer in the quarantine folder")
     try:
@@ -461,10 +471,11 @@ def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
         except FileNotFoundError:
             return out("skipped", "not in the quarantine folder (never moved, or restored already)")
         parts = rec.path.split("/")
-        try:
-            fd = fsio.open_dir_chain(rec.root, parts[:-1], create=True)
+        try:  # every folder above the item's parent must be there; the parent itself may be made again
+            above = fsio.open_under(rec.root, parts[:-2])
+            fd = fsio.open_chain_at(above, parts[-2:-1], create=True)
         except OSError:
-            return out("skipped", "the container or a folder on the way is missing or a symlink")
+            return out("skipped", "a folder above where it was is missing or is now a symlink")
         try:
             if _exists_at_fd(fd, parts[-1]):
                 return out("skipped", "something is at the original path already")

@@ -27,6 +27,18 @@ class MlcacheError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self):
+        # Pickled whole (a --jobs worker's error reaches the parent): Exception's default pickles only
+        # `args`, which cannot rebuild a subclass with keyword-only fields.
+        return _rebuild, (type(self), dict(self.__dict__))
+
+
+def _rebuild(cls: type, state: dict) -> MlcacheError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
 
 class PathNotFound(MlcacheError):
     """The path given does not exist."""
@@ -75,3 +87,11 @@ class DocumentInvalid(MlcacheError):
 
 class OutputNotWritable(MlcacheError):
     """A file mlcache was asked to write (a plan, snapshot, report, JUnit) cannot be written there."""
+
+
+class ContainerBusy(MlcacheError):
+    """Another mlcache run holds this container's lock (it is cleaning or restoring it now)."""
+
+
+class StateNotWritable(MlcacheError):
+    """mlcache's state folder (journals, locks) cannot be written, so nothing may be acted on."""

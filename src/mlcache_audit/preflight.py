@@ -8,8 +8,9 @@ from pathlib import Path
 
 from mlcache_audit.errors import PlanInvalid, ReadOnlyEvidence
 from mlcache_audit.fsio import readable
+from mlcache_audit.identity import ContainerKey, key_of
 from mlcache_audit.plan import Plan
-from mlcache_audit.processes import processes_of_client, processes_using
+from mlcache_audit.processes import OpenFiles, processes_of_client
 from mlcache_audit.sources import open_containers
 
 
@@ -22,12 +23,12 @@ def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
     for c in found:
         real = c.store.real(c.root) if c.root else str(c.store.base)
         if real == root:
-            return c.bundle_id, c.form, c.cleanable_in_place, c.live
+            return c.bundle_id, c.form, c.cleanable_in_place, c.live_why
     return None
 
 
 def _current(plan: Plan) -> dict[str, tuple]:
-    """What is there now, keyed as ContainerPlan.key: (bundle id, form, cleanable, live, client)."""
+    """What is there now, keyed as ContainerPlan.key: (bundle id, form, cleanable, why live, client)."""
     if plan.discovery is not None:
         from mlcache_audit.sources.discover import Places, discover
 
@@ -39,19 +40,44 @@ def _current(plan: Plan) -> dict[str, tuple]:
     for c in found:
         root = c.store.real(c.root) if c.root else str(c.store.base)
         key = f"{root}\0{c.client_name}" if c.scope else root
-        out[key] = (c.bundle_id, c.form, c.cleanable_in_place, c.live, c.client_name)
+        out[key] = (c.bundle_id, c.form, c.cleanable_in_place, c.live_why, c.client_name)
     return out
 
 
-def verify_plan_targets(plan: Plan) -> dict[str, str]:
-    """The plan must still describe the containers at its roots (else PlanInvalid, nothing is done).
-    Returns the live clients that are running, container key -> why: those are skipped, the rest go on.
-    A container is in use when a process has files open in it; a per-process cache when a process of
-    its client's name runs (python for com.apple.python3 and org.python.python); unsure is in use."""
+def refuse_read_only(plan: Plan) -> None:
+    """A backup or an archive is never acted on: ReadOnlyEvidence, with what to do instead."""
     for cp in plan.containers:
         if cp.read_only:
             raise ReadOnlyEvidence(f"{readable(cp.root)}: {cp.read_only.split(';')[0]}",
                                    hint=cp.read_only.split("; ", 1)[-1])
+
+
+def container_keys(plan: Plan) -> dict[str, ContainerKey]:
+    """The identity of every container the plan acts on (ContainerPlan.key -> ContainerKey); a root
+    that is gone or reached through a symlink is PlanInvalid, before anything is done."""
+    keys = {}
+    for cp in plan.containers:
+        if not cp.actions:
+            continue
+        key = key_of(cp.root, cp.client if cp.scope else None)
+        if key is None:
+            raise PlanInvalid(f"{readable(cp.root)} is gone, or is now reached through a symlink",
+                              hint="make a new plan with `mlcache clean`")
+        keys[cp.key] = key
+    return keys
+
+
+def verify_plan_targets(plan: Plan) -> dict[str, str]:
+    """The plan must still describe the containers at its roots (else PlanInvalid, nothing is done).
+    Returns the containers that must not be touched now, container key -> why: those are skipped,
+    the rest go on.
+
+    Every folder container gets the in-use check, for a process may use any folder: one is in use
+    when a process (mlcache's own left out) has a file open or its working folder in it; a
+    per-process cache also when a process of its client's name runs (python for com.apple.python3).
+    A live container (where it lives says so: Container.live_why) is refused too when the check
+    cannot run (no process of this user can be read: access denied): unsure is in use."""
+    refuse_read_only(plan)
     try:
         current = _current(plan)
     except Exception as exc:  # noqa: BLE001 - any failure to re-open means "not the same container"
@@ -64,14 +90,23 @@ def verify_plan_targets(plan: Plan) -> dict[str, str]:
                               hint="make a new plan with `mlcache clean`")
         if not ident[2]:
             raise PlanInvalid(f"{readable(cp.root)} is not a folder that can be cleaned in place")
+    acting = [cp for cp in plan.containers if cp.actions]
+    if not acting:
+        return {}
+    table = OpenFiles.now()
     refused = {}
-    for cp in plan.containers:
-        if not (current[cp.key][3] and cp.actions):
-            continue
-        users = processes_of_client(cp.client) if cp.form == "process-cache" else processes_using(cp.root)
+    for cp in acting:
+        live_why = current[cp.key][3]
+        places = [os.path.join(cp.root, *s.split("/")) for s in cp.scope] or [cp.root]
+        users = [u for place in places for u in table.using(place).users]
+        if cp.form == "process-cache":
+            users += processes_of_client(cp.client)
         if users:
-            refused[cp.key] = (f"in use by {', '.join(users[:3])}: quit it first; deleting a running client's "
-                               "caches breaks it until restart")
+            refused[cp.key] = (f"in use by {', '.join(dict.fromkeys(users[:3]))}: quit it first; deleting a running "
+                               "client's caches breaks it until restart")
+        elif live_why and table.blind:
+            refused[cp.key] = (f"live ({live_why}), and whether a running app uses it cannot be checked: "
+                               f"{table.blind}; quit the app first, or run mlcache where it may read processes")
     return refused
 
 

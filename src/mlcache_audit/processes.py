@@ -1,12 +1,26 @@
 """What is running: the processes that use a container, and whether a pid that owns scratch is alive.
 
 psutil is imported inside each function, so commands that never ask (JSON scans of offline copies,
---help, --version) do not pay for it.
+--help, --version) do not pay for it. mlcache's own process and the workers it started are never
+counted as users of anything (its parent, a shell or a test runner, is: it is another program).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+
+
+def own_pids() -> set[int]:
+    """This process and the worker processes it started (walk and --jobs workers)."""
+    pids = {os.getpid()}
+    try:
+        import multiprocessing
+
+        pids |= {p.pid for p in multiprocessing.active_children() if p.pid}
+    except (ImportError, OSError):
+        pass
+    return pids
 
 
 def pid_running(pid: int) -> bool:
@@ -20,24 +34,69 @@ def pid_running(pid: int) -> bool:
         return True
 
 
-def processes_using(root: str) -> list[str]:
-    """`name (pid N)` of every process with a file open or its working folder inside `root`."""
-    import psutil
+@dataclass(frozen=True)
+class InUse:
+    """Who uses a place: `users` as `name (pid N)`; `blind`, why the check could not run at all."""
 
-    prefix = root.rstrip(os.sep) + os.sep
-    users = []
-    for proc in psutil.process_iter(["pid", "name"]):
-        try:
-            paths = [f.path for f in proc.open_files()]
+    users: list[str] = field(default_factory=list)
+    blind: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenFiles:
+    """Every process's open files and working folder, read once (psutil), mlcache's own left out."""
+
+    paths: list[tuple[str, list[str]]]  # ("name (pid N)", paths)
+    unchecked: list[str]  # processes of this user whose open files could not be read
+    checked_own_user: int = 0  # how many processes of this user could be read
+
+    @property
+    def blind(self) -> str | None:
+        """Why the in-use check cannot run at all (no process of this user could be read: a sandbox,
+        a missing permission), or None. A few unreadable system processes do not make it blind."""
+        if self.unchecked and not self.checked_own_user:
+            return f"the open files of {', '.join(self.unchecked[:3])} cannot be read (access denied)"
+        return None
+
+    @classmethod
+    def now(cls) -> OpenFiles:
+        import psutil
+
+        mine = own_pids()
+        uid = os.getuid() if hasattr(os, "getuid") else None
+        found, unchecked, own_user = [], [], 0
+        for proc in psutil.process_iter(["pid", "name", "uids"]):
+            pid, name = proc.info["pid"], proc.info.get("name")
+            if pid in mine:
+                continue
             try:
-                paths.append(proc.cwd())
-            except (psutil.AccessDenied, psutil.ZombieProcess):
-                pass
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
-            continue
-        if any(p == root or p.startswith(prefix) for p in paths):
-            users.append(f"{proc.info['name']} (pid {proc.info['pid']})")
-    return users
+                paths = [f.path for f in proc.open_files()]
+                try:
+                    paths.append(proc.cwd())
+                except (psutil.AccessDenied, psutil.ZombieProcess):
+                    pass
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            except (psutil.AccessDenied, OSError):
+                uids = proc.info.get("uids")
+                if uid is not None and uids is not None and uids.real == uid:
+                    unchecked.append(f"{name} (pid {pid})")
+                continue
+            uids = proc.info.get("uids")
+            own_user += uid is not None and uids is not None and uids.real == uid
+            found.append((f"{name} (pid {pid})", paths))
+        return cls(found, unchecked, own_user)
+
+    def using(self, root: str) -> InUse:
+        """The processes with a file open or their working folder at or inside `root`."""
+        prefix = root.rstrip(os.sep) + os.sep
+        return InUse([who for who, paths in self.paths if any(p == root or p.startswith(prefix) for p in paths)],
+                     self.blind)
+
+
+def processes_using(root: str) -> InUse:
+    """Every process (but mlcache's own) with a file open or its working folder inside `root`."""
+    return OpenFiles.now().using(root)
 
 
 # Clients whose cache folder is not named like their process: Apple's and python.org's Pythons.
@@ -55,17 +114,20 @@ def client_process_names(client: str | None) -> set[str]:
     return names
 
 
-def processes_of_client(client: str | None) -> list[str]:
-    """`name (pid N)` of every process whose name or executable is the client's; a process whose
-    name cannot be read is counted (unsure means in use)."""
+def processes_named(names: set[str]) -> list[tuple[int, str]]:
+    """(pid, name) of every process but mlcache's own whose name or executable's name is in `names`."""
     import psutil
 
-    names = client_process_names(client)
-    if not names:
-        return []
-    users = []
+    mine = own_pids()
+    found = []
     for proc in psutil.process_iter(["pid", "name", "exe"]):
-        name, exe = proc.info.get("name"), proc.info.get("exe")
-        if name in names or (exe and os.path.basename(exe) in names):
-            users.append(f"{name} (pid {proc.info['pid']})")
-    return users
+        name, exe, pid = proc.info.get("name"), proc.info.get("exe"), proc.info["pid"]
+        if pid not in mine and (name in names or (exe and os.path.basename(exe) in names)):
+            found.append((pid, name))
+    return found
+
+
+def processes_of_client(client: str | None) -> list[str]:
+    """`name (pid N)` of every process whose name or executable is the client's."""
+    names = client_process_names(client)
+    return [f"{name} (pid {pid})" for pid, name in processes_named(names)] if names else []

@@ -5,27 +5,33 @@
     <quarantine>/<store>/items/<token>          the moved entries, under short unique names
 
 `<store>` is the first 12 hex digits of the SHA-1 of the container root's bytes, so a store can only
-ever belong to one container. Reading the manifest back type-checks every field: a damaged line is
-reported and skipped, and the rest is restored.
+ever belong to one container; its container.json (`mlcache.quarantine/2`) records that container's
+identity (identity.py: device and inode of the real root, and the client). Restore validates every
+record before it moves any (`validate`): a damaged line, a store that does not match its records or
+a container that is not the one the store was made from means nothing is moved. The one exception
+is a torn last line without its newline: the run died writing it, before the move it announced.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlcache_audit import fsio
-from mlcache_audit.docfields import Fields, read_document
+from mlcache_audit.docfields import Fields, load_json, read_document
 from mlcache_audit.errors import DocumentInvalid, PathNotFound, PlanInvalid
+from mlcache_audit.identity import ContainerKey, key_of
 from mlcache_audit.safety import may_act_on
 
 MANIFEST = "manifest.jsonl"
 STORE_INFO = "container.json"
-STORE_SCHEMA = "mlcache.quarantine/1"
-MAX_MANIFEST_BYTES = 256 * 1024**2
+STORE_SCHEMA = "mlcache.quarantine/2"
+STORE_SCHEMAS = ("mlcache.quarantine/1", STORE_SCHEMA)  # /1 stores (no identity) are still read
+MAX_MANIFEST_BYTES = 256 * 1024**2  # a record is ~400 bytes: room for 600,000 moved entries
+MAX_STORE_INFO_BYTES = 1 << 20
 _STORED = re.compile(r"^([0-9a-f]{12})/items/([0-9a-f]{24})$")
 
 
@@ -71,9 +77,9 @@ def record_dict(root: str, bundle_id: str | None, path: str, stored: str, nbytes
 
 
 def store_info(root: str, bundle_id: str | None, form: str, client: str | None = None,
-               scope: tuple[str, ...] = ()) -> dict:
+               scope: tuple[str, ...] = (), identity: ContainerKey | None = None) -> dict:
     return {"schema": STORE_SCHEMA, **fsio.path_fields(root, "root"), "bundle_id": bundle_id, "form": form,
-            "client": client, "scope": list(scope)}
+            "client": client, "scope": list(scope), "identity": identity.to_dict() if identity else None}
 
 
 def read_manifest(directory: str) -> tuple[list[Record], set[str], list[tuple[int, str]]]:
@@ -87,13 +93,16 @@ def read_manifest(directory: str) -> tuple[list[Record], set[str], list[tuple[in
     records: list[Record] = []
     finished: set[str] = set()
     damaged: list[tuple[int, str]] = []
-    for n, line in enumerate(raw.split(b"\n"), 1):
+    lines = raw.split(b"\n")
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            damaged.append((n, "not JSON"))
+            doc = load_json(line, "manifest line")
+        except DocumentInvalid as exc:
+            if n == len(lines):  # a torn last line (no newline): the move it announced never began
+                continue
+            damaged.append((n, exc.message.removeprefix("manifest line ")))
             continue
         try:
             rec = _record(doc, n)
@@ -139,13 +148,81 @@ def _record(doc, n: int) -> Record | str:
 def read_store_info(directory: str, store: str) -> dict | None:
     """The container a store was made for, checked; None when missing or damaged."""
     try:
-        doc = json.loads(fsio.read_regular(os.path.join(directory, store, STORE_INFO), 1 << 20))
+        fd = fsio.open_under(directory, [store])
+        try:
+            doc = load_json(fsio.read_regular(STORE_INFO, MAX_STORE_INFO_BYTES + 1, dir_fd=fd), "container.json",
+                            MAX_STORE_INFO_BYTES)
+        finally:
+            os.close(fd)
         f = Fields("container.json")
         d = f.obj(doc, "the file")
-        if d.get("schema") != STORE_SCHEMA:
+        if d.get("schema") not in STORE_SCHEMAS:
             return None
+        ident = d.get("identity")
+        if ident is not None:
+            i = f.obj(ident, "identity")
+            ident = ContainerKey(f.integer(i, "dev", "identity", high=1 << 64), f.integer(i, "ino", "identity", high=1 << 64),
+                                 f.text(i, "client", "identity", optional=True))
         return {"root": fsio.path_from(d, "root"), "bundle_id": f.text(d, "bundle_id", "the file", optional=True),
                 "form": f.text(d, "form", "the file"), "client": f.text(d, "client", "the file", optional=True),
-                "scope": [s for s in f.texts(d, "scope", "the file") if may_act_on(s)]}
+                "scope": [s for s in f.texts(d, "scope", "the file") if may_act_on(s)], "identity": ident}
     except (OSError, ValueError, UnicodeDecodeError, DocumentInvalid):
         return None
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A record that passed validation, with the store it lies in and the container key it goes back to."""
+
+    record: Record
+    info: dict
+    key: ContainerKey
+
+
+def validate(directory: str, records: list[Record], damaged: list[tuple[int, str]],
+             container_of: Callable[[str], tuple | None]) -> list[Checked]:
+    """Every record checked before any is moved; PlanInvalid (exit 2, nothing moved) names the first
+    that fails. A record passes when its line is whole, its store's container.json matches it, its
+    path lies in the client's scope (a per-process client), and the container at its root is the one
+    the store was made from: the same identity (device and inode of the real root, reached without a
+    symlink) for a /2 store, and in any store the same bundle id found there by detection
+    (`container_of(root)`), or for a client's scope a real `Library/Caches` folder."""
+    def refuse(line: int, why: str) -> PlanInvalid:
+        return PlanInvalid(f"{MANIFEST} line {line}: {why}; nothing was restored",
+                           hint="restore only quarantines made by mlcache, into the container they came from")
+
+    if damaged:
+        n, reason = damaged[0]
+        raise refuse(n, f"damaged ({reason})")
+    stores: dict[str, dict | None] = {}
+    keys: dict[tuple, ContainerKey | None] = {}
+    out = []
+    for rec in records:
+        if rec.store not in stores:
+            stores[rec.store] = read_store_info(directory, rec.store)
+        info = stores[rec.store]
+        if info is None:
+            raise refuse(rec.line, f"its store {rec.store}/{STORE_INFO} is missing or damaged")
+        if info["root"] != rec.root or info["bundle_id"] != rec.bundle_id or info["client"] != rec.client:
+            raise refuse(rec.line, "it does not match the container its quarantine store was made for")
+        if info["scope"] and not any(rec.path == s or rec.path.startswith(s + "/") for s in info["scope"]):
+            raise refuse(rec.line, "its path is not inside the client's caches it was taken from")
+        where = (rec.root, rec.client if info["scope"] else None)
+        if where not in keys:
+            keys[where] = key_of(*where)
+        key = keys[where]
+        if key is None:
+            raise refuse(rec.line, f"{fsio.readable(rec.root)} is gone, or is reached through a symlink")
+        if info["identity"] is not None and info["identity"] != key:
+            raise refuse(rec.line, f"{fsio.readable(rec.root)} is not the container this was taken from "
+                                   "(another folder is there now)")
+        if info["scope"]:
+            if not rec.root.endswith(f"{os.sep}Library{os.sep}Caches"):
+                raise refuse(rec.line, f"{fsio.readable(rec.root)} is not a Library/Caches folder")
+        else:
+            found = container_of(rec.root)
+            if found is None or found[0] != info["bundle_id"]:
+                raise refuse(rec.line, f"{fsio.readable(rec.root)} no longer holds the container this was taken "
+                                       f"from ({info['bundle_id'] or 'unknown bundle id'})")
+        out.append(Checked(rec, info, key))
+    return out

@@ -11,6 +11,45 @@ FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
 
 # Areas a container may lack; a form that cannot show one lists it as not observable.
 OBSERVABLE_AREAS = ("tmp", "Library/Caches")
+LIVE_FORMS = ("simulator", "macos-container", "group-container", "process-cache")
+
+# Where apps run against their containers: a folder whose real root lies below one of these is live,
+# whatever path named it (`xcrun simctl get_app_container booted <id> data` prints the first kind).
+_LIVE_RUNS = (
+    (("Devices", None, "data", "Containers"), "it lies in a simulator device's data/Containers"),
+    (("Library", "Containers"), "it lies in a home's Library/Containers"),
+    (("Library", "Group Containers"), "it lies in a home's Library/Group Containers"),
+    (("Library", "Caches"), "it lies in a home's Library/Caches"),
+)
+
+
+def temp_folders() -> tuple[str, ...]:
+    """The real temp folders non-sandboxed apps write to on this machine: $TMPDIR and the per-user
+    temp folders below /private/var/folders on macOS (on Linux, no app container lives in /tmp)."""
+    import os
+    import sys
+
+    if sys.platform != "darwin":
+        return ()
+    places = {"/private/var/folders"}
+    if os.environ.get("TMPDIR"):
+        places.add(os.path.realpath(os.environ["TMPDIR"]))
+    return tuple(sorted(places))
+
+
+def live_place(real_root: str, temp: tuple[str, ...] | None = None) -> str | None:
+    """Why the folder at the real, absolute `real_root` is one an app may be running against (it
+    lies below a simulator device's data/Containers, a home's Library/Containers, Group Containers
+    or Caches, or the temp folder), or None. Pure: `temp` defaults to `temp_folders()`."""
+    parts = [p for p in real_root.split("/") if p]
+    for run, why in _LIVE_RUNS:
+        for i in range(len(parts) - len(run)):  # strictly below the run: the run's last folder is not a container
+            if all(want is None or parts[i + j] == want for j, want in enumerate(run)):
+                return why
+    for t in temp_folders() if temp is None else temp:
+        if real_root == t or real_root.startswith(t.rstrip("/") + "/"):
+            return "it lies in the temp folder"
+    return None
 
 
 @dataclass(slots=True)
@@ -91,10 +130,22 @@ class Container:
         """Only folder copies can be cleaned; backups and archives are read-only evidence."""
         return self.store.kind == "folder" and self.form != "backup"
 
+    live_place: str | None = None  # why where its real root lies makes it live (live_place()), else None
+
+    @property
+    def live_why(self) -> str | None:
+        """Why an app may be running against this container right now, or None for an offline copy.
+        Where the container lives decides, not the path that named it (`live_place`)."""
+        if self.store.kind != "folder" or self.form == "backup":
+            return None
+        if self.form in LIVE_FORMS:
+            return f"a {self.form} container on this machine"
+        return self.live_place
+
     @property
     def live(self) -> bool:
         """A container an app may be running against right now (simulator, a Mac's own folders)."""
-        return self.form in ("simulator", "macos-container", "group-container", "process-cache")
+        return self.live_why is not None
 
     def entries(self, progress: Callable[[int], None] | None = None) -> list[Entry]:
         """Every entry, walked once and kept; later calls return the same list."""

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from mlcache_audit import fsio
 from mlcache_audit.errors import NotAContainer, PathNotFound, PathUnreadable
-from mlcache_audit.sources.base import OBSERVABLE_AREAS, Container, display_path, join_rel, read_plist
+from mlcache_audit.sources.base import (
+    OBSERVABLE_AREAS,
+    Container,
+    display_path,
+    join_rel,
+    live_place,
+    read_plist,
+)
 from mlcache_audit.sources.folder import FolderStore
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
@@ -75,7 +82,8 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
             continue
         label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == "folder" \
             else f"{store.label}!{rel or '.'}"
-        c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label, notes=list(finder.notes))
+        c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label, notes=list(finder.notes),
+                      live_place=live_place(store.real(rel)) if store.kind == "folder" else None)
         unreadable = getattr(store, "unreadable", {})
         for area in OBSERVABLE_AREAS:  # a copy may lack them (a Documents-only pull): unknown, not clean
             parent, _, name = area.rpartition("/")
