@@ -147,17 +147,16 @@ def clean(path: str | None, *, source: SourceOptions = SourceOptions(), selectio
 def apply(plan_file: Path, *, quarantine: Path | None = None,
           confirm: Callable[[object], bool] | None = None) -> CleanOutcome:
     """Carry out a saved plan, re-checking every entry first."""
-    import json
-
     from mlcache_audit.apply import apply_plan
-    from mlcache_audit.docfields import read_document
-    from mlcache_audit.errors import PlanInvalid
+    from mlcache_audit.docfields import load_json, read_document
+    from mlcache_audit.errors import DocumentInvalid, PlanInvalid
+    from mlcache_audit.fsio import readable
     from mlcache_audit.plan import Plan
 
     try:
-        doc = json.loads(read_document(plan_file, "plan file"))
-    except (ValueError, UnicodeDecodeError):
-        raise PlanInvalid(f"{plan_file} is not JSON; expected a plan from `mlcache clean --plan-out`") from None
+        doc = load_json(read_document(plan_file, "plan file"), f"plan file {readable(str(plan_file))}")
+    except DocumentInvalid as exc:
+        raise PlanInvalid(exc.message, hint="expected a plan from `mlcache clean --plan-out`") from None
     plan = Plan.from_dict(doc, source=str(plan_file))
     if confirm is not None and not confirm(plan):
         return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)

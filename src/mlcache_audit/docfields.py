@@ -8,6 +8,7 @@ damaged field instead of crashing later or reading as "the cache grew".
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -112,7 +113,11 @@ def _kind(value: Any) -> str:
             bytes: "binary data"}.get(type(value), type(value).__name__)
 
 
-MAX_DOCUMENT_BYTES = 64 * 1024**2
+# The size cap of each kind of document mlcache reads; over it, the document is refused by name. A
+# plan action with its evidence is under 2 KiB, so 64 MiB holds a 15,000-action plan many times over.
+MAX_DOCUMENT_BYTES = 64 * 1024**2  # plans, snapshots and baselines
+MAX_CONFIG_BYTES = 1024**2  # mlcache.toml, pyproject.toml
+MAX_DEPTH = 64  # no document mlcache writes or reads nests deeper than 8
 
 
 def read_document(path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
@@ -125,8 +130,57 @@ def read_document(path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     except OSError as exc:
         raise DocumentInvalid(f"cannot read {what} {fsio.readable(str(path))}: {exc.strerror or exc}") from None
     if len(data) > limit:
-        raise DocumentInvalid(f"{what} {fsio.readable(str(path))} is larger than {limit // 1024**2} MiB")
+        raise DocumentInvalid(f"{what} {fsio.readable(str(path))} is over the {what} size cap ({_cap(limit)})")
     return data
+
+
+def _cap(limit: int) -> str:
+    return f"{limit // 1024**2} MiB" if limit >= 1024**2 else f"{limit // 1024} KiB"
+
+
+def load_json(data: bytes | str, what: str, limit: int | None = None) -> Any:
+    """A JSON value, or DocumentInvalid naming `what`: not JSON, over `limit` bytes, or nested deeper
+    than MAX_DEPTH (json's own recursion would raise RecursionError long after that)."""
+    if limit is not None and len(data) > limit:
+        raise DocumentInvalid(f"{what} is over its size cap ({_cap(limit)})")
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise DocumentInvalid(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError:
+        raise DocumentInvalid(f"{what} is not UTF-8 text") from None
+    except ValueError as exc:
+        raise DocumentInvalid(f"{what} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    check_depth(value, what)
+    return value
+
+
+def load_toml(data: bytes, what: str) -> dict:
+    """A TOML document, or DocumentInvalid naming `what` (not UTF-8, not TOML, or nested too deep)."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise DocumentInvalid(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError:
+        raise DocumentInvalid(f"{what} is not UTF-8 text") from None
+    except ValueError as exc:
+        raise DocumentInvalid(f"{what} is not valid TOML ({exc})") from None
+    check_depth(value, what)
+    return value
+
+
+def check_depth(value: Any, what: str, limit: int = MAX_DEPTH) -> None:
+    """DocumentInvalid when lists and objects in `value` nest deeper than `limit` (checked without
+    recursion, so later code that walks the value recursively is safe)."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise DocumentInvalid(f"{what} is nested deeper than {limit} levels")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 
 def open_output(path, mode: str = "w"):

@@ -4,10 +4,8 @@ The reports CI reads (JUnit, GitHub annotations and step summary, Markdown) are 
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
-import tomllib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,9 +13,10 @@ from pathlib import Path
 
 from mlcache_audit import fsio
 from mlcache_audit.audit import AuditResult
-from mlcache_audit.docfields import Fields, read_document
+from mlcache_audit.docfields import MAX_CONFIG_BYTES, Fields, load_json, load_toml, read_document
 from mlcache_audit.domain import COMPILE_LEFTOVER, COMPILED_MODEL, KINDS, MODEL_KINDS, RULES, SOURCE_MODEL
-from mlcache_audit.errors import BudgetConfigError, PathNotFound
+from mlcache_audit.errors import BudgetConfigError, DocumentInvalid, PathNotFound
+from mlcache_audit.fsio import readable
 from mlcache_audit.units import format_signed_size, format_size, parse_size
 
 SNAPSHOT_SCHEMA = "mlcache.snapshot/1"
@@ -105,10 +104,9 @@ def load_snapshot(path: Path) -> dict:
     one is exit 2 naming the field, never "the cache grew"."""
     data = read_document(path, "snapshot")
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BudgetConfigError(f"{path} is not a readable snapshot ({exc.__class__.__name__})",
-                                hint="make one with `mlcache snapshot PATH -o FILE`") from None
+        doc = load_json(data, f"snapshot {readable(str(path))}")
+    except DocumentInvalid as exc:
+        raise BudgetConfigError(exc.message, hint="make one with `mlcache snapshot PATH -o FILE`") from None
     if not isinstance(doc, dict) or doc.get("schema") != SNAPSHOT_SCHEMA:
         raise BudgetConfigError(f"{path} is not an mlcache snapshot (expected schema {SNAPSHOT_SCHEMA})")
     f = Fields(str(path), lambda msg: BudgetConfigError(msg, hint="make a new one with `mlcache snapshot PATH -o FILE`"))
@@ -222,9 +220,9 @@ def load_config(explicit: Path | None, cwd: Path) -> tuple[dict, str | None]:
                 raise PathNotFound(f"no such config file: {explicit}")
             continue
         try:
-            doc = tomllib.loads(read_document(path, "config file").decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BudgetConfigError(f"{path} is not valid TOML ({exc})") from None
+            doc = load_toml(read_document(path, "config file", MAX_CONFIG_BYTES), f"config file {readable(str(path))}")
+        except DocumentInvalid as exc:
+            raise BudgetConfigError(exc.message) from None
         section = doc.get("tool", {}).get("mlcache") if path.name == "pyproject.toml" else doc.get("tool", {}).get("mlcache", doc)
         if section is None:
             continue

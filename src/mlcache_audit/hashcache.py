@@ -190,10 +190,14 @@ class HashCache:
 
 def _summary_doc(loads, text: str) -> tuple[dict, list[str]] | None:
     """(summary, notes) of a cached model or bundle row, or None when the row is not one."""
+    from mlcache_audit.docfields import check_depth
+    from mlcache_audit.errors import DocumentInvalid
+
     try:
         doc = loads(text)
+        check_depth(doc, "a cached summary")  # the cache is a file anyone may have edited
         summary, notes = doc["summary"], doc["notes"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError, DocumentInvalid):
         return None
     if not isinstance(summary, dict) or not isinstance(notes, list):
         return None

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from mlcache_audit import fsio
+from mlcache_audit.docfields import load_json
+from mlcache_audit.errors import DocumentInvalid
 
 MAX_JOURNAL_BYTES = 256 * 1024**2
 
@@ -41,21 +44,37 @@ class Journal:
     def read_back(self) -> tuple[dict[str, dict], list[str]]:
         """(entries an earlier run began but did not record as ended, path -> merged record; notes).
 
-        Records are checked as they are read: a torn last line (the run died writing it) or one that
-        is not a record is passed over; paths come back exact (path_b64)."""
+        Records are checked as they are read: a torn last line (the run died writing it) is passed
+        over, as is a line that is JSON but not a record. A body that cannot be read (a line before the
+        last that is not JSON, nested too deep, over the size cap, not a regular file) is never acted
+        on: the file is set aside beside itself with a note that names the entries it had renamed
+        aside, so the person can look, and the run goes on."""
         try:
-            raw = fsio.read_regular(str(self.path), MAX_JOURNAL_BYTES)
+            raw = fsio.read_regular(str(self.path), MAX_JOURNAL_BYTES + 1)
         except FileNotFoundError:
             return {}, []
         except OSError as exc:
-            return {}, [f"the journal of an interrupted run could not be read: {exc.strerror or exc}"]
+            return {}, [self._set_aside(f"it cannot be read ({exc.strerror or exc})", [])]
+        lines = raw.split(b"\n")
+        records: list[dict] = []
+        damaged = "" if len(raw) <= MAX_JOURNAL_BYTES else f"it is over the journal size cap ({MAX_JOURNAL_BYTES >> 20} MiB)"
+        for n, line in enumerate(lines, 1):
+            if not line.strip() or damaged:
+                continue
+            try:
+                rec = load_json(line, f"line {n}")
+            except DocumentInvalid as exc:
+                if n < len(lines):  # the last line without its newline is a torn write: passed over
+                    damaged = exc.message
+                continue
+            if isinstance(rec, dict):
+                records.append(rec)
         begun: dict[str, dict] = {}
         notes: list[str] = []
-        for line in raw.splitlines():
+        for rec in records:
             try:
-                rec = json.loads(line)
                 event, p = rec.get("event"), fsio.path_from(rec) if "path" in rec else None
-            except (ValueError, UnicodeDecodeError, AttributeError):
+            except ValueError:
                 continue
             if p is None:
                 continue
@@ -66,7 +85,23 @@ class Journal:
                 notes.append(f"{fsio.readable(p)}: removed by the interrupted run")
             elif event in ("failed", "skipped"):
                 begun.pop(p, None)
+        if damaged:
+            aside = [f"{fsio.readable(p)} (as {fsio.readable(str(r['trash']))})" for p, r in sorted(begun.items())
+                     if isinstance(r.get("trash"), str)]
+            return {}, [self._set_aside(damaged, aside)]
         return begun, notes
+
+    def _set_aside(self, why: str, aside: list[str]) -> str:
+        """Rename a journal that cannot be trusted out of the way (never deleted), and say so."""
+        target = self.path.with_name(f"{self.path.stem}.damaged-{os.getpid()}-{int(time.time())}.jsonl")
+        try:
+            os.rename(self.path, target)
+            where = f"set aside as {fsio.readable(str(target))}"
+        except OSError as exc:
+            where = f"left where it is ({exc.strerror or exc})"
+        items = (f"; entries it had renamed aside in {fsio.readable(self.root)} may still be there: "
+                 + ", ".join(aside)) if aside else ""
+        return f"the journal of an earlier run is damaged ({why}) and was not acted on; {where}{items}"
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import re
 import warnings
+
+from mlcache_audit.docfields import load_json
+from mlcache_audit.errors import DocumentInvalid
 
 MAX_SPEC_BYTES = 256 * 1024**2  # larger .mlmodel files are listed but not parsed
 _NET_HASH = re.compile(rb"nnModelNetHash.{0,8}?([A-Za-z0-9+/]{43}=)", re.S)
@@ -22,9 +24,9 @@ def summarize_metadata(data: bytes | None) -> tuple[dict, list[str]]:
     if data is None:
         return {}, ["metadata.json missing"]
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return {}, ["metadata.json is not valid JSON"]
+        doc = load_json(data, "metadata.json")
+    except DocumentInvalid as exc:
+        return {}, [exc.message]
     if isinstance(doc, list) and doc and isinstance(doc[0], dict):
         doc = doc[0]
     if not isinstance(doc, dict):
@@ -81,11 +83,13 @@ def mlpackage_root_model(manifest: bytes | None) -> tuple[str | None, list[str]]
     if manifest is None:
         return None, ["Manifest.json missing"]
     try:
-        doc = json.loads(manifest)
+        doc = load_json(manifest, "Manifest.json")
         root = doc["rootModelIdentifier"]
         entry = doc["itemInfoEntries"][root]
         return "Data/" + entry["path"], []
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except DocumentInvalid as exc:
+        return None, [exc.message]
+    except (KeyError, TypeError, IndexError):
         return None, ["Manifest.json does not name a root model"]
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mlcache_audit.docfields import load_json
+from mlcache_audit.errors import DocumentInvalid
 from mlcache_audit.journal import default_state_dir
 
 WATCH_SCHEMA = "mlcache.watch/1"
@@ -107,10 +109,10 @@ def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, 
     n = 0
     for line in raw.splitlines():
         try:
-            rec = json.loads(line)
+            rec = load_json(line, "a watch history line")
             paths = rec["added"] if rec.get("client") == client else None
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
-            continue
+        except (DocumentInvalid, KeyError, TypeError, AttributeError):
+            continue  # a torn or damaged line of the history is passed over: it is evidence, never fatal
         if not isinstance(paths, list):
             continue
         n += 1
@@ -120,18 +122,22 @@ def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, 
     return out
 
 
-def running_pids(name: str) -> set[int]:
-    """Pids of processes named `name` (by process name or executable file name)."""
-    import os
-
+def running_instances(name: str) -> dict[int, float]:
+    """pid -> start time of every live process named `name` (by process name or executable file
+    name), mlcache's own process and workers left out; zombies have ended."""
     import psutil
 
-    pids = set()
-    for proc in psutil.process_iter(["pid", "name", "exe"]):
-        exe = proc.info.get("exe")
-        if proc.info.get("name") == name or (exe and os.path.basename(exe) == name):
-            pids.add(proc.info["pid"])
-    return pids
+    from mlcache_audit.processes import processes_named
+
+    out = {}
+    for pid, _ in processes_named({name}):
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out[pid] = proc.create_time()
+        except psutil.Error:
+            continue
+    return out
 
 
 def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: int | None, interval: float,
@@ -146,16 +152,17 @@ def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: i
         ready()
     n = 0
     total_added = 0
+    alive: dict[int, float] = {}  # instances of `process` seen running, pid -> start time
     try:
         while True:
             if process is not None:
                 if launches is not None and n >= launches:
                     break
-                pid, started = _wait_for_start(process, poll, sleep)
-                _wait_for_exit(pid, poll, sleep)
+                pid, started = _next_exit(process, alive, poll, sleep)
                 after = snapshot()
-                # Relaunched while the snapshot was taken: what the next instance wrote is its own.
-                next_start = _started_since(process, pid)
+                # Another instance runs (relaunched while the snapshot was taken, or overlapping this
+                # one): what it wrote since it started is its own launch's.
+                next_start = min(running_instances(process).values(), default=None)
                 if next_start is not None:
                     later = [k for k, v in after.artifacts.items() if k not in base.artifacts and v[2] >= next_start]
                     after = after.without(later)
@@ -191,36 +198,19 @@ def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: i
            "observed_seconds": round(seconds, 3)}
 
 
-def _started_since(name: str, ended: int) -> float | None:
-    """When another instance of `name` started, if one runs now (else None)."""
-    import psutil
-
-    times = []
-    for pid in running_pids(name) - {ended}:
-        try:
-            times.append(psutil.Process(pid).create_time())
-        except psutil.Error:
-            continue
-    return min(times) if times else None
-
-
-def _wait_for_start(name: str, poll: float, sleep) -> tuple[int, float]:
+def _next_exit(name: str, alive: dict[int, float], poll: float, sleep) -> tuple[int, float]:
+    """(pid, start time) of the next instance of `name` to end: every instance is one launch, so
+    three overlapping launches are three, however their pids are ordered. `alive` carries the
+    instances seen so far from one call to the next."""
     while True:
-        pids = running_pids(name)
-        if pids:
-            return min(pids), time.time()
-        sleep(poll)
-
-
-def _wait_for_exit(pid: int, poll: float, sleep) -> None:
-    import psutil
-
-    while psutil.pid_exists(pid):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
+        now = running_instances(name)
+        for pid, started in now.items():
+            if alive.get(pid) != started:  # new, or a recycled pid: a new instance
+                alive[pid] = started
+        gone = [pid for pid in alive if pid not in now]
+        if gone:
+            pid = min(gone, key=alive.__getitem__)
+            return pid, alive.pop(pid)
         sleep(poll)
 
 
