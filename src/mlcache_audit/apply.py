@@ -228,8 +228,8 @@ def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, o
     if stat.S_ISLNK(st.st_mode):
         journal.write({"event": "begin", **fsio.path_fields(a.path), "trash": None})
         os.unlink(name, dir_fd=parent_fd)  # the link itself, never its target
-        journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": 0})
-        return out("removed", "symlink removed as a link")
+        return _after(journal, {"event": "done", **fsio.path_fields(a.path), "bytes": 0},
+                      out("removed", "symlink removed as a link"))
     trash = TRASH_PREFIX + os.urandom(6).hex()
     journal.write({"event": "begin", **fsio.path_fields(a.path), "trash": trash})
     os.rename(name, trash, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
@@ -244,7 +244,19 @@ def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, o
         journal.write({"event": "failed", **fsio.path_fields(a.path), "error": error, "trash": trash})
         return out("failed", f"{error}; what is left is in {trash} beside it")
     result = out("removed")
-    journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes})
+    return _after(journal, {"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes}, result)
+
+
+def _after(journal, record: dict, result: Outcome) -> Outcome:
+    """Record what is already done; a journal that cannot take it (a full disk) does not undo it: the
+    outcome stays, saying so, and the next run's recovery finds the entry gone, as it is."""
+    try:
+        journal.write(record)
+    except OSError as exc:
+        from dataclasses import replace
+
+        return replace(result, reason=(result.reason + "; " if result.reason else "") +
+                       f"the journal could not record it ({why(exc)})")
     return result
 
 
@@ -346,8 +358,8 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
             journal.write({"event": "skipped", **fsio.path_fields(a.path)})
             return out("skipped", "changed while being moved")
         result = out("quarantined", f"to {fsio.readable(str(quarantine / stored))}")
-        journal.write({"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes, "quarantine": stored})
-        return result
+        return _after(journal, {"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes,
+                                "quarantine": stored}, result)
     finally:
         os.close(items_fd)
 

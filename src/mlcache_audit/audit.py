@@ -68,6 +68,9 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
                      max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
                      progress: Callable[[str, int], None] | None = None, plan_state: bool = True) -> AuditResult:
     """Scan, fingerprint and diagnose the given containers, sharing one hash run."""
+    from mlcache_audit.outputs import GUARD
+
+    GUARD.add_roots([c.store.real(c.root) for c in containers if c.store.kind == "folder"])
     # The hash cache is for live folders only: archives and backups are read once.
     cache = HashCache() if hash_cache and any(c.store.kind == "folder" and c.form != "backup"
                                               for c in containers) else None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -29,7 +32,9 @@ class _Failure(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file=None) -> None:
-        click.echo(f"mlcache: error: {self.message}", err=True)
+        from mlcache_audit.fsio import printable
+
+        click.echo(f"mlcache: error: {printable(self.message)}", err=True)
 
 
 class MlcacheGroup(click.Group):
@@ -43,13 +48,36 @@ class MlcacheGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("mlcache: interrupted", err=True)
             raise click.exceptions.Exit(int(ExitCode.INTERRUPTED)) from None
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRNOS or ctx.obj and ctx.obj.get("debug"):
+                raise _internal(ctx, exc) from None
+            # standard output or error on a full disk (or a device that fails): the document is lost
+            raise _Failure(f"cannot write the output: {exc.strerror or exc}", int(ExitCode.BAD_INPUT)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one catch-all, at the top
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise _Failure(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                           int(ExitCode.BAD_INPUT)) from None
+            raise _internal(ctx, exc) from None
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _internal(ctx: click.Context, exc: Exception) -> Exception:
+    if ctx.obj and ctx.obj.get("debug"):
+        return exc
+    return _Failure(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                    int(ExitCode.BAD_INPUT))
+
+
+def _declare(inputs: list[tuple[str, object]], outputs: list[tuple[str, object]]) -> None:
+    """What this command reads and writes (outputs.GUARD): an output over an input is exit 2 now."""
+    from mlcache_audit.outputs import GUARD
+
+    GUARD.declare(inputs=inputs, outputs=outputs)
+
+
+def _paths_read(paths) -> list[tuple[str, object]]:
+    return [("PATH", p) for p in paths]
 
 
 def _terminal():
@@ -91,6 +119,7 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, output: Path | N
     from mlcache_audit import commands
     from mlcache_audit.report import emit, stream
 
+    _declare(_paths_read(paths), [("-o", output)])
     term = _terminal()
     if fmt == "jsonl":  # streamed: one line per container as each path finishes, nothing kept
         return stream(term, commands.scan_lines(paths, source, jobs=jobs), output)
@@ -129,6 +158,7 @@ def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quaran
     """
     from mlcache_audit import commands
 
+    _declare(_paths_read([path] if path else []), [("-o", output), ("--plan-out", plan_out)])
     term = _terminal()
 
     def save_plan(plan) -> None:
@@ -153,6 +183,7 @@ def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str, out
     """Carry out a plan saved by `mlcache clean --plan-out`, re-checking every entry first."""
     from mlcache_audit import commands
 
+    _declare([("the plan file", plan_file)], [("-o", output)])
     term = _terminal()
     outcome = commands.apply(plan_file, quarantine=quarantine, confirm=term.plan_confirmer(yes, quarantine))
     _render_clean(term, outcome, fmt, output, plan_document=False)
@@ -196,6 +227,7 @@ def snapshot(paths: tuple[str, ...], jobs: int, output: Path | None, source) -> 
     from mlcache_audit import commands
     from mlcache_audit.report import emit
 
+    _declare(_paths_read(paths), [("-o", output)])
     term = _terminal()
     with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
         doc = commands.snapshot_many(paths, source, jobs=jobs, progress=progress)
@@ -213,6 +245,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
     from mlcache_audit import commands
     from mlcache_audit.report import emit
 
+    _declare([("OLD", old), ("NEW", new)], [("-o", output)])
     term = _terminal()
     with term.progress("Comparing") as progress:
         doc = commands.diff(old, new, source, progress)
@@ -249,6 +282,8 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
     from mlcache_audit.report.github import publish
     from mlcache_audit.report.junit import write_junit
 
+    _declare(_paths_read(paths) + [("the baseline", baseline), ("the config file", config)],
+             [("-o", output), ("--junit", junit), ("--step-summary", step_summary)])
     term = _terminal()
     options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
     try:
@@ -311,7 +346,26 @@ def main() -> None:
     # grep do (141 in a shell) instead of letting click exit 1, which here means "a budget was exceeded".
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    cli(prog_name="mlcache")
+    try:
+        try:
+            cli(prog_name="mlcache")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        # What is still buffered for standard output reaches it only now: a full disk (`> /dev/full`)
+        # shows here, and is one line and exit 2, never the interpreter's "Exception ignored" at exit.
+        sys.stdout.flush()
+    except OSError as exc:  # also --version and --help, which click prints before any command runs
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        try:
+            sys.stderr.write(f"mlcache: error: cannot write the output: {exc.strerror or exc}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        code = int(ExitCode.BAD_INPUT)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

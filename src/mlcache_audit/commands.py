@@ -158,6 +158,9 @@ def apply(plan_file: Path, *, quarantine: Path | None = None,
     except DocumentInvalid as exc:
         raise PlanInvalid(exc.message, hint="expected a plan from `mlcache clean --plan-out`") from None
     plan = Plan.from_dict(doc, source=str(plan_file))
+    from mlcache_audit.outputs import GUARD
+
+    GUARD.add_roots([c.root for c in plan.containers if not c.read_only])
     if confirm is not None and not confirm(plan):
         return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)
     return CleanOutcome(plan, apply_plan(plan, quarantine=quarantine))
@@ -237,6 +240,10 @@ def check(paths: tuple[str, ...], budgets: BudgetOptions, *, cwd: Path, source: 
     from mlcache_audit.report.json import check_document
 
     settings, config_path = load_config(budgets.config, cwd)
+    if config_path is not None:
+        from mlcache_audit.outputs import GUARD
+
+        GUARD.add_input("the config file", config_path)
     b = budgets_from(settings, max_total=budgets.max_total, max_growth=budgets.max_growth,
                      max_growth_pct=budgets.max_growth_pct, max_copies=budgets.max_copies,
                      fail_on=list(budgets.fail_on), baseline=budgets.baseline)

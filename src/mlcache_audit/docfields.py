@@ -185,7 +185,11 @@ def check_depth(value: Any, what: str, limit: int = MAX_DEPTH) -> None:
 
 def open_output(path, mode: str = "w"):
     """A file mlcache was asked to write (a document, a stream, a step summary), opened for text;
-    a missing folder or a read-only place is a one-line OutputNotWritable, never a traceback."""
+    a missing folder or a read-only place is a one-line OutputNotWritable, never a traceback; so is
+    one that would overwrite an input or lie inside what this run reads (outputs.GUARD)."""
+    from mlcache_audit.outputs import GUARD
+
+    GUARD.check(path)
     try:
         return open(path, mode, encoding="utf-8")  # noqa: SIM115 - the caller closes it
     except OSError as exc:
@@ -195,13 +199,46 @@ def open_output(path, mode: str = "w"):
         raise OutputNotWritable(f"cannot {verb} {fsio.readable(str(path))}: {exc.strerror or exc}", hint=hint) from None
 
 
-def write_output(path, text: str, mode: str = "w") -> None:
-    """Write a document mlcache was asked to produce (see open_output)."""
-    with open_output(path, mode) as fh:
+class Sink:
+    """An output file being written: a full disk (or any write error) at write, flush or close is a
+    one-line OutputNotWritable naming the file, never a traceback. Buffered text reaches the disk
+    only at flush or close, so for a small document those are where ENOSPC shows."""
+
+    def __init__(self, path, mode: str = "w"):
+        self.path = path
+        self._fh = open_output(path, mode)
+
+    def _failed(self, exc: OSError) -> OutputNotWritable:
+        return OutputNotWritable(f"cannot write {fsio.readable(str(self.path))}: {exc.strerror or exc}")
+
+    def write(self, text: str) -> None:
         try:
-            fh.write(text)
-        except OSError as exc:  # a full disk while writing
-            raise OutputNotWritable(f"cannot write {fsio.readable(str(path))}: {exc.strerror or exc}") from None
+            self._fh.write(text)
+        except OSError as exc:
+            self.abandon()
+            raise self._failed(exc) from None
+
+    def close(self) -> None:
+        try:
+            self._fh.flush()
+            self._fh.close()
+        except OSError as exc:
+            self.abandon()
+            raise self._failed(exc) from None
+
+    def abandon(self) -> None:
+        """Close without raising (after an error, or when the run ends early)."""
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+
+
+def write_output(path, text: str, mode: str = "w") -> None:
+    """Write a document mlcache was asked to produce (see open_output and Sink)."""
+    sink = Sink(path, mode)
+    sink.write(text)
+    sink.close()
 
 
 def append_output(path, text: str) -> None:

@@ -17,6 +17,7 @@ import base64
 import binascii
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 
@@ -237,6 +238,35 @@ def raise_open_file_limit() -> None:
 
 
 # -- paths in documents ---------------------------------------------------------------------------
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on one line of a terminal, a log or Markdown: bytes that are not UTF-8
+    written as `\\xNN`, control characters (newline, carriage return, ESC, C1, line separators)
+    escaped, and a leading `::` broken, so no printed line can start a GitHub workflow command (the
+    runner reads them from stdout and stderr alike) or move the cursor."""
+    if not is_exact_text(text):
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                                  else f"\\u{ord(m.group()):04x}"), text)
+    return "\\x3a" + text[1:] if text.startswith("::") else text
+
+
+def printable_document(value):
+    """A document with every string in it made `printable` (what every text, Markdown and HTML
+    renderer reads, so no name from a container reaches a screen raw)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: printable_document(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_document(v) for v in value]
+    return value
+
+
 def is_exact_text(path: str) -> bool:
     """True when the path's bytes are valid UTF-8 (no lone surrogates from `os.fsdecode`)."""
     try:

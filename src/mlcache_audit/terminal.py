@@ -53,7 +53,10 @@ class Terminal:
         self.stdout.write(text)
 
     def message(self, text: str) -> None:
-        self.stderr.write(text + "\n")
+        """One line to stderr; what it names is made printable (fsio.printable) on the way."""
+        from mlcache_audit.fsio import printable
+
+        self.stderr.write(printable(text) + "\n")
 
     @contextmanager
     def progress(self, label: str):

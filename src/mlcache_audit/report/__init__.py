@@ -11,7 +11,14 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
     """Render document `doc` of command `what` in format `fmt` to the terminal or into `output`.
 
     text: report.text.render_<what>(terminal, doc, **extra), drawn on the terminal or recorded whole;
-    markdown / html: report.<fmt>.<what>_<fmt>(doc, **extra); json: `json_doc` (default `doc`)."""
+    markdown / html: report.<fmt>.<what>_<fmt>(doc, **extra); json: `json_doc` (default `doc`).
+    Every format for people reads the document with its strings made printable (fsio.printable):
+    names from a container never reach a screen, a log or a ticket raw."""
+    if fmt != "json":
+        from mlcache_audit.fsio import printable_document
+
+        doc = printable_document(doc)
+        extra = {k: printable_document(v) if isinstance(v, dict | list) else v for k, v in extra.items()}
     if fmt == "text":
         text = importlib.import_module("mlcache_audit.report.text")
         draw = getattr(text, f"render_{what}")
@@ -44,19 +51,23 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
 def stream(term, lines, output=None) -> None:
     """Write lines as they come (JSON Lines of `scan --format jsonl` or `watch --format json`, or
     watch's text), flushed one by one, so nothing waits for the end and nothing is kept."""
-    from mlcache_audit.docfields import open_output
+    from mlcache_audit.docfields import Sink
 
-    sink = open_output(output) if output is not None else None
+    sink = None
     try:
         for text in lines:
-            if sink is not None:
+            if output is not None:
+                if sink is None:  # opened with the first line: the containers it names are known by then
+                    sink = Sink(output)
                 sink.write(text)
             else:
                 term.write(text)
                 term.stdout.flush()
-    finally:
         if sink is not None:
             sink.close()
+    finally:
+        if sink is not None:
+            sink.abandon()
 
 
 def watch_event(term, fmt: str, event: dict) -> None:
@@ -65,6 +76,7 @@ def watch_event(term, fmt: str, event: dict) -> None:
 
         stream(term, [dumps(event)])
     else:
+        from mlcache_audit.fsio import printable_document
         from mlcache_audit.report.text import render_watch_event
 
-        render_watch_event(term, event)
+        render_watch_event(term, printable_document(event))

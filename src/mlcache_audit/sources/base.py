@@ -244,5 +244,6 @@ def read_plist(data: bytes | None) -> dict:
 
 def display_path(path: str) -> str:
     """A path safe to print on one line: undecodable bytes and control characters escaped."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    from mlcache_audit.fsio import printable
+
+    return printable(path)
