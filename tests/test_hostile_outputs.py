@@ -10,13 +10,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import run, tree_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import run, tree_state
 from mlcache_audit import docfields
 
 
