@@ -79,7 +79,7 @@ def test_plan_out_then_apply_is_the_review_flow(fx, tmp_path):
 
 def test_plan_contract_keys_are_pinned(fx):
     doc = json.loads(run("clean", fx("recompile"), "--format", "json").stdout)
-    assert doc["schema"] == "mlcache.plan/1"
+    assert doc["schema"] == "mlcache.plan/2"
     c = doc["containers"][0]
     assert {"root", "bundle_id", "form", "actions", "reclaimable_bytes", "kept_back", "read_only"} <= set(c)
     a = c["actions"][0]

@@ -131,7 +131,7 @@ def test_not_observable_is_said_in_check_output(built):
 
 def test_snapshot_and_check_contract_keys_are_pinned(built, tmp_path):
     snap = json.loads(run("snapshot", built["recompile"]).stdout)
-    assert snap["schema"] == "mlcache.snapshot/1"
+    assert snap["schema"] == "mlcache.snapshot/2"
     assert {"created", "path", "containers", "totals"} <= set(snap)
     assert {"total_bytes", "coreml_bytes", "reclaimable_bytes", "max_copies", "not_observable", "kinds", "rules"} \
         <= set(snap["totals"])
@@ -139,7 +139,7 @@ def test_snapshot_and_check_contract_keys_are_pinned(built, tmp_path):
     assert snap["totals"]["kinds"]["specialization"] == {"bytes": snap["totals"]["kinds"]["specialization"]["bytes"],
                                                          "count": 24}
     check = json.loads(run("check", built["recompile"], "--max-total", "1GB", "--format", "json").stdout)
-    assert check["schema"] == "mlcache.check/2"
+    assert check["schema"] == "mlcache.check/3"
     assert {"path", "passed", "config", "budgets", "notes", "totals", "baseline_totals", "containers"} <= set(check)
     assert set(check["budgets"][0]) == {"name", "scope", "passed", "actual", "limit", "unit", "message", "findings"}
     assert isinstance(check["budgets"][0]["actual"], int) and check["budgets"][0]["unit"] == "bytes"

@@ -107,7 +107,7 @@ def test_unknown_cache_layout_is_unrecognised_never_guessed(fx):
 
 def test_json_contract_keys_are_pinned(built):
     doc = scan_json(built["recompile"])
-    assert doc["schema"] == "mlcache.scan/2"
+    assert doc["schema"] == "mlcache.scan/3"
     c = doc["containers"][0]
     for key in ("bundle_id", "form", "source", "root", "total_bytes", "not_observable", "reclaimable_bytes",
                 "artifacts", "findings", "coreml_bytes", "file_count", "bytes_by_kind", "other_bytes_by_area",

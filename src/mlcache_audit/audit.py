@@ -13,7 +13,7 @@ from mlcache_audit.rules import OFFLINE, Diagnosis, Evidence, diagnose
 from mlcache_audit.scan import ScanResult, scan_container
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.base import Container
-from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MEMBERS
 
 
 @dataclass
@@ -40,11 +40,17 @@ class AuditResult:
 def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = True,
                max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: int = DEFAULT_MAX_BYTES,
                max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES, progress: Callable[[str, int], None] | None = None,
-               plan_state: bool = True) -> AuditResult:
+               plan_state: bool = True, max_containers: int = DEFAULT_MAX_CONTAINERS,
+               exclude: frozenset[str] = frozenset()) -> AuditResult:
     """Scan every container at `path` and explain what grew. `plan_state=False` skips what only a
-    plan needs (the state of everything below each artifact), for scan, snapshot and check."""
+    plan needs (the state of everything below each artifact), for scan, snapshot and check.
+    Containers whose identity is in `exclude` are counted by another PATH of the run: left out."""
     containers = open_containers(path, bundle_id=bundle_id, max_archive_members=max_archive_members,
-                                 max_archive_bytes=max_archive_bytes)
+                                 max_archive_bytes=max_archive_bytes, max_containers=max_containers)
+    if exclude:
+        from mlcache_audit.sources.detect import identity_text
+
+        containers = [c for c in containers if identity_text(c) not in exclude]
     return audit_containers(str(path), containers, hash_cache=hash_cache, max_hash_bytes=max_hash_bytes,
                             progress=progress, plan_state=plan_state)
 

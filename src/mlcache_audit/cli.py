@@ -80,6 +80,24 @@ def _paths_read(paths) -> list[tuple[str, object]]:
     return [("PATH", p) for p in paths]
 
 
+def _batch_errors(term, doc: dict) -> None:
+    """Several PATHs, some unreadable: each is named on stderr, after the rest was reported; exit 2."""
+    errors = doc.get("errors") or []
+    for e in errors:
+        term.message(f"mlcache: error: {e['path']}: {e['reason']}")
+    if errors:
+        raise click.exceptions.Exit(int(ExitCode.BAD_INPUT))
+
+
+def _noting_errors(lines, failed: list):
+    import json
+
+    for line in lines:
+        if '"mlcache.scan-error/1"' in line[:60]:
+            failed.append(json.loads(line))
+        yield line
+
+
 def _terminal():
     from mlcache_audit.terminal import Terminal  # rich is imported only when something is drawn
 
@@ -105,7 +123,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @cli.command()
 @_paths_argument
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "markdown", "html"]), default="text",
-              show_default=True, help="text for people, json (mlcache.scan/2) for tools, jsonl to stream one "
+              show_default=True, help="text for people, json (mlcache.scan/3) for tools, jsonl to stream one "
                                       "container per line, markdown for tickets, html for one self-contained page.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
 @output_option
@@ -122,11 +140,14 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, output: Path | N
     _declare(_paths_read(paths), [("-o", output)])
     term = _terminal()
     if fmt == "jsonl":  # streamed: one line per container as each path finishes, nothing kept
-        return stream(term, commands.scan_lines(paths, source, jobs=jobs), output)
+        failed = []
+        stream(term, _noting_errors(commands.scan_lines(paths, source, jobs=jobs), failed), output)
+        return _batch_errors(term, {"errors": failed})
     with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
         doc = commands.scan_many(paths, source, jobs=jobs, progress=progress).document if paths else \
             commands.scan(None, source, progress).document
     emit(term, "scan", fmt, doc, output=output, **({} if fmt == "json" else {"top": top}))
+    _batch_errors(term, doc)
 
 
 def _rule_choice():
@@ -145,7 +166,7 @@ def _rule_choice():
 @click.option("--only", multiple=True, type=_rule_choice(), help="Act only on findings of this rule (repeatable).")
 @click.option("--keep", multiple=True, type=_rule_choice(), help="Never act on findings of this rule (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
-              show_default=True, help="json prints the plan (mlcache.plan/1), or with --apply the outcome (mlcache.apply/1).")
+              show_default=True, help="json prints the plan (mlcache.plan/2), or with --apply the outcome (mlcache.apply/1).")
 @output_option
 @source_options
 def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quarantine: Path | None, plan_out: Path | None,
@@ -223,7 +244,7 @@ def restore(directory: Path, fmt: str) -> None:
 @output_option
 @source_options
 def snapshot(paths: tuple[str, ...], jobs: int, output: Path | None, source) -> None:
-    """Record a compact JSON snapshot (mlcache.snapshot/1) of PATH, to compare later."""
+    """Record a compact JSON snapshot (mlcache.snapshot/2) of PATH, to compare later."""
     from mlcache_audit import commands
     from mlcache_audit.report import emit
 
@@ -232,6 +253,7 @@ def snapshot(paths: tuple[str, ...], jobs: int, output: Path | None, source) -> 
     with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
         doc = commands.snapshot_many(paths, source, jobs=jobs, progress=progress)
     emit(term, "snapshot", "json", doc, output=output)
+    _batch_errors(term, doc)
 
 
 @cli.command(name="diff")
@@ -297,6 +319,7 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
         write_junit(junit, doc)
     emit(term, "check", fmt, doc, output=output)
     publish(term, doc, annotate=github_annotations, step_summary=step_summary)
+    _batch_errors(term, doc)  # exit 2 wins over 1: a PATH that could not be read was not checked
     if not doc["passed"]:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
@@ -331,7 +354,7 @@ def watch(path: str, process: str | None, launches: int | None, interval: float,
 
 
 @cli.command()
-@click.argument("name", type=click.Choice(["scan", "scan-container", "plan", "apply", "restore", "snapshot", "diff",
+@click.argument("name", type=click.Choice(["scan", "scan-container", "scan-error", "plan", "apply", "restore", "snapshot", "diff",
                                           "check", "watch"]))
 def schema(name: str) -> None:
     """Print the JSON Schema (draft 2020-12) of one of mlcache's documents."""

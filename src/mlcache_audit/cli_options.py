@@ -55,18 +55,21 @@ def source_options(fn):
                   help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard).")
     @click.option("--max-hash-bytes", default="64GiB", show_default=True,
                   help="Hash at most this many bytes in one run; past it, possible copies are left unjudged.")
+    @click.option("--max-containers", type=click.IntRange(1), default=5_000, show_default=True,
+                  help="Stop the search for containers in one PATH after this many (a note says where it stopped).")
     @click.option("--home", envvar="MLCACHE_HOME", callback=_nonempty_file,
                   help="With no PATH: discover in this home folder (a copied one) instead of yours; MLCACHE_HOME.")
     @click.option("--tmpdir", callback=_nonempty_file,
                   help="With no PATH: the temp folder holding MPSGraph scratch (default $TMPDIR on your own Mac).")
     @functools.wraps(fn)
-    def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes, home,
-                tmpdir, **kwargs):
+    def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes,
+                max_containers, home, tmpdir, **kwargs):
         from mlcache_audit.commands import SourceOptions
         from mlcache_audit.units import parse_size
 
         source = SourceOptions(bundle_id, not no_hash_cache, max_archive_members, parse_size(max_archive_bytes),
-                               parse_size(max_hash_bytes), str(home) if home else None, str(tmpdir) if tmpdir else None)
+                               parse_size(max_hash_bytes), str(home) if home else None, str(tmpdir) if tmpdir else None,
+                               max_containers)
         return fn(*args, source=source, **kwargs)
     return wrapper
 

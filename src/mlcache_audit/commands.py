@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES
-from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MEMBERS
 
 Progress = Callable[[str, int], None] | None
 
@@ -29,6 +29,8 @@ class SourceOptions:
     max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES
     home: str | None = None  # with no PATH: the home folder to discover in (--home, MLCACHE_HOME)
     tmpdir: str | None = None  # with no PATH: the temp folder holding MPSGraph scratch (--tmpdir)
+    max_containers: int = DEFAULT_MAX_CONTAINERS  # the container search stops here, and says so
+    exclude: frozenset[str] = frozenset()  # identities of containers another PATH of this run counts
 
 
 def _audit(path: str | None, source: SourceOptions, progress: Progress, plan_state: bool = False):
@@ -43,13 +45,14 @@ def _audit(path: str | None, source: SourceOptions, progress: Progress, plan_sta
                                 plan_state=plan_state)
     return audit_path(path, bundle_id=source.bundle_id, hash_cache=source.hash_cache,
                       max_archive_members=source.max_archive_members, max_archive_bytes=source.max_archive_bytes,
-                      max_hash_bytes=source.max_hash_bytes, progress=progress, plan_state=plan_state)
+                      max_hash_bytes=source.max_hash_bytes, progress=progress, plan_state=plan_state,
+                      max_containers=source.max_containers, exclude=source.exclude)
 
 
 # -- scan -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScanOutcome:
-    document: dict  # mlcache.scan/2
+    document: dict  # mlcache.scan/3
 
 
 def scan(path: str | None, source: SourceOptions = SourceOptions(), progress: Progress = None) -> ScanOutcome:
@@ -70,28 +73,148 @@ def _snapshot_document(path: str, source: SourceOptions, progress: Progress = No
     return snapshot(path, source, progress)
 
 
+@dataclass(frozen=True)
+class PathFailure:
+    """One PATH of several that could not be read: the rest are still done, and the run exits 2."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        from mlcache_audit.fsio import path_fields, readable
+
+        return {**path_fields(self.path), "reason": readable(self.reason)}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several PATHs' documents (path, document) in PATH order, the PATHs that failed, and notes
+    (overlapping PATHs folded, --jobs lowered to the budget)."""
+
+    done: list[tuple[str, dict]]
+    failed: list[PathFailure]
+    notes: list[str]
+
+
 def each_path(paths: tuple[str, ...], work: Callable[[str, SourceOptions], dict], source: SourceOptions, *,
               jobs: int = 1, progress: Progress = None):
-    """(path, document) for every path, as each finishes: with `jobs` > 1 in that many processes (a
-    support desk's many exports at once), else one after the other in this process."""
-    if jobs <= 1 or len(paths) <= 1:
-        for p in paths:
-            yield p, work(p, source, progress)
-        return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    """(path, document or PathFailure) for every path, as each finishes: with `jobs` > 1 in that many
+    processes (a support desk's many exports at once; workers.process_pool), else one after the
+    other in this process. With several paths, one that cannot be read is its PathFailure and the
+    rest go on; a single path's error is raised as it is. `source` may be a dict of per-path options."""
+    def options(p):
+        return source[p] if isinstance(source, dict) else source
 
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(work, p, source): p for p in paths}
+    if len(paths) <= 1:
+        for p in paths:
+            yield p, work(p, options(p), progress)
+        return
+    if jobs <= 1:
+        for p in paths:
+            yield p, _guarded(work, p, options(p), progress)
+        return
+    from concurrent.futures import as_completed
+
+    from mlcache_audit.workers import process_pool
+
+    with process_pool(min(jobs, len(paths))) as pool:
+        futures = {pool.submit(_guarded, work, p, options(p)): p for p in paths}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
 
-def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1):
-    """`scan --format jsonl`: one line per container, as each path finishes (none: this Mac)."""
-    from mlcache_audit.report.json import container_lines
+def _guarded(work, path: str, source: SourceOptions, progress: Progress = None):
+    from mlcache_audit.errors import MlcacheError
 
-    for path, doc in each_path(paths or (None,), _scan_document, source, jobs=jobs):
-        yield container_lines(path, doc)
+    try:
+        return work(path, source, progress)
+    except MlcacheError as exc:
+        return PathFailure(path, str(exc))
+
+
+def run_batch(paths: tuple[str, ...], work, source: SourceOptions, *, jobs: int = 1,
+              progress: Progress = None) -> Batch:
+    """Every path's document, overlapping paths folded so each container is counted once, --jobs
+    within the parallelism budget; failures and notes said."""
+    from mlcache_audit.workers import clamp_jobs
+
+    jobs, jobs_note = clamp_jobs(jobs)
+    kept, options, notes = fold_overlaps(paths, source)
+    done: dict[str, dict] = {}
+    failed = []
+    for p, doc in each_path(kept, work, options, jobs=jobs, progress=progress):
+        if isinstance(doc, PathFailure):
+            failed.append(doc)
+        else:
+            done[p] = doc
+    order = {p: i for i, p in enumerate(paths)}
+    failed.sort(key=lambda f: order.get(f.path, 0))
+    return Batch([(p, done[p]) for p in kept if p in done], failed, ([jobs_note] if jobs_note else []) + notes)
+
+
+def fold_overlaps(paths: tuple[str, ...], source: SourceOptions) -> tuple[tuple[str, ...], dict, list[str]]:
+    """(paths to read, options per path, notes): a PATH named twice is read once, and a container
+    that two PATHs reach (one inside the other) is counted by the first only, by its identity
+    (identity.py), not its path. Detection alone runs for the nested ones, before any scan."""
+    import dataclasses
+    import os
+
+    from mlcache_audit.fsio import readable
+
+    real = {p: os.path.realpath(p) for p in paths}
+    kept: list[str] = []
+    notes: list[str] = []
+    for p in paths:
+        same = next((k for k in kept if real[k] == real[p]), None)
+        if same is not None:
+            notes.append(f"{readable(p)} is {readable(same)} again: read once")
+        else:
+            kept.append(p)
+    nested = {p for p in kept for q in kept if p != q and
+              (real[p].startswith(real[q].rstrip(os.sep) + os.sep) or real[q].startswith(real[p].rstrip(os.sep) + os.sep))}
+    options: dict[str, SourceOptions] = {p: source for p in kept}
+    if nested:
+        seen: dict[str, str] = {}  # container identity -> the PATH that counts it
+        for p in kept:
+            if p not in nested:
+                continue
+            mine = _identities(p, source)
+            taken = {i for i in mine if i in seen}
+            for i in mine - taken:
+                seen[i] = p
+            if taken:
+                options[p] = dataclasses.replace(source, exclude=frozenset(taken))
+                owners = sorted({seen[i] for i in taken})
+                notes.append(f"{readable(p)} overlaps {', '.join(readable(o) for o in owners)}: "
+                             f"{len(taken)} container(s) counted once, under the first")
+    return tuple(kept), options, notes
+
+
+def _identities(path: str, source: SourceOptions) -> set[str]:
+    from mlcache_audit.errors import MlcacheError
+    from mlcache_audit.sources import open_containers
+    from mlcache_audit.sources.detect import identity_text
+
+    try:
+        return {identity_text(c) for c in open_containers(path, bundle_id=source.bundle_id,
+                                                          max_containers=source.max_containers)}
+    except MlcacheError:
+        return set()  # its scan will say why
+
+
+def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1):
+    """`scan --format jsonl`: one line per container, as each path finishes (none: this Mac); a PATH
+    of several that cannot be read is one `mlcache.scan-error/1` line, and the rest go on."""
+    from mlcache_audit.report.json import container_lines, error_line
+
+    if not paths:
+        yield from (container_lines(None, doc) for _, doc in each_path((None,), _scan_document, source))
+        return
+    from mlcache_audit.workers import clamp_jobs
+
+    kept, options, _ = fold_overlaps(paths, source)
+    for path, doc in each_path(kept, _scan_document, options, jobs=clamp_jobs(jobs)[0]):
+        yield error_line(doc.to_dict()) if isinstance(doc, PathFailure) else container_lines(path, doc)
 
 
 def scan_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,
@@ -99,8 +222,9 @@ def scan_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *
     """One document holding the containers of every path (each container names its source path)."""
     from mlcache_audit.report.json import merge_scan_documents
 
-    done = dict(each_path(paths, _scan_document, source, jobs=jobs, progress=progress))
-    return ScanOutcome(merge_scan_documents([(p, done[p]) for p in paths]))
+    batch = run_batch(paths, _scan_document, source, jobs=jobs, progress=progress)
+    return ScanOutcome(merge_scan_documents(batch.done, errors=[f.to_dict() for f in batch.failed],
+                                            notes=batch.notes))
 
 
 # -- clean, apply, restore ------------------------------------------------------------------------
@@ -178,7 +302,7 @@ def restore(directory: Path):
 
 # -- CI -------------------------------------------------------------------------------------------
 def snapshot(path: str | None, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
-    """`mlcache.snapshot/1` of PATH."""
+    """`mlcache.snapshot/2` of PATH."""
     from mlcache_audit.gate import snapshot as make_snapshot
 
     return make_snapshot(_audit(path, source, progress))
@@ -191,8 +315,9 @@ def snapshot_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(
 
     if len(paths) <= 1:
         return snapshot(paths[0] if paths else None, source, progress)
-    done = dict(each_path(paths, _snapshot_document, source, jobs=jobs, progress=progress))
-    return merge_snapshots([done[p] for p in paths])
+    batch = run_batch(paths, _snapshot_document, source, jobs=jobs, progress=progress)
+    return merge_snapshots([doc for _, doc in batch.done], errors=[f.to_dict() for f in batch.failed],
+                           notes=batch.notes)
 
 
 def _snapshot_of(path: str, source: SourceOptions, progress: Progress) -> dict:
@@ -204,12 +329,13 @@ def _snapshot_of(path: str, source: SourceOptions, progress: Progress) -> dict:
 
 def diff(old: str, new: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
     """`mlcache.diff/2`: OLD and NEW (snapshots or containers) for one app, new minus old."""
+    import dataclasses
+
     from mlcache_audit.gate import diff as diff_rows
     from mlcache_audit.gate import select_app
     from mlcache_audit.report.json import diff_document
 
-    unfiltered = SourceOptions(None, source.hash_cache, source.max_archive_members, source.max_archive_bytes,
-                               source.max_hash_bytes)
+    unfiltered = dataclasses.replace(source, bundle_id=None)
     a = select_app(_snapshot_of(old, unfiltered, progress), source.bundle_id, "old")
     b = select_app(_snapshot_of(new, unfiltered, progress), source.bundle_id, "new")
     return diff_document(a, b, diff_rows(a, b), bundle_id=source.bundle_id)
@@ -228,7 +354,7 @@ class BudgetOptions:
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    document: dict  # mlcache.check/2
+    document: dict  # mlcache.check/3
 
 
 def check(paths: tuple[str, ...], budgets: BudgetOptions, *, cwd: Path, source: SourceOptions = SourceOptions(),

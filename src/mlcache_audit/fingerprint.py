@@ -9,7 +9,6 @@ keyed by inode or path) and, in live folders, at most once across runs (the hash
 from __future__ import annotations
 
 import mmap
-import os
 import sys
 import threading
 from collections import defaultdict
@@ -21,6 +20,7 @@ import xxhash
 from mlcache_audit.hashcache import HashCache
 from mlcache_audit.scan import MODEL_KINDS, Artifact, ScanResult, artifact_identity
 from mlcache_audit.sources.base import Container, Entry, display_path
+from mlcache_audit.workers import hash_threads
 
 PARTIAL_BYTES = 4096
 CHUNK = 1 << 20
@@ -258,12 +258,13 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
     for p in wanted:  # a hardlink to a file already in this batch is hashed once
         unique.setdefault(run.key(c, todo[p]), p)
     paths = list(unique.values())
-    if c.store.kind == "folder" and len(paths) > 1 and HASH_THREADS > 1:
+    threads = HASH_THREADS or hash_threads()
+    if c.store.kind == "folder" and len(paths) > 1 and threads > 1:
         # Folders: files are opened on their own, so two threads read and hash at once (xxhash and
         # read release the GIL); archives stream in their own order on one thread.
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(HASH_THREADS) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             results = pool.map(lambda p: _hash_one(c, p), paths)
             for path, result in zip(paths, results, strict=True):
                 _keep(c, todo[path], path, result, run, progress)
@@ -279,7 +280,7 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     return archive.READ_ERRORS if archive is not None else (OSError, EOFError, RuntimeError)
 
 
-HASH_THREADS = min(2, os.cpu_count() or 1)
+HASH_THREADS: int | None = None  # None: the parallelism budget's share (workers.hash_threads)
 _buffers = threading.local()
 
 

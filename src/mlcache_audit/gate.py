@@ -19,7 +19,8 @@ from mlcache_audit.errors import BudgetConfigError, DocumentInvalid, PathNotFoun
 from mlcache_audit.fsio import readable
 from mlcache_audit.units import format_signed_size, format_size, parse_size
 
-SNAPSHOT_SCHEMA = "mlcache.snapshot/1"
+SNAPSHOT_SCHEMA = "mlcache.snapshot/2"
+SNAPSHOT_SCHEMAS = ("mlcache.snapshot/1", SNAPSHOT_SCHEMA)  # baselines saved by earlier versions still read
 
 
 
@@ -47,11 +48,14 @@ def snapshot(audit: AuditResult) -> dict:
             "path": audit.path, "containers": containers, "totals": _totals(containers)}
 
 
-def merge_snapshots(snaps: list[dict]) -> dict:
-    """Several paths' snapshots as one: their containers together, totals over all."""
+def merge_snapshots(snaps: list[dict], *, errors: list[dict] = (), notes: list[str] = ()) -> dict:
+    """Several paths' snapshots as one: their containers together, totals over all; the PATHs that
+    could not be read in `errors` and what was folded in `notes` (present only when there are any)."""
     containers = [c for s in snaps for c in s["containers"]]
+    extra = {k: list(v) for k, v in (("errors", errors), ("notes", notes)) if v}
     return {"schema": SNAPSHOT_SCHEMA, "created": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-            "path": ", ".join(s["path"] for s in snaps), "containers": containers, "totals": _totals(containers)}
+            "path": ", ".join(s["path"] for s in snaps), "containers": containers, "totals": _totals(containers),
+            **extra}
 
 
 def _finding_brief(ca, f) -> dict:
@@ -107,7 +111,7 @@ def load_snapshot(path: Path) -> dict:
         doc = load_json(data, f"snapshot {readable(str(path))}")
     except DocumentInvalid as exc:
         raise BudgetConfigError(exc.message, hint="make one with `mlcache snapshot PATH -o FILE`") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SNAPSHOT_SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") not in SNAPSHOT_SCHEMAS:
         raise BudgetConfigError(f"{path} is not an mlcache snapshot (expected schema {SNAPSHOT_SCHEMA})")
     f = Fields(str(path), lambda msg: BudgetConfigError(msg, hint="make a new one with `mlcache snapshot PATH -o FILE`"))
     f.text(doc, "path", "the snapshot")
@@ -143,7 +147,7 @@ def is_snapshot_file(path: Path) -> bool:
         head = fsio.read_regular(str(path), 256)
     except OSError:
         return False
-    return head.lstrip().startswith(b"{") and SNAPSHOT_SCHEMA.encode() in head
+    return head.lstrip().startswith(b"{") and any(schema.encode() in head for schema in SNAPSHOT_SCHEMAS)
 
 
 # -- diff ---------------------------------------------------------------------------------------
@@ -300,10 +304,11 @@ class CheckResult:
     baseline: dict | None
     notes: tuple[str, ...]
     config: str | None = None
+    errors: tuple[dict, ...] = ()  # PATHs of several that could not be read: nothing was checked there
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return all(r.passed for r in self.results) and not self.errors
 
 
 def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | None = None) -> CheckResult:
@@ -312,7 +317,7 @@ def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | 
     reclaimable bytes grew: a kept last copy (0 B) never fails a build."""
     t = current["totals"]
     out = []
-    notes = []
+    notes = list(current.get("notes", []))
     if t["not_observable"]:
         notes.append(f"not observable in this form: {', '.join(t['not_observable'])}; growth there cannot be checked")
     if baseline is not None:
@@ -360,7 +365,8 @@ def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | 
                    + (f" (was {format_size(before)} in the baseline)" if before is not None else ""))
             out.append(BudgetResult(f"fail-on:{rule}", not failing, now, before or 0, "bytes reclaimable",
                                     f"{app}: {rule}: {why}", scope=app, findings=tuple(briefs) if failing else ()))
-    return CheckResult(current["path"], tuple(out), current, baseline, tuple(notes), config)
+    return CheckResult(current["path"], tuple(out), current, baseline, tuple(notes), config,
+                       tuple(current.get("errors", [])))
 
 
 def _rules_by_app(doc: dict) -> dict[str, dict[str, int]]:

@@ -16,7 +16,8 @@ from mlcache_audit.safety import is_safe_relative, may_act_on
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK
 from mlcache_audit.state import Seen
 
-PLAN_SCHEMA = "mlcache.plan/1"
+PLAN_SCHEMA = "mlcache.plan/2"
+PLAN_SCHEMAS = ("mlcache.plan/1", PLAN_SCHEMA)  # plans saved by earlier versions are still read
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ContainerPlan:
     read_only: str | None = None  # a backup or archive: why nothing can be acted on, and what to do instead
     client: str | None = None  # whose caches (a per-process client shares its root with others)
     scope: tuple[str, ...] = ()  # when set, the only folders below the root that may be acted on
+    live: str | None = None  # why an app may be running against it (it gets the in-use check), else None
 
     @property
     def key(self) -> str:
@@ -72,6 +74,7 @@ class Plan:
                              "seen": asdict(a.seen), "content": a.content} for a in c.actions],
                 "reclaimable_bytes": c.reclaimable_bytes, "kept_back": [readable(k) for k in c.kept_back],
                 "read_only": c.read_only, "client": c.client, "scope": list(c.scope),
+                "live": c.live is not None, "live_why": c.live,
             } for c in self.containers],
             "notes": [readable(n) for n in self.notes],
             "discovery": self.discovery,
@@ -84,7 +87,7 @@ class Plan:
     def from_dict(cls, d: dict, source: str = "the plan file") -> Plan:
         """A plan read back from JSON; every field is type- and range-checked (PlanInvalid names the field)."""
         f = Fields(source, lambda msg: PlanInvalid(f"{msg}", hint="make a new plan with `mlcache clean --plan-out`"))
-        if not isinstance(d, dict) or d.get("schema") != PLAN_SCHEMA:
+        if not isinstance(d, dict) or d.get("schema") not in PLAN_SCHEMAS:
             found = d.get("schema") if isinstance(d, dict) else type(d).__name__
             raise PlanInvalid(f"not an mlcache plan of a known format (schema {found!r}, expected {PLAN_SCHEMA!r})")
         containers = []
@@ -115,7 +118,7 @@ class Plan:
                 kept_back=tuple(f.texts(c, "kept_back", where)),
                 read_only=f.text(c, "read_only", where, optional=True),
                 client=f.text(c, "client", where, optional=True),
-                scope=tuple(_scope(f, c, where))))
+                scope=tuple(_scope(f, c, where)), live=f.text(c, "live_why", where, optional=True)))
         return cls(path=_path(f, d, "path", "the plan"), created=f.text(d, "created", "the plan"),
                    rules=tuple(f.texts(d, "rules", "the plan")),
                    include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
@@ -193,7 +196,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p)))
         root = c.label if read_only else str(c.store.real(c.root)) if c.root else str(c.store.base)
         containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
-                                        tuple(kept_back), read_only, c.client_name, tuple(c.scope)))
+                                        tuple(kept_back), read_only, c.client_name, tuple(c.scope), c.live_why))
     # Absolute, so `mlcache apply` finds the same container from any working folder.
     return Plan(os.path.realpath(audit.path), datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
                 tuple(sorted(rules)), include_persistent, tuple(containers), discovery=audit.discovery)

@@ -165,7 +165,7 @@ class _Part:
     notes: list[str] = field(default_factory=list)
 
 
-WALK_WORKERS = min(2, os.cpu_count() or 1)
+WALK_WORKERS: int | None = None  # None: the budget's (workers.walk_workers); tests set 1 or 2
 
 
 def scan_container(container: Container, progress: Callable[[str, int], None] | None = None,
@@ -263,24 +263,26 @@ def _parallel_parts(container: Container) -> list[_Part] | None:
     the entries between them (the root's and Library's own files) in this one. None when this
     cannot or should not be done: no fork on this platform, one core, not a folder, a scoped client,
     or a hardlink shared by two parts (counted once only by one walk)."""
+    from mlcache_audit import workers
+
     store = container.store
-    if WALK_WORKERS < 2 or not container.is_whole_folder:
+    n = WALK_WORKERS if WALK_WORKERS is not None else workers.walk_workers()
+    if n < 2 or not container.is_whole_folder:
         return None
     listed: dict[str, int] = {}
     shallow, tasks = _split(container, listed)
     if len(tasks) < 2 or not _worth_forking(store, container.root, tasks, listed):
         return None
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     try:
         context = multiprocessing.get_context("fork")
     except ValueError:
         return None
 
-    groups = _groups(tasks, max(1, len(tasks) // (8 * WALK_WORKERS)))  # handed out as workers free up
+    groups = _groups(tasks, max(1, len(tasks) // (8 * n)))  # handed out as workers free up
     try:
-        with ProcessPoolExecutor(max_workers=WALK_WORKERS, mp_context=context) as pool:
+        with workers.process_pool(n, context=context, share=1) as pool:
             parts = list(pool.map(_walk_group, [store] * len(groups), [container.root] * len(groups),
                                   *zip(*groups, strict=True)))
     except (OSError, RuntimeError):  # no processes to be had: walk here instead

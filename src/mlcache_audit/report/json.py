@@ -12,11 +12,12 @@ import json
 from mlcache_audit.fsio import path_fields, readable
 from mlcache_audit.units import iso_utc
 
-SCAN_SCHEMA = "mlcache.scan/2"
+SCAN_SCHEMA = "mlcache.scan/3"
 SCAN_CONTAINER_SCHEMA = "mlcache.scan-container/2"  # one line of `scan --format jsonl`
+SCAN_ERROR_SCHEMA = "mlcache.scan-error/1"  # the line of a PATH of several that could not be read
 APPLY_SCHEMA = "mlcache.apply/1"
 RESTORE_SCHEMA = "mlcache.restore/1"
-CHECK_SCHEMA = "mlcache.check/2"
+CHECK_SCHEMA = "mlcache.check/3"
 DIFF_SCHEMA = "mlcache.diff/2"
 
 
@@ -26,7 +27,7 @@ def dumps(doc: dict) -> str:
 
 # -- scan -----------------------------------------------------------------------------------------
 def scan_document(audit) -> dict:
-    """`mlcache.scan/2` from an AuditResult."""
+    """`mlcache.scan/3` from an AuditResult."""
     stats = audit.hashes.stats
     extra = {"discovery": audit.discovery, "system": audit.system} if audit.discovery else {}
     return {
@@ -42,9 +43,11 @@ def scan_document(audit) -> dict:
     }
 
 
-def merge_scan_documents(docs: list[tuple[str, dict]]) -> dict:
-    """One scan document from several paths' documents, each container naming its source path."""
-    if len(docs) == 1:
+def merge_scan_documents(docs: list[tuple[str, dict]], *, errors: list[dict] = (), notes: list[str] = ()) -> dict:
+    """One scan document from several paths' documents, each container naming its source path;
+    the PATHs that could not be read in `errors` ({path, reason}) and what was folded in `notes`."""
+    extra = {"errors": list(errors), "notes": [readable(n) for n in notes]}
+    if len(docs) == 1 and not errors and not notes:
         return docs[0][1]
     hashing = {k: 0 for k in ("files_hashed", "bytes_hashed", "partial_reads", "cache_hits")}
     containers = []
@@ -53,13 +56,19 @@ def merge_scan_documents(docs: list[tuple[str, dict]]) -> dict:
             containers.append({**c, "source_path": path})
         for k in hashing:
             hashing[k] += doc["hashing"][k]
+    cache = docs[0][1]["hashing"]["cache"] if docs else None
     return {"schema": SCAN_SCHEMA, "path": "", "paths": [p for p, _ in docs], "containers": containers,
-            "hashing": {**hashing, "cache": docs[0][1]["hashing"]["cache"]}}
+            "hashing": {**hashing, "cache": cache}, **extra}
 
 
 def container_lines(path: str, doc: dict) -> str:
     """`--format jsonl`: one line per container of one path's document, each a whole document."""
     return "".join(dumps({"schema": SCAN_CONTAINER_SCHEMA, "source_path": path, **c}) for c in doc["containers"])
+
+
+def error_line(error: dict) -> str:
+    """`--format jsonl`: the line of a PATH that could not be read ({path, reason})."""
+    return dumps({"schema": SCAN_ERROR_SCHEMA, **error})
 
 
 def container_document(ca) -> dict:
@@ -142,7 +151,7 @@ def restore_document(result) -> dict:
 
 # -- CI -------------------------------------------------------------------------------------------
 def check_document(result) -> dict:
-    """`mlcache.check/2`: budgets with numbers (`actual`, `limit` and their `unit`), each with its
+    """`mlcache.check/3`: budgets with numbers (`actual`, `limit` and their `unit`), each with its
     scope (`total` or one container) and the findings behind a failure."""
     return {
         "schema": CHECK_SCHEMA, "path": readable(result.path), "passed": result.passed,
@@ -150,6 +159,7 @@ def check_document(result) -> dict:
         "budgets": [{"name": r.name, "scope": r.scope, "passed": r.passed, "actual": r.actual, "limit": r.limit,
                      "unit": r.unit, "message": r.message, "findings": list(r.findings)} for r in result.results],
         "notes": list(result.notes),
+        "errors": list(result.errors),
         "totals": result.snapshot["totals"],
         "baseline_totals": result.baseline["totals"] if result.baseline else None,
         "containers": [{"bundle_id": c.get("bundle_id"), "client": c.get("client"), "form": c.get("form"),

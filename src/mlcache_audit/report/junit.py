@@ -48,7 +48,7 @@ def _document(suites: ET.Element) -> str:
 
 
 def check_junit(doc: dict) -> str:
-    """From an `mlcache.check/2` document."""
+    """From an `mlcache.check/3` document."""
     suites = ET.Element("testsuites")
     totals = [b for b in doc["budgets"] if b["scope"] == "total"]
     _suite(suites, "mlcache budgets: totals", 0, totals, doc["path"], doc["notes"])

@@ -274,7 +274,7 @@ def render_restore(term: Terminal, result: dict) -> None:
 
 # -- CI -----------------------------------------------------------------------------------------
 def render_check(term: Terminal, doc: dict) -> None:
-    """From an `mlcache.check/2` document."""
+    """From an `mlcache.check/3` document."""
     t = Table(title=f"mlcache check: {'passed' if doc['passed'] else 'FAILED'}", title_justify="left", show_edge=False)
     for col in ("budget", "scope", "result", "actual", "limit", "detail"):
         t.add_column(col, overflow="fold")

@@ -19,7 +19,12 @@ from mlcache_audit.sources.base import (
     read_plist,
 )
 from mlcache_audit.sources.folder import FolderStore
-from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
+from mlcache_audit.sources.limits import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CONTAINERS,
+    DEFAULT_MAX_MEMBERS,
+    PROBES_PER_CONTAINER,
+)
 
 IOS_METADATA_PLIST = ".com.apple.mobile_container_manager.metadata.plist"
 MACOS_METADATA_PLIST = ".com.apple.containermanagerd.metadata.plist"
@@ -27,13 +32,16 @@ STANDARD_DIRS = ("Documents", "Library", "tmp")
 _BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _E5_CACHE = "com.apple.e5rt.e5bundlecache"
 _MAX_GENERIC_DEPTH = 2  # a folder of pulled containers, or an archive's top folder
-_MAX_PROBES = 5000
+_MIN_PROBES = 5000
 
 
 def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
                     max_archive_members: int = DEFAULT_MAX_MEMBERS,
-                    max_archive_bytes: int = DEFAULT_MAX_BYTES) -> list[Container]:
-    """Every app container at `path`: a folder of any form, a backup, or an archive of either."""
+                    max_archive_bytes: int = DEFAULT_MAX_BYTES,
+                    max_containers: int = DEFAULT_MAX_CONTAINERS) -> list[Container]:
+    """Every app container at `path`: a folder of any form, a backup, or an archive of either. The
+    search stops at `max_containers` (and at a bounded number of folders looked into), and every
+    container found then carries a note that says so."""
     p = Path(path)
     if not os.path.lexists(p):
         raise PathNotFound(f"no such file or folder: {path}")
@@ -59,8 +67,10 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         store = ArchiveStore(p, kind, max_members=max_archive_members, max_bytes=max_archive_bytes)
     else:
         raise NotAContainer(f"{path} is neither a folder nor a file")
-    finder = _Finder(store)
+    finder = _Finder(store, max_containers)
     found = finder.find("", 0)
+    if finder.stopped:
+        finder.notes.append(finder.stopped)
     # Folders the search could not read outside the containers it found: a container in them is not
     # shown, and each one found says so (inside a container, the walk notes what it cannot read).
     skipped = {rel: why for rel, why in getattr(store, "unreadable", {}).items()
@@ -114,14 +124,36 @@ def _unreadable(path, real: Path, why: str) -> PathUnreadable:
 class _Finder:
     """Walks down from the top just far enough to find container roots; never into a container."""
 
-    def __init__(self, store):
+    def __init__(self, store, max_containers: int = DEFAULT_MAX_CONTAINERS):
         self.store = store
         self.probes = 0
+        self.found_so_far = 0
+        self.max_containers = max_containers
+        self.max_probes = max(_MIN_PROBES, max_containers * PROBES_PER_CONTAINER)
+        self.stopped = ""  # why the search stopped early, when it did
         self.notes: list[str] = []  # metadata files that could not be read (a FIFO, a device, ...)
 
-    def find(self, rel: str, depth: int) -> list[tuple[str, str, str | None]]:
+    def _full(self, rel: str) -> bool:
+        if self.stopped:
+            return True
+        if self.found_so_far >= self.max_containers:
+            self.stopped = (f"the container search stopped at --max-containers {self.max_containers}: "
+                            f"{display_path(rel or '.')} and what follows it were not searched")
+            return True
         self.probes += 1
-        if self.probes > _MAX_PROBES:
+        if self.probes > self.max_probes:
+            self.stopped = (f"the container search stopped after looking into {self.max_probes} folders: "
+                            f"{display_path(rel or '.')} and what follows it were not searched "
+                            "(raise --max-containers)")
+            return True
+        return False
+
+    def _emit(self, found: list) -> list:
+        self.found_so_far += len(found)
+        return found
+
+    def find(self, rel: str, depth: int) -> list[tuple[str, str, str | None]]:
+        if self._full(rel):
             return []
         children = self.store.list_dir(rel)
         if children is None:
@@ -129,19 +161,20 @@ class _Finder:
         dirs = {n for n, d in children.items() if d}
         name = posixpath.basename(rel) if rel else _top_name(self.store)
         if "Manifest.db" in children and ("Manifest.plist" in children or "Info.plist" in children):  # a backup
-            return [(rel, "backup", None)]
+            return self._emit([(rel, "backup", None)])
         if "AppData" in dirs and (name.endswith(".xcappdata") or "AppDataInfo.plist" in children):
             info = self._plist(join_rel(rel, "AppDataInfo.plist"))
-            return [(join_rel(rel, "AppData"), "xcappdata", _str(info.get("CFBundleIdentifier")) or self._cache_id(join_rel(rel, "AppData")))]
+            return self._emit([(join_rel(rel, "AppData"), "xcappdata",
+                                _str(info.get("CFBundleIdentifier")) or self._cache_id(join_rel(rel, "AppData")))])
         if "Data" in dirs and MACOS_METADATA_PLIST in children:
             meta = self._plist(join_rel(rel, MACOS_METADATA_PLIST))
             bid = _str(meta.get("MCMMetadataIdentifier")) or (name if _BUNDLE_ID.match(name) else None)
-            return [(join_rel(rel, "Data"), "macos-container", bid or self._cache_id(join_rel(rel, "Data")))]
+            return self._emit([(join_rel(rel, "Data"), "macos-container", bid or self._cache_id(join_rel(rel, "Data")))])
         sim = self._simulator_apps(rel, dirs)
         if sim is not None:
             return sim
         if self._looks_raw(children, dirs):
-            return [(rel, self._raw_form(rel, name), self._bundle_id(rel, children, name))]
+            return self._emit([(rel, self._raw_form(rel, name), self._bundle_id(rel, children, name))])
         if depth >= _MAX_GENERIC_DEPTH:
             return []
         out = []
@@ -176,9 +209,11 @@ class _Finder:
             out = []
             for uuid in sorted(n for n, d in (self.store.list_dir(target) or {}).items() if d):
                 app = join_rel(target, uuid)
+                if self._full(app):
+                    break
                 kids = self.store.list_dir(app) or {}
                 if self._looks_raw(kids, {n for n, d in kids.items() if d}):
-                    out.append((app, "simulator", self._bundle_id(app, kids, uuid)))
+                    out.append(self._emit([(app, "simulator", self._bundle_id(app, kids, uuid))])[0])
             return out
         return None
 
@@ -230,3 +265,15 @@ def _top_name(store) -> str:
 
 def _str(value) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def identity_text(c: Container) -> str:
+    """The container's identity (identity.py) as text, for folding overlapping PATHs: a folder's
+    device and inode (and client); an archive's or backup's real file and the place inside it."""
+    if c.store.kind == "folder" and c.form != "backup":
+        from mlcache_audit.identity import key_of
+
+        key = key_of(c.store.real(c.root), c.client_name if c.scope else None)
+        if key is not None:
+            return key.text
+    return f"{c.store.label}!{c.root}!{c.bundle_id}"

@@ -1,0 +1,118 @@
+"""Worker processes: one parallelism budget, and pools whose workers never outlive the run.
+
+The budget: the CPUs this process may run on (`os.sched_getaffinity` where it exists, else
+`os.cpu_count()`). Path workers (`--jobs`) times walk workers never exceed it (the parent not
+counted): `--jobs` above it is clamped, and a path worker splits its own walk only with what is left
+(`walk_workers`). Hashing threads take the same share.
+
+The lifetime: every worker ignores SIGINT (Ctrl-C reaches the whole process group; the parent
+alone answers it, ends every worker and exits 130, so no worker prints a traceback), and notices
+its parent's death portably: it blocks on a pipe whose only write end the parent holds, and exits
+when the read reaches EOF (`kill -9` of mlcache included). A worker started by spawn (macOS's
+default for --jobs) cannot inherit the pipe; it watches `os.getppid()` instead, which changes when
+the parent dies on every POSIX system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+_share = {"walk": None}  # set in a path worker: the walk workers its share of the budget allows
+
+
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def walk_workers() -> int:
+    """How many processes one walk may split into: at most 2 (measured: a third does not pay on
+    2-vCPU machines' disks), within what the budget leaves this process."""
+    share = _share["walk"]
+    return min(2, cpus()) if share is None else share
+
+
+def hash_threads() -> int:
+    return max(1, min(2, walk_workers()))
+
+
+def clamp_jobs(jobs: int) -> tuple[int, str | None]:
+    """`--jobs` within the budget, and a note when it was lowered."""
+    n = cpus()
+    if jobs > n:
+        return n, f"--jobs {jobs} lowered to {n}: this process may run on {n} CPU(s)"
+    return jobs, None
+
+
+@contextlib.contextmanager
+def process_pool(n: int, *, context=None, share: int | None = None) -> Iterator:
+    """A ProcessPoolExecutor of `n` workers that end with the run: on any exception in the block
+    (KeyboardInterrupt included) every worker is terminated before it propagates. `share` is the
+    walk budget each worker gets (default: what the budget leaves after `n` workers)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = context or multiprocessing.get_context()
+    r, w = os.pipe()
+    walk = share if share is not None else max(1, cpus() // max(1, n))
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_start_worker,
+                               initargs=(ctx.get_start_method() == "fork", r, w, os.getpid(), walk))
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        end_children()
+        raise
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def end_children(timeout: float = 3.0) -> None:
+    """Terminate every worker process this process started, then kill what is left after `timeout`."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for p in children:
+        with contextlib.suppress(OSError):
+            p.terminate()
+    deadline = time.monotonic() + timeout
+    for p in children:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            with contextlib.suppress(OSError):
+                p.kill()
+            p.join(1.0)
+
+
+def _start_worker(forked: bool, r: int, w: int, parent: int, walk: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _share["walk"] = walk
+    if forked:
+        os.close(w)  # only the parent holds the write end: its death is EOF here
+        threading.Thread(target=_exit_at_eof, args=(r,), daemon=True).start()
+    else:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_at_eof(r: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(r, 1):
+            pass
+    os._exit(1)
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
