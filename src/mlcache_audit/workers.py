@@ -68,6 +68,10 @@ def process_pool(n: int, *, context=None, share: int | None = None) -> Iterator:
     try:
         yield pool
     except BaseException:
+        # Ending the workers closes the pipes the pool's own threads write to; the run is ending, so
+        # a write there must not kill it with SIGPIPE (which main() sets to its default for `| head`).
+        if hasattr(signal, "SIGPIPE") and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         pool.shutdown(wait=False, cancel_futures=True)
         end_children()
         raise

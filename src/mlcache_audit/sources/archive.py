@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import struct
 import tarfile
 import unicodedata
 import zipfile
@@ -231,20 +232,61 @@ _MAX_DIRECTORY_BYTES_PER_MEMBER = 1024
 
 
 def _check_zip_directory(path: Path, max_members: int) -> None:
-    """Refuse a zip whose end record declares more members (or a larger central directory) than the
-    cap allows, before `zipfile` parses every header of it into memory."""
+    """Refuse a zip whose central directory holds more members than the cap, before `zipfile`
+    parses every header of it into memory. What the end record declares is not trusted: a zip may
+    declare 10 members and hold millions, so the directory itself is counted, while it is read and
+    stopping at the cap. Cheap for every real archive: a directory too small to hold more than the
+    cap (each header is at least 46 bytes), or with fewer header signatures than the cap, needs no
+    exact count."""
     try:
         with open(path, "rb") as fh:
             end = zipfile._EndRecData(fh)  # noqa: SLF001 - the stdlib's own end-record reader (zip64 aware)
-    except (AttributeError, OSError):
-        return  # no end-record reader in this Python: the count is checked after the index is read
-    if not end:
-        return  # zipfile itself will say the archive is damaged
-    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
-    if entries > max_members or size > max_members * _MAX_DIRECTORY_BYTES_PER_MEMBER:
+            if not end:
+                return  # zipfile itself will say the archive is damaged
+            entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
+            if entries > max_members or size > max_members * _MAX_DIRECTORY_BYTES_PER_MEMBER:
+                raise ArchiveLimitExceeded(
+                    f"archive declares {entries} members in a {size}-byte directory, over the cap of {max_members} "
+                    "members", hint="raise --max-archive-members if this archive is trusted")
+            if size // _CENTRAL_HEADER_BYTES <= max_members:
+                return
+            # Where zipfile will read the directory from (an archive may have bytes prepended).
+            start = end[zipfile._ECD_LOCATION] - size  # noqa: SLF001
+            if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # noqa: SLF001
+                start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+            counted = _count_central_headers(fh, max(0, start), size, max_members)
+    except (AttributeError, OSError, struct.error):
+        return  # no end-record reader in this Python, or unreadable: zipfile will say what is wrong
+    if counted > max_members:
         raise ArchiveLimitExceeded(
-            f"archive declares {entries} members in a {size}-byte directory, over the cap of {max_members} members",
+            f"archive holds more than {max_members} members in its directory (it declares {entries}), over the cap",
             hint="raise --max-archive-members if this archive is trusted")
+
+
+_CENTRAL_HEADER_BYTES = 46
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+
+
+def _count_central_headers(fh, start: int, size: int, limit: int) -> int:
+    """Headers in the central directory at `start`, counted up to `limit + 1` (then it stops),
+    reading it in 4 MiB chunks (a header with its name, extra and comment is at most 196,651 bytes)."""
+    fh.seek(start)
+    buf, pos, left, count = b"", 0, size, 0
+    most = _CENTRAL_HEADER_BYTES + 3 * 65535
+    while True:
+        if len(buf) - pos < most and left > 0:
+            chunk = fh.read(min(left, 1 << 22))
+            if not chunk:
+                left = 0
+            left -= len(chunk)
+            buf, pos = buf[pos:] + chunk, 0
+        if len(buf) - pos < _CENTRAL_HEADER_BYTES or buf[pos:pos + 4] != _CENTRAL_SIGNATURE:
+            return count  # the end of the directory, or damage zipfile will report
+        name, extra, comment = struct.unpack_from("<HHH", buf, pos + 28)
+        pos += _CENTRAL_HEADER_BYTES + name + extra + comment
+        count += 1
+        if count > limit:
+            return count
 
 
 def _dos_time(date_time: tuple) -> float | None:
