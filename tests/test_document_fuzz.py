@@ -17,11 +17,12 @@ import os
 import shutil
 from pathlib import Path
 
-import hostile_corpus
 import pytest
-from conftest import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import hostile_corpus
+from conftest import run
 
 FUZZ = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -12,12 +12,12 @@ import struct
 import sys
 from pathlib import Path
 
-import hostile_corpus
 import pytest
-from conftest import holding_open, run, tree_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hostile_corpus
+from conftest import holding_open, run, tree_state
 from mlcache_audit import errors as errors_mod
 from mlcache_audit.apply import apply_plan
 from mlcache_audit.audit import audit_path

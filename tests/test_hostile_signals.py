@@ -62,7 +62,7 @@ def _all_gone(procs: list, within: float = 5.0) -> bool:
 def test_ctrl_c_ends_every_worker_and_exits_130(args, big_container, tmp_path):
     extra = _copies(big_container, tmp_path, 2) if "{big2}" in args else []
     names = {"{big}": str(big_container), **{f"{{big{i + 2}}}": str(p) for i, p in enumerate(extra)}}
-    for attempt in range(5):
+    for _attempt in range(5):
         proc = _start([names.get(a, a) for a in args])
         kids = _workers(proc)
         if not kids:
@@ -88,7 +88,7 @@ def test_ctrl_c_ends_every_worker_and_exits_130(args, big_container, tmp_path):
 def test_kill_9_of_mlcache_leaves_no_worker_behind(args, big_container, tmp_path):
     extra = _copies(big_container, tmp_path, 2) if "{big2}" in args else []
     names = {"{big}": str(big_container), **{f"{{big{i + 2}}}": str(p) for i, p in enumerate(extra)}}
-    for attempt in range(5):
+    for _attempt in range(5):
         proc = _start([names.get(a, a) for a in args])
         kids = _workers(proc)
         if not kids:
