@@ -208,7 +208,7 @@ def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), 
     from mlcache_audit.report.json import container_lines, error_line
 
     if not paths:
-        yield from (container_lines(None, doc) for _, doc in each_path((None,), _scan_document, source))
+        yield from (container_lines(doc["path"], doc) for _, doc in each_path((None,), _scan_document, source))
         return
     from mlcache_audit.workers import clamp_jobs
 
