@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from conftest import run
 
 GOLDEN = Path(__file__).parent / "golden"
