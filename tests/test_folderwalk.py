@@ -1,5 +1,5 @@
-"""The folder walk (folderwalk.py) classifies as it walks; it must give exactly what the per-entry
-walk (`scan._walk_part` over `FolderStore.walk`) gives: the same artifacts with the same sums,
+"""The folder walk (scan/walk.py) classifies as it walks; it must give exactly what the per-entry
+walk (`scan.walk_entries` over `FolderStore.walk`) gives: the same artifacts with the same sums,
 members, structure ids and layouts, the same area sums, days and notes, on every fixture, every
 hostile tree and random trees, and the same documents through the command."""
 
@@ -21,8 +21,10 @@ from mlcache_audit.domain import (
     EXECUTORCH_COREML,
     MPSGRAPH_SCRATCH,
 )
-from mlcache_audit.folderwalk import walk_folder
-from mlcache_audit.scan import _classify, _walk_part, area_of, quiet_folder
+from mlcache_audit.scan.account import walk_entries
+from mlcache_audit.scan.classify import classify_entry, quiet_folder
+from mlcache_audit.scan.model import area_of
+from mlcache_audit.scan.walk import walk_folder
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.base import FILE, Entry
 from test_hostile import remove_iteratively
@@ -49,7 +51,7 @@ def assert_same_walks(path: Path) -> int:
         if c.store.kind != "folder" or c.scope:
             continue
         slow_notes: list[str] = []
-        slow = _walk_part(c.store.walk(c.root, slow_notes), False, slow_notes)
+        slow = walk_entries(c.store.walk(c.root, slow_notes), False, slow_notes)
         fast = walk_folder(c.store, c.root, [])
         assert _summary(fast) == _summary(slow), c.label
         compared += 1
@@ -111,7 +113,7 @@ def test_quiet_folders_start_artifacts_only_from_mlmodel_files(folder, name):
     if area is None or name.endswith(".mlmodel"):
         return
     e = Entry(f"{rel}/{name}", FILE, 1, base=name)
-    assert _classify(e, None) is None
+    assert classify_entry(e, None) is None
     assert area_of(e.path) == area
 
 
@@ -140,7 +142,7 @@ def test_folder_walk_equals_the_entry_walk_on_random_byte_trees(tmp_tree, caches
 def test_a_split_walk_worker_never_enters_a_folder_swapped_since_the_split(tmp_path):
     """Between the split and a worker's walk, a task folder becomes a symlink to a folder outside:
     the worker notes it and walks nothing through it."""
-    from mlcache_audit.scan import _split, _walk_group
+    from mlcache_audit.scan.split import split_tasks, walk_group
 
     root = hostile_corpus._container(tmp_path / "app")
     hostile_corpus._leak(root, 3)
@@ -148,13 +150,13 @@ def test_a_split_walk_worker_never_enters_a_folder_swapped_since_the_split(tmp_p
     outside.mkdir()
     (outside / "secret.bin").write_bytes(b"s" * 99)
     c = open_containers(str(root))[0]
-    _, tasks = _split(c)
+    _, tasks = split_tasks(c)
     task = next(t for t in tasks if t.startswith("tmp/"))
     parent, _, name = task.rpartition("/")
     moved = tmp_path / "moved"
     os.rename(root / task, moved)
     os.symlink(outside, root / task)
-    part = _walk_group(c.store, c.root, parent, [name])
+    part = walk_group(c.store, c.root, parent, [name])
     assert part.files == 0 and part.total == 0
     assert any(task in n and "not scanned" in n for n in part.notes), part.notes
 
@@ -176,11 +178,12 @@ def test_an_unreadable_folder_is_noted_and_the_rest_is_scanned(split, tmp_path, 
     assert assert_same_walks(root) == 1
     if split:
         import mlcache_audit.scan as scan_mod
+        import mlcache_audit.scan.split as split_mod
 
-        monkeypatch.setattr(scan_mod, "PARALLEL_MIN_ENTRIES", 0)
+        monkeypatch.setattr(split_mod, "PARALLEL_MIN_ENTRIES", 0)
         forked = []
-        real = scan_mod._parallel_parts
-        monkeypatch.setattr(scan_mod, "_parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
+        real = scan_mod.parallel_parts
+        monkeypatch.setattr(scan_mod, "parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
     result = run("scan", root, "--format", "json", "--no-hash-cache")
     if split:
         assert forked and forked[0] is not None, "the walk was not split"

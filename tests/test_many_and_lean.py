@@ -85,7 +85,7 @@ def test_a_small_folder_scan_imports_no_archive_reader_nor_worker_processes(tmp_
             "prog_name='mlcache', standalone_mode=False)\nexcept SystemExit:\n    pass\n")
     loaded = _modules_after(code, {"MLCACHE_CACHE_DIR": str(tmp_path / "cache"),
                                    "MLCACHE_STATE_DIR": str(tmp_path / "state")})
-    assert "mlcache_audit.folderwalk" in loaded  # it did scan
+    assert "mlcache_audit.scan.walk" in loaded  # it did scan
     assert not loaded & {"zipfile", "tarfile", "multiprocessing", "hashlib", "decimal", "coremltools"}
 
 
@@ -109,17 +109,18 @@ def test_parallel_walk_gives_the_same_document_as_one_walk(built, key, monkeypat
     A backup is never split: its entries are Manifest.db rows, not the payload folders on disk
     (which a split walk once read as the container, on backups of 20,000 files and more)."""
     import mlcache_audit.scan as scan_mod
+    import mlcache_audit.scan.split as split_mod
     from mlcache_audit import commands
 
     opts = commands.SourceOptions(hash_cache=False)
-    monkeypatch.setattr(scan_mod, "WALK_WORKERS", 1)
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 1)
     one = commands.scan(str(built[key]), opts).document
-    monkeypatch.setattr(scan_mod, "WALK_WORKERS", 2)
-    monkeypatch.setattr(scan_mod, "PARALLEL_MIN_ENTRIES", 0)
-    monkeypatch.setattr(scan_mod, "PARALLEL_MIN_TASKS", 10**9)
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_TASKS", 10**9)
     forked = []
-    real = scan_mod._parallel_parts
-    monkeypatch.setattr(scan_mod, "_parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
+    real = scan_mod.parallel_parts
+    monkeypatch.setattr(scan_mod, "parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
     many = commands.scan(str(built[key]), opts).document
     if key == "backup":
         assert forked and all(parts is None for parts in forked), "a backup's payload folders were walked"

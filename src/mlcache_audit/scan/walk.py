@@ -11,14 +11,14 @@ area, outside every artifact), so the common files go straight into their sums:
 - a plain file in a quiet folder (one where only a `*.mlmodel` can start an artifact, as
   `scan.quiet_folder` says) is added to its area's bytes;
 - everything else (folders, links, special files, odd names, hardlinked files, the files of the
-  caches' and tmp/'s own levels) becomes an `Entry` and takes exactly the steps `_walk_part` takes.
+  caches' and tmp/'s own levels) becomes an `Entry` and takes exactly the steps `walk_entries` takes.
 
 Each folder's names are handled in one inner loop up to its next subfolder; a cache entry's
 structure lines are hashed a folder's run at a time (in tree order: the hash is the same) and its
 layout names are shared strings, so a worker of a split walk sends back little.
 
 Same order (a folder, then its subtree; siblings by name), same notes, same results as
-`_walk_part(store.walk(...))`: tests/test_folderwalk.py compares the two on every fixture, the
+`walk_entries(store.walk(...))`: tests/test_folderwalk.py compares the two on every fixture, the
 hostile corpus and random trees. Used for scans without plan states (scan, snapshot, check), in
 one process or in each worker of a split walk (`FolderWalk` takes several folders of one parent);
 `clean` keeps the per-entry walk, which records each artifact's state.
@@ -34,19 +34,9 @@ from collections.abc import Callable
 from mlcache_audit import fsio
 from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
 from mlcache_audit.gcpause import collector_paused
-from mlcache_audit.scan import (
-    _CACHE_KINDS,
-    _HEX_ANY,
-    EXECUTORCH_VERSION_FILE,
-    Artifact,
-    _add_member,
-    _classify,
-    _counted_size,
-    _Part,
-    _start,
-    area_of,
-    quiet_folder,
-)
+from mlcache_audit.scan.account import add_member, counted_size, start_artifact
+from mlcache_audit.scan.classify import HEX_ANY, classify_entry, quiet_folder
+from mlcache_audit.scan.model import CACHE_KINDS, EXECUTORCH_VERSION_FILE, Artifact, Part, area_of
 from mlcache_audit.sources.base import FILE, Entry
 from mlcache_audit.sources.folder import FolderStore, walk_notes
 
@@ -69,8 +59,8 @@ class _Folder:
         self.art_rel = art_rel  # this folder's path inside `art` ("" at its top)
         self.line_rel = f"{art_rel}/" if art_rel else ""
         # Inside a cache entry: the folder's part of each file's layout name, computed once.
-        self.layout_rel = _HEX_ANY.sub("<hex>", art_rel) + "/" if art is not None and art_rel else ""
-        # Outside every artifact: the area of every plain file here, or None when each needs _classify.
+        self.layout_rel = HEX_ANY.sub("<hex>", art_rel) + "/" if art is not None and art_rel else ""
+        # Outside every artifact: the area of every plain file here, or None when each needs classify_entry.
         self.area = quiet_folder(rel) if art is None else None
         self.pending: list[str] = []  # structure lines of `art` not yet hashed (fed in tree order)
 
@@ -81,7 +71,7 @@ class _Folder:
 
 
 def walk_folder(store: FolderStore, rel: str, notes: list[str], prefix: str = "",
-                progress: Callable[[int], None] | None = None) -> _Part:
+                progress: Callable[[int], None] | None = None) -> Part:
     """Everything below `rel` in `store` (paths starting with `prefix/` when given), classified and
     summed. `notes` hears what could not be read and what is odd; `progress(n)` of about every
     1,000 entries."""
@@ -99,7 +89,7 @@ class FolderWalk:
 
     def __init__(self, store: FolderStore, notes: list[str], progress: Callable[[int], None] | None = None):
         self.store, self.notes, self.progress = store, notes, progress
-        self.part = _Part([], notes=notes)
+        self.part = Part([], notes=notes)
         self.seen: set[tuple] = set()
         self.other: dict[str, int] = defaultdict(int)
         self.days: dict[int, int] = defaultdict(int)
@@ -108,7 +98,7 @@ class FolderWalk:
         self.layouts: dict[str, dict[str, str]] = {}
         self.walked = 0
 
-    def finish(self) -> _Part:
+    def finish(self) -> Part:
         if self.progress is not None and self.walked:
             self.progress(self.walked)
         part = self.part
@@ -121,23 +111,23 @@ class FolderWalk:
         whole; with no `top_fd`, only that entry: the folder could not be opened). Closes `top_fd`."""
         part, seen, other, days, layouts, progress = self.part, self.seen, self.other, self.days, self.layouts, \
             self.progress
-        outer = _classify(top, None) if top is not None else None
+        outer = classify_entry(top, None) if top is not None else None
         if outer is not None:
-            _start(outer, top, False)
+            start_artifact(outer, top, False)
             part.artifacts.append(outer)
         if top_fd is None:
             return
         make = self.store.entry_maker(rel, prefix, self.notes)
         on_error = walk_notes(self.notes)
         total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
-        ostat, hex_sub = os.stat, _HEX_ANY.sub
+        ostat, hex_sub = os.stat, HEX_ANY.sub
         stack = [_Folder(top_fd, prefix, fsio.sorted_names(top_fd, prefix, on_error), outer, "")]
         try:
             while stack:
                 f = stack[-1]
                 fd, names, i, art, area, plain = f.fd, f.names, f.i, f.art, f.area, f.plain
                 model = art is not None and art.kind in _MODEL_KINDS  # its files are kept, to be compared
-                layout = art is not None and art.kind in _CACHE_KINDS  # its files fold into its layout
+                layout = art is not None and art.kind in CACHE_KINDS  # its files fold into its layout
                 pend, line_rel = f.pending.append, f.line_rel
                 forms = layouts.setdefault(f.layout_rel, {}) if layout else None
                 child = None
@@ -154,7 +144,7 @@ class FolderWalk:
                     mode = st.st_mode
                     if _S_ISREG(mode) and st.st_nlink == 1 and (plain or (name.isascii() and name.isprintable())):
                         size = st.st_size
-                        if art is not None:  # as _add_member does
+                        if art is not None:  # as add_member does
                             pend(f"{line_rel}{name}\0{size}\n")
                             if layout:
                                 form = forms.get(name)
@@ -189,25 +179,25 @@ class FolderWalk:
                         except OSError:
                             target = None
                     e = make(path, name, st, target)
-                    new = (_classify(e, art) if art.kind == SPECIALIZATION else None) if art is not None \
-                        else _classify(e, None)
+                    new = (classify_entry(e, art) if art.kind == SPECIALIZATION else None) if art is not None \
+                        else classify_entry(e, None)
                     if new is not None:
-                        _start(new, e, False)
+                        start_artifact(new, e, False)
                         if art is not None:
                             art.detail["interrupted_writes"] = art.detail.get("interrupted_writes", 0) + 1
                         part.artifacts.append(new)
                         if not new.is_dir:
-                            size = _counted_size(e, seen, part.links)
-                            _add_member(new, e, size, days)
+                            size = counted_size(e, seen, part.links)
+                            add_member(new, e, size, days)
                             total += size
                             files += 1
                     elif e.type == FILE:
                         files += 1
-                        size = _counted_size(e, seen, part.links)
+                        size = counted_size(e, seen, part.links)
                         total += size
                         if art is not None:
                             f.flush()  # this file's line goes after the ones before it
-                            _add_member(art, e, size, days)
+                            add_member(art, e, size, days)
                         else:
                             other[area_of(path)] += size
                             has_version = has_version or path == EXECUTORCH_VERSION_FILE

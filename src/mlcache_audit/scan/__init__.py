@@ -1,0 +1,71 @@
+"""Recognise Core ML artifacts in a container's entries and account for every byte of it.
+
+Walking is cheap; this stage reads only what recognition needs (metadata.json, manifests, the head of
+model.mil, source model specs). Layout facts come from shared/domain/COREML-ON-DISK.md; anything under
+a Core ML cache whose layout is not known is reported as `unrecognised`, never guessed into a delete.
+
+The stage is a package, one job a module, imports one way (tests/test_layers.py keeps it so):
+model (the types) <- classify (pure) <- account (sums as the walk passes) <- walk (the fast fd walk)
+and split (worker processes); describe reads what recognition needs; identity names an artifact's
+files for the hash cache. Only this module ties them together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+from mlcache_audit.domain import EXECUTORCH_ASSET, KINDS, MODEL_KINDS
+from mlcache_audit.scan.account import walk_entries
+from mlcache_audit.scan.describe import bundle_key, describe, read_indexes
+from mlcache_audit.scan.identity import artifact_identity
+from mlcache_audit.scan.model import AREAS, Artifact, Part, ScanResult, area_of
+from mlcache_audit.scan.split import parallel_parts
+from mlcache_audit.sources.base import Container
+
+__all__ = ["AREAS", "KINDS", "MODEL_KINDS", "Artifact", "Part", "ScanResult", "area_of", "artifact_identity",
+           "scan_container"]
+
+
+def scan_container(container: Container, progress: Callable[[str, int], None] | None = None,
+                   model_cache=None, plan_state: bool = True) -> ScanResult:
+    """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
+    hears of entries walked ("walked", n) and of slow steps by name (n = 0).
+
+    The walk is streamed: an entry outside every artifact is counted into its area and dropped, so
+    memory grows with the artifacts (what the output holds), not with the files. Without plan states
+    (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
+    back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
+    parts = parallel_parts(container) if not plan_state else None
+    if parts is None and not plan_state and container.is_whole_folder:
+        from mlcache_audit.scan.walk import walk_folder
+
+        parts = [walk_folder(container.store, container.root, [],
+                             progress=(lambda n: progress("walked", n)) if progress else None)]
+    if parts is None:
+        parts = [walk_entries(container.iter_entries((lambda n: progress("walked", n)) if progress else None),
+                            plan_state)]
+    artifacts = [a for part in parts for a in part.artifacts]
+    artifacts.sort(key=lambda a: a.path.split("/"))  # tree order, as one walk finds them
+    other: dict[str, int] = defaultdict(int)
+    days: dict[int, int] = defaultdict(int)
+    for part in parts:
+        for area, n in part.other.items():
+            other[area] += n
+        for day, n in part.days.items():
+            days[day] += n
+        container.notes.extend(part.notes)  # a worker's walk notes (one walk writes into the container's)
+    total = sum(p.total for p in parts)
+    files = sum(p.files for p in parts)
+    names = {id(a): {e.path[len(a.path) + 1:] for e in a.members} if a.is_dir else ({""} if a.members else set())
+             for a in artifacts}  # each artifact's files, relative to it (as Artifact.rel)
+    keys = {id(a): bundle_key(container, a, names[id(a)]) for a in artifacts} if model_cache is not None else {}
+    known = model_cache.get_bundles([k for k in keys.values() if k]) if model_cache is not None else {}
+    for a in artifacts:
+        describe(container, a, names[id(a)], keys.get(id(a)), known, progress, model_cache)
+    layout = {}
+    if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
+        # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
+        layout["executorch_model_cache"] = any(p.has_version for p in parts)
+    indexes = {} if layout.get("executorch_model_cache") else read_indexes(container, artifacts)
+    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days))

@@ -1,0 +1,120 @@
+"""The scan's data types: an artifact, a container's scan result, a walked part, the areas."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from mlcache_audit.domain import (
+    COREAI_SPECIALIZATION,
+    EXECUTORCH_COREML,
+    KINDS,
+    SPECIALIZATION,
+    SPECIALIZATION_PARTIAL,
+)
+from mlcache_audit.sources.base import Container, Entry
+
+if TYPE_CHECKING:  # state.py is imported only when a plan records states (clean)
+    from mlcache_audit.state import StateHasher
+
+
+# ExecuTorch's newer model cache writes this and never assets.db (ETCoreMLModelCache.h).
+EXECUTORCH_VERSION_FILE = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
+
+
+CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION))
+
+
+AREAS = ("Documents", "Library/Application Support", "Library/Caches", "Library/Preferences", "Library", "tmp")
+
+
+def area_of(path: str) -> str:
+    """The standard container area a path lies in (`other` for anything outside them)."""
+    for area in AREAS:
+        if path == area or path.startswith(area + "/"):
+            return area
+    return "other"
+
+
+@dataclass
+class Artifact:
+    """One Core ML thing on disk: a bundle, a cache entry, a leftover file."""
+
+    kind: str
+    path: str
+    is_dir: bool
+    producer: str | None = None
+    bytes: int = 0
+    files: int = 0
+    oldest_mtime: float | None = None
+    newest_mtime: float | None = None
+    model: dict = field(default_factory=dict)
+    detail: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    members: list[Entry] = field(default_factory=list)  # the files counted in `bytes`
+    top: Entry | None = None  # the entry the artifact is (its folder, or its one file)
+    # Folded in during the walk, so that cache entries (most files of a container) keep no per-file
+    # record: the plan's state of everything below, the structure id, and the inner layout.
+    state: StateHasher | None = None
+    structure: object = None  # an xxh3_64 over (relative name, size) of its files, in tree order
+    layout: set[str] = field(default_factory=set)
+    identity: str | None = None  # see artifact_identity ("" when the store has no such keys)
+
+    @property
+    def area(self) -> str:
+        return area_of(self.path)
+
+    @property
+    def prefix(self) -> str:
+        return self.path + "/"
+
+    def rel(self, entry: Entry) -> str:
+        """A member's path relative to the artifact ("" for a single-file artifact: its outer name,
+        like a bundle's, is not part of what the model is)."""
+        return entry.path[len(self.path) + 1:] if self.is_dir else ""
+
+
+@dataclass
+class ScanResult:
+    """A container's artifacts and its byte accounting."""
+
+    container: Container
+    artifacts: list[Artifact]
+    total_bytes: int
+    file_count: int
+    other_bytes_by_area: dict[str, int]
+    index_keys: dict[str, set[str] | None]  # store name -> keys its index knows (None: unreadable)
+    days: dict[int, int] = field(default_factory=dict)  # ML bytes by UTC day of modification
+    layout: dict[str, bool] = field(default_factory=dict)  # facts about stores (ExecuTorch cache version)
+
+    @property
+    def bytes_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for a in self.artifacts:
+            out[a.kind] += a.bytes
+        return {k: out[k] for k in KINDS if k in out}
+
+    @property
+    def coreml_bytes(self) -> int:
+        return sum(a.bytes for a in self.artifacts)
+
+    def timeline(self) -> list[tuple[str, int]]:
+        """ML cache bytes added per UTC day, from file modification times."""
+        return [(datetime.fromtimestamp(d * 86400, timezone.utc).date().isoformat(), n)
+                for d, n in sorted(self.days.items())]
+
+
+@dataclass
+class Part:
+    """What walking one part of a container found: its artifacts and its byte accounting."""
+
+    artifacts: list[Artifact]
+    total: int = 0
+    files: int = 0
+    other: dict[str, int] = field(default_factory=dict)
+    days: dict[int, int] = field(default_factory=dict)
+    has_version: bool = False
+    links: dict[tuple, int] = field(default_factory=dict)  # (dev, inode) -> size of hardlinked files counted
+    notes: list[str] = field(default_factory=list)
