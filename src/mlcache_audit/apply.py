@@ -39,7 +39,6 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -48,53 +47,14 @@ from mlcache_audit import quarantine as qfmt
 from mlcache_audit.identity import key_of
 from mlcache_audit.journal import Journal, default_state_dir
 from mlcache_audit.locks import holding, state_folder_ready
+from mlcache_audit.outcomes import ApplyResult, ContainerOutcome, Outcome, RestoreResult
 from mlcache_audit.plan import Action, ContainerPlan, Plan
 from mlcache_audit.safety import may_act_on
-from mlcache_audit.sources.base import DIR, FILE
-from mlcache_audit.sources.folder import entry_from_stat
-from mlcache_audit.state import Seen, target_state
+from mlcache_audit.state import fresh_state
 
 TRASH_PREFIX = ".mlcache-removing-"
 _TRASH = re.compile(r"^\.mlcache-removing-[0-9a-f]{12}$")  # short: fits 255 bytes whatever the entry's name
 QUARANTINE_MANIFEST = qfmt.MANIFEST
-
-
-@dataclass(frozen=True)
-class Outcome:
-    path: str
-    bytes: int
-    rule: str
-    status: str  # removed | quarantined | would remove | would quarantine | restored | skipped | failed
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class ContainerOutcome:
-    root: str
-    bundle_id: str | None
-    outcomes: tuple[Outcome, ...]
-    recovered: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    dry_run: bool
-    quarantine: str | None
-    containers: tuple[ContainerOutcome, ...]
-
-    @property
-    def freed_bytes(self) -> int:
-        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status in ("removed", "quarantined"))
-
-    @property
-    def would_free_bytes(self) -> int:
-        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status.startswith("would"))
-
-    @property
-    def complete(self) -> bool:
-        """True when every planned entry was done (or, in a dry run, could be)."""
-        return all(o.status in ("removed", "quarantined", "would remove", "would quarantine")
-                   for c in self.containers for o in c.outcomes)
 
 
 def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = None,
@@ -200,28 +160,6 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return out("failed", why(exc))
     finally:
         os.close(parent_fd)
-
-
-def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> tuple[Seen, int]:
-    """The target's state now, read through the parent's handle that the action will use, and the
-    bytes its removal frees (a file with another link frees nothing; a symlink frees nothing)."""
-    target = os.readlink(name, dir_fd=parent_fd) if stat.S_ISLNK(st.st_mode) else None
-    top = entry_from_stat(name, st, target)
-    if top.type != DIR:
-        return target_state(top, []), (top.size if top.type == FILE and top.nlink <= 1 else 0)
-    fd = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
-    try:
-        if os.fstat(fd).st_ino != st.st_ino:
-            return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked"), 0
-        problems: list[str] = []
-        below = [entry_from_stat(rel, est, tgt)
-                 for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what))]
-    finally:
-        os.close(fd)
-    if problems:
-        # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
-        return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0]), 0
-    return target_state(top, below), sum(e.size for e in below if e.type == FILE and e.nlink <= 1)
 
 
 def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out) -> Outcome:
@@ -433,15 +371,6 @@ def _exists_at(root: str, parents: list[str], name: str) -> bool:
 
 
 # -- restore ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RestoreResult:
-    outcomes: tuple[Outcome, ...] = field(default=())
-
-    @property
-    def complete(self) -> bool:
-        return all(o.status == "restored" for o in self.outcomes)
-
-
 def restore_quarantine(directory: Path, state_dir: Path | None = None) -> RestoreResult:
     """Put every quarantined entry back exactly where it was: only entries inside the quarantine
     folder, only into the container its store was made from (the same identity, there now), never

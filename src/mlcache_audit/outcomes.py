@@ -1,0 +1,53 @@
+"""What apply and restore report: one outcome per planned entry, per container, per run (plain data,
+read by report/json.py and the renderers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    bytes: int
+    rule: str
+    status: str  # removed | quarantined | would remove | would quarantine | restored | skipped | failed
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerOutcome:
+    root: str
+    bundle_id: str | None
+    outcomes: tuple[Outcome, ...]
+    recovered: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    dry_run: bool
+    quarantine: str | None
+    containers: tuple[ContainerOutcome, ...]
+
+    @property
+    def freed_bytes(self) -> int:
+        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status in ("removed", "quarantined"))
+
+    @property
+    def would_free_bytes(self) -> int:
+        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status.startswith("would"))
+
+    @property
+    def complete(self) -> bool:
+        """True when every planned entry was done (or, in a dry run, could be)."""
+        return all(o.status in ("removed", "quarantined", "would remove", "would quarantine")
+                   for c in self.containers for o in c.outcomes)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    outcomes: tuple[Outcome, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        return all(o.status == "restored" for o in self.outcomes)
