@@ -35,7 +35,8 @@ def _nested(depth: int, kind: str) -> bytes:
 
 def damaged(valid: bytes, kind: str = "json"):
     """Truncated, nested, huge, wrong-typed or binary versions of `valid`."""
-    truncated = st.integers(0, max(0, len(valid) - 1)).map(lambda n: valid[:n])
+    whole = valid.rstrip()  # cut at least one byte of the document itself, not only its newline
+    truncated = st.integers(0, max(0, len(whole) - 1)).map(lambda n: whole[:n])
     nested = st.sampled_from([65, 200, 3000, 100_000]).map(lambda d: _nested(d, kind))
     binary = st.binary(min_size=1, max_size=300)
     typed = st.sampled_from([b"null", b"[]", b"12", b'"text"', b"true", b"{}", b'{"schema": 5}', b"NaN"])
