@@ -20,6 +20,7 @@ FIXTURES = ["recompile", "healthy", "studio", "simulator", "macos", "llm", "core
 _TIME = re.compile(r'"(created|started|ended|at|plan_created)": "[^"]*"')
 _INODE = re.compile(r'"(inode|mtime_ns)": \d+')  # a copy's inodes, and folder times copying resets
 _FINGERPRINT = re.compile(r'"fingerprint": "[0-9a-f]+"')  # covers those folder times too
+_KEY = re.compile(r'"container_key": "[^"]*"')  # a copy's device and inode
 
 
 def _commands(where: list[str], folder: bool) -> dict[str, list[str]]:
@@ -40,6 +41,7 @@ def _normalise(text: str, root: Path) -> str:
     text = text.replace(str(root), "<ROOT>").replace(os.path.realpath(root), "<ROOT>")
     text = _INODE.sub(lambda m: f'"{m.group(1)}": "<N>"', text)
     text = _FINGERPRINT.sub('"fingerprint": "<F>"', text)
+    text = _KEY.sub('"container_key": "<KEY>"', text)
     return _TIME.sub(lambda m: f'"{m.group(1)}": "<TIME>"', text)
 
 

@@ -321,3 +321,23 @@ def test_a_watch_history_that_cannot_be_saved_is_said_not_a_crash(tmp_path, monk
                                    state_dir=blocked))
     assert events[0]["added"] == ["tmp/x.mlmodelc"] and "launch history not saved" in events[0]["note"]
     assert events[-1]["type"] == "summary" and events[-1]["launches"] == 1
+
+
+def test_clean_names_every_client_and_outcomes_carry_client_and_key(fx):
+    """Per-process clients share ~/Library/Caches: each is named in text, and JSON outcomes carry the
+    client and the container identity (mlcache.apply/2), so no two are told apart by root alone."""
+    home = fx("home")
+    doc = json.loads(run("clean", "--home", home, "--format", "json").stdout)
+    scan = json.loads(run("scan", "--home", home, "--format", "json").stdout)
+    clients = {c["bundle_id"] or c["client"] for c in scan["containers"]}
+    text = run("clean", "--home", home).stdout
+    assert "unknown bundle id" not in text
+    for name in clients:
+        assert name in text, name
+    applied = json.loads(run("clean", "--home", home, "--all-clients", "--apply", "--yes", "--format", "json").stdout)
+    keys = [(c["root"], c["client"]) for c in applied["containers"]]
+    assert len(keys) == len(set(keys)) and all(c["client"] for c in applied["containers"])
+    assert all(c["container_key"] for c in applied["containers"])
+    shared = [c for c in applied["containers"] if c["root"].endswith("/Library/Caches")]
+    assert len(shared) >= 2 and len({c["container_key"] for c in shared}) == len(shared)
+    assert doc["schema"] == "mlcache.plan/2"

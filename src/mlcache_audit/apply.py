@@ -39,7 +39,6 @@ import json
 import os
 import re
 import stat
-from datetime import datetime, timezone
 from pathlib import Path
 
 from mlcache_audit import fsio
@@ -71,31 +70,44 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
         quarantine = preflight.verify_quarantine(plan, quarantine, create=not dry_run)
     if dry_run:
         return ApplyResult(True, str(quarantine) if quarantine else None, tuple(
-            ContainerOutcome(cp.root, cp.bundle_id, tuple(_act(cp, a, True, quarantine, None) for a in cp.actions))
+            _outcome(cp, tuple(_act(cp, a, True, quarantine, None) for a in cp.actions), (), _key_text(cp))
             for cp in plan.containers))
     preflight.refuse_read_only(plan)
     state = state_dir or default_state_dir()
     state_folder_ready(state, "journals")
-    with holding(state, list(preflight.container_keys(plan).values()), "apply"):
+    keys = preflight.container_keys(plan)
+    with holding(state, list(keys.values()), "apply"):
         refused = preflight.verify_plan_targets(plan)
-        results = [_apply_container(plan, cp, quarantine, state, refused.get(cp.key)) for cp in plan.containers]
+        results = [_apply_container(plan, cp, quarantine, state, refused.get(cp.key),
+                                    keys[cp.key].text if cp.key in keys else _key_text(cp))
+                   for cp in plan.containers]
     return ApplyResult(False, str(quarantine) if quarantine else None, tuple(results))
 
 
+def _outcome(cp: ContainerPlan, outcomes: tuple[Outcome, ...], recovered, key: str | None) -> ContainerOutcome:
+    return ContainerOutcome(cp.root, cp.bundle_id, outcomes, tuple(recovered), cp.client or cp.bundle_id, key)
+
+
+def _key_text(cp: ContainerPlan) -> str | None:
+    if cp.read_only:
+        return None
+    key = key_of(cp.root, cp.client if cp.scope else None)
+    return key.text if key else None
+
+
 def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, state: Path,
-                     refused: str | None) -> ContainerOutcome:
+                     refused: str | None, key: str | None) -> ContainerOutcome:
     if refused:  # a client that is running: every entry skipped, named, and the run exits 1
-        return ContainerOutcome(cp.root, cp.bundle_id, tuple(
-            Outcome(a.path, 0, a.rule, "skipped", refused) for a in cp.actions))
+        return _outcome(cp, tuple(Outcome(a.path, 0, a.rule, "skipped", refused) for a in cp.actions), (), key)
     journal = Journal(state, cp.root, cp.key)
     recovered = _recover(journal)
     try:
         journal.write({"event": "start", "plan_created": plan.created, "entries": len(cp.actions)})
     except OSError as exc:  # a full disk: without its journal nothing is acted on
         journal.close(finished=False)
-        return ContainerOutcome(cp.root, cp.bundle_id, tuple(
+        return _outcome(cp, tuple(
             Outcome(a.path, 0, a.rule, "skipped", f"the journal cannot be written ({why(exc)}); nothing was done")
-            for a in cp.actions), tuple(recovered))
+            for a in cp.actions), recovered, key)
     outcomes = []
     try:
         # Deepest first, so nothing is removed with a parent that was not itself planned.
@@ -105,7 +117,7 @@ def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, sta
         journal.close(finished=len(outcomes) == len(cp.actions))
     order = {a.path: i for i, a in enumerate(cp.actions)}
     outcomes.sort(key=lambda o: order.get(o.path, 0))
-    return ContainerOutcome(cp.root, cp.bundle_id, tuple(outcomes), tuple(recovered))
+    return _outcome(cp, tuple(outcomes), recovered, key)
 
 
 def why(exc: OSError) -> str:
@@ -279,20 +291,20 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
         stored = f"{store}/items/{token}"
         manifest = quarantine / QUARANTINE_MANIFEST
         # The record first, synced: whatever happens next, the manifest knows where the entry may be.
-        _append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, _now(),
+        qfmt.append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, qfmt.now(),
                                                 client=cp.client if cp.scope else None))
         journal.write({"event": "begin", **fsio.path_fields(a.path), "quarantine": stored})
         try:
             os.rename(name, token, src_dir_fd=parent_fd, dst_dir_fd=items_fd)
         except OSError as exc:
-            _append_line(manifest, {"cancelled": stored, "at": _now()})
+            qfmt.append_line(manifest, {"cancelled": stored, "at": qfmt.now()})
             if exc.errno == errno.EXDEV:
                 raise OSError(exc.errno, "the quarantine folder is on another volume; nothing was moved") from None
             raise
         moved = os.stat(token, dir_fd=items_fd, follow_symlinks=False)
         if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back
             os.rename(token, name, src_dir_fd=items_fd, dst_dir_fd=parent_fd)
-            _append_line(manifest, {"cancelled": stored, "at": _now()})
+            qfmt.append_line(manifest, {"cancelled": stored, "at": qfmt.now()})
             journal.write({"event": "skipped", **fsio.path_fields(a.path)})
             return out("skipped", "changed while being moved")
         result = out("quarantined", f"to {fsio.readable(str(quarantine / stored))}")
@@ -320,18 +332,6 @@ def _store_items(quarantine: Path, store: str, cp: ContainerPlan) -> int:
         return fsio.open_under(str(quarantine), [store, "items"], create=True)
     finally:
         os.close(store_fd)
-
-
-def _append_line(path: Path, record: dict) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW, 0o644)
-    with os.fdopen(fd, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
 
 
 # -- journal ------------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
             os.close(fd)
     finally:
         os.close(items_fd)
-    _append_line(Path(qdir) / QUARANTINE_MANIFEST, {"restored": rec.stored, "at": _now()})
+    qfmt.append_line(Path(qdir) / QUARANTINE_MANIFEST, {"restored": rec.stored, "at": qfmt.now()})
     return out("restored", f"to {fsio.readable(os.path.join(rec.root, rec.path))}")
 
 

@@ -166,7 +166,7 @@ def _rule_choice():
 @click.option("--only", multiple=True, type=_rule_choice(), help="Act only on findings of this rule (repeatable).")
 @click.option("--keep", multiple=True, type=_rule_choice(), help="Never act on findings of this rule (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
-              show_default=True, help="json prints the plan (mlcache.plan/2), or with --apply the outcome (mlcache.apply/1).")
+              show_default=True, help="json prints the plan (mlcache.plan/2), or with --apply the outcome (mlcache.apply/2).")
 @output_option
 @source_options
 def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quarantine: Path | None, plan_out: Path | None,

@@ -21,6 +21,8 @@ class ContainerOutcome:
     bundle_id: str | None
     outcomes: tuple[Outcome, ...]
     recovered: tuple[str, ...] = ()
+    client: str | None = None  # whose caches (per-process clients share one root)
+    container_key: str | None = None  # identity.ContainerKey.text: what renderers and tools join on
 
 
 @dataclass(frozen=True)

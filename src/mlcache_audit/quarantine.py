@@ -15,10 +15,12 @@ is a torn last line without its newline: the run died writing it, before the mov
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from mlcache_audit import fsio
 from mlcache_audit.docfields import Fields, load_json, read_document
@@ -226,3 +228,16 @@ def validate(directory: str, records: list[Record], damaged: list[tuple[int, str
                                        f"from ({info['bundle_id'] or 'unknown bundle id'})")
         out.append(Checked(rec, info, key))
     return out
+
+
+def append_line(path, record: dict) -> None:
+    """One manifest record, written and synced before the move it announces (or after, to end it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()

@@ -66,7 +66,7 @@ def process_pool(n: int, *, context=None, share: int | None = None) -> Iterator:
     pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_start_worker,
                                initargs=(ctx.get_start_method() == "fork", r, w, os.getpid(), walk))
     try:
-        yield pool
+        yield _Masked(pool)
     except BaseException:
         # Ending the workers closes the pipes the pool's own threads write to; the run is ending, so
         # a write there must not kill it with SIGPIPE (which main() sets to its default for `| head`).
@@ -80,6 +80,38 @@ def process_pool(n: int, *, context=None, share: int | None = None) -> Iterator:
     finally:
         os.close(r)
         os.close(w)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT held back while workers are started (a fork or spawn happens inside submit): a worker
+    then starts with it blocked and ignores it before unblocking, so a Ctrl-C that lands while it
+    starts never reaches it; the parent gets it as soon as the submit returns."""
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = mask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, old)
+
+
+class _Masked:
+    """The pool, with every submit (where workers are started) under `_sigint_blocked`."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def submit(self, fn, *args, **kwargs):
+        with _sigint_blocked():
+            return self._pool.submit(fn, *args, **kwargs)
+
+    def map(self, fn, *iterables):
+        with _sigint_blocked():
+            futures = [self._pool.submit(fn, *args) for args in zip(*iterables, strict=False)]
+        return (f.result() for f in futures)
 
 
 def end_children(timeout: float = 3.0) -> None:
@@ -101,6 +133,8 @@ def end_children(timeout: float = 3.0) -> None:
 
 def _start_worker(forked: bool, r: int, w: int, parent: int, walk: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent while it started us
     _share["walk"] = walk
     if forked:
         os.close(w)  # only the parent holds the write end: its death is EOF here

@@ -15,7 +15,7 @@ from mlcache_audit.units import iso_utc
 SCAN_SCHEMA = "mlcache.scan/3"
 SCAN_CONTAINER_SCHEMA = "mlcache.scan-container/2"  # one line of `scan --format jsonl`
 SCAN_ERROR_SCHEMA = "mlcache.scan-error/1"  # the line of a PATH of several that could not be read
-APPLY_SCHEMA = "mlcache.apply/1"
+APPLY_SCHEMA = "mlcache.apply/2"
 RESTORE_SCHEMA = "mlcache.restore/1"
 CHECK_SCHEMA = "mlcache.check/3"
 DIFF_SCHEMA = "mlcache.diff/2"
@@ -134,12 +134,13 @@ def outcome_document(o) -> dict:
 
 
 def apply_document(result) -> dict:
-    """`mlcache.apply/1` from an ApplyResult (a dry run has the same shape)."""
+    """`mlcache.apply/2` from an ApplyResult (a dry run has the same shape)."""
     return {
         "schema": APPLY_SCHEMA, "dry_run": result.dry_run,
         "quarantine": readable(result.quarantine) if result.quarantine else None,
         "freed_bytes": result.freed_bytes, "would_free_bytes": result.would_free_bytes, "complete": result.complete,
-        "containers": [{**path_fields(c.root, "root"), "bundle_id": c.bundle_id, "recovered": list(c.recovered),
+        "containers": [{**path_fields(c.root, "root"), "bundle_id": c.bundle_id, "client": c.client,
+                        "container_key": c.container_key, "recovered": list(c.recovered),
                         "outcomes": [outcome_document(o) for o in c.outcomes]} for c in result.containers],
     }
 

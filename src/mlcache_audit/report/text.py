@@ -236,13 +236,16 @@ def _notes(out: Console, notes: list[str]) -> None:
 # -- clean / apply / restore --------------------------------------------------------------------
 def render_clean(term: Terminal, result: dict, plan: dict) -> None:
     out = term.out
-    by_root = {c["root"]: c for c in plan["containers"]}
+    # Per-process clients share one root: join outcomes to the plan on the root and the client.
+    by_key = {(c["root"], c.get("client") or c.get("bundle_id")): c for c in plan["containers"]}
     for c in result["containers"]:
-        out.print(f"[bold]{escape(c['bundle_id'] or 'unknown bundle id')}[/bold]  {escape(display_path(c['root']))}")
+        name = c["bundle_id"] or c.get("client") or "unknown bundle id"
+        out.print(f"[bold]{escape(name)}[/bold]  {escape(display_path(c['root']))}")
+        planned_container = by_key.get((c["root"], c.get("client")), {})
         for note in c["recovered"]:
             out.print(f"  [yellow]from an interrupted run:[/yellow] {escape(note)}")
-        planned = {a["path"]: a["bytes"] for a in by_root.get(c["root"], {}).get("actions", [])}
-        if read_only := by_root.get(c["root"], {}).get("read_only"):
+        planned = {a["path"]: a["bytes"] for a in planned_container.get("actions", [])}
+        if read_only := planned_container.get("read_only"):
             out.print(f"  [yellow]Preview only:[/yellow] {escape(read_only)}.")
         if not c["outcomes"]:
             out.print("  Nothing to remove.")
@@ -252,7 +255,7 @@ def render_clean(term: Terminal, result: dict, plan: dict) -> None:
             style = "red" if o["status"] == "failed" else "yellow" if o["status"] == "skipped" else ""
             text = f"  {verb} {escape(display_path(o['path']))} ({format_size(planned.get(o['path'], o['bytes']))}, {o['rule']}){reason}"
             out.print(f"[{style}]{text}[/{style}]" if style else text)
-        for kept in by_root.get(c["root"], {}).get("kept_back", []):
+        for kept in planned_container.get("kept_back", []):
             out.print(f"  [dim]Kept back: {escape(kept)}[/dim]")
     if result["dry_run"]:
         out.print(f"[bold]Would free {format_size(result['would_free_bytes'])}.[/bold] "
