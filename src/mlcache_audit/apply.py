@@ -50,6 +50,7 @@ from mlcache_audit.outcomes import ApplyResult, ContainerOutcome, Outcome, Resto
 from mlcache_audit.plan import Action, ContainerPlan, Plan
 from mlcache_audit.safety import may_act_on
 from mlcache_audit.state import fresh_state
+from mlcache_audit.vocab import DONE, Event, Status
 
 TRASH_PREFIX = ".mlcache-removing-"
 _TRASH = re.compile(r"^\.mlcache-removing-[0-9a-f]{12}$")  # short: fits 255 bytes whatever the entry's name
@@ -98,15 +99,15 @@ def _key_text(cp: ContainerPlan) -> str | None:
 def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, state: Path,
                      refused: str | None, key: str | None) -> ContainerOutcome:
     if refused:  # a client that is running: every entry skipped, named, and the run exits 1
-        return _outcome(cp, tuple(Outcome(a.path, 0, a.rule, "skipped", refused) for a in cp.actions), (), key)
+        return _outcome(cp, tuple(Outcome(a.path, 0, a.rule, Status.SKIPPED, refused) for a in cp.actions), (), key)
     journal = Journal(state, cp.root, cp.key)
     recovered = _recover(journal)
     try:
-        journal.write({"event": "start", "plan_created": plan.created, "entries": len(cp.actions)})
+        journal.write({"event": Event.START, "plan_created": plan.created, "entries": len(cp.actions)})
     except OSError as exc:  # a full disk: without its journal nothing is acted on
         journal.close(finished=False)
         return _outcome(cp, tuple(
-            Outcome(a.path, 0, a.rule, "skipped", f"the journal cannot be written ({why(exc)}); nothing was done")
+            Outcome(a.path, 0, a.rule, Status.SKIPPED, f"the journal cannot be written ({why(exc)}); nothing was done")
             for a in cp.actions), recovered, key)
     outcomes = []
     try:
@@ -131,70 +132,70 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
     measured: list[int] = []  # what the re-check measured right before acting: the only bytes reported freed
 
     def out(status: str, reason: str = "") -> Outcome:
-        if status.startswith("would"):
+        if status in (Status.WOULD_REMOVE, Status.WOULD_QUARANTINE):
             freed = a.bytes  # a preview of a plan: the plan's own figure, shown as such
         else:
-            freed = measured[0] if status in ("removed", "quarantined") and measured else 0
+            freed = measured[0] if status in DONE and measured else 0
         return Outcome(a.path, freed, a.rule, status, reason)
 
     if not may_act_on(a.path):
-        return out("skipped", "protected or unsafe path: never acted on")
+        return out(Status.SKIPPED, "protected or unsafe path: never acted on")
     if cp.scope and not any(a.path == sub or a.path.startswith(sub + "/") for sub in cp.scope):
-        return out("skipped", "outside the client's caches: never acted on")
+        return out(Status.SKIPPED, "outside the client's caches: never acted on")
     if dry_run:
         # A preview of a plan just made from this walk: the re-checks run right before acting.
-        return out("would quarantine" if quarantine else "would remove")
+        return out(Status.WOULD_QUARANTINE if quarantine else Status.WOULD_REMOVE)
     parts = a.path.split("/")
     try:
         parent_fd = fsio.open_under(cp.root, parts[:-1])
     except OSError:
-        return out("skipped", "a folder on the way is missing, or is now a symlink")
+        return out(Status.SKIPPED, "a folder on the way is missing, or is now a symlink")
     try:
         name = parts[-1]
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return out("skipped", "gone since the plan was made")
+            return out(Status.SKIPPED, "gone since the plan was made")
         now, freed = fresh_state(parent_fd, name, st)
         changed = ", ".join(f for f in ("type", "size", "files", "mtime_ns", "inode", "fingerprint")
                             if getattr(now, f) != getattr(a.seen, f))
         if changed:
-            return out("skipped", f"changed since plan ({changed})")
+            return out(Status.SKIPPED, f"changed since plan ({changed})")
         measured.append(freed)
         if quarantine is not None:
             return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out)
         return _remove(a, parent_fd, name, st, journal, out)
     except OSError as exc:  # EACCES, EROFS, ENOSPC, ENAMETOOLONG...: this entry's outcome, not the run's
         try:
-            journal.write({"event": "failed", **fsio.path_fields(a.path), "error": why(exc)})
+            journal.write({"event": Event.FAILED, **fsio.path_fields(a.path), "error": why(exc)})
         except OSError:
             pass
-        return out("failed", why(exc))
+        return out(Status.FAILED, why(exc))
     finally:
         os.close(parent_fd)
 
 
 def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out) -> Outcome:
     if stat.S_ISLNK(st.st_mode):
-        journal.write({"event": "begin", **fsio.path_fields(a.path), "trash": None})
+        journal.write({"event": Event.BEGIN, **fsio.path_fields(a.path), "trash": None})
         os.unlink(name, dir_fd=parent_fd)  # the link itself, never its target
-        return _after(journal, {"event": "done", **fsio.path_fields(a.path), "bytes": 0},
-                      out("removed", "symlink removed as a link"))
+        return _after(journal, {"event": Event.DONE, **fsio.path_fields(a.path), "bytes": 0},
+                      out(Status.REMOVED, "symlink removed as a link"))
     trash = TRASH_PREFIX + os.urandom(6).hex()
-    journal.write({"event": "begin", **fsio.path_fields(a.path), "trash": trash})
+    journal.write({"event": Event.BEGIN, **fsio.path_fields(a.path), "trash": trash})
     os.rename(name, trash, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     moved = os.stat(trash, dir_fd=parent_fd, follow_symlinks=False)
     if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back
         os.rename(trash, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
-        journal.write({"event": "skipped", **fsio.path_fields(a.path)})
-        return out("skipped", "changed while being removed")
-    journal.write({"event": "renamed", **fsio.path_fields(a.path), "trash": trash})
+        journal.write({"event": Event.SKIPPED, **fsio.path_fields(a.path)})
+        return out(Status.SKIPPED, "changed while being removed")
+    journal.write({"event": Event.RENAMED, **fsio.path_fields(a.path), "trash": trash})
     error = _delete_aside(parent_fd, trash, stat.S_ISDIR(st.st_mode))
     if error:
-        journal.write({"event": "failed", **fsio.path_fields(a.path), "error": error, "trash": trash})
-        return out("failed", f"{error}; what is left is in {trash} beside it")
-    result = out("removed")
-    return _after(journal, {"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes}, result)
+        journal.write({"event": Event.FAILED, **fsio.path_fields(a.path), "error": error, "trash": trash})
+        return out(Status.FAILED, f"{error}; what is left is in {trash} beside it")
+    result = out(Status.REMOVED)
+    return _after(journal, {"event": Event.DONE, **fsio.path_fields(a.path), "bytes": result.bytes}, result)
 
 
 def _after(journal, record: dict, result: Outcome) -> Outcome:
@@ -293,7 +294,7 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
         # The record first, synced: whatever happens next, the manifest knows where the entry may be.
         qfmt.append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, qfmt.now(),
                                                 client=cp.client if cp.scope else None))
-        journal.write({"event": "begin", **fsio.path_fields(a.path), "quarantine": stored})
+        journal.write({"event": Event.BEGIN, **fsio.path_fields(a.path), "quarantine": stored})
         try:
             os.rename(name, token, src_dir_fd=parent_fd, dst_dir_fd=items_fd)
         except OSError as exc:
@@ -305,10 +306,10 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
         if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back
             os.rename(token, name, src_dir_fd=items_fd, dst_dir_fd=parent_fd)
             qfmt.append_line(manifest, {"cancelled": stored, "at": qfmt.now()})
-            journal.write({"event": "skipped", **fsio.path_fields(a.path)})
-            return out("skipped", "changed while being moved")
-        result = out("quarantined", f"to {fsio.readable(str(quarantine / stored))}")
-        return _after(journal, {"event": "done", **fsio.path_fields(a.path), "bytes": result.bytes,
+            journal.write({"event": Event.SKIPPED, **fsio.path_fields(a.path)})
+            return out(Status.SKIPPED, "changed while being moved")
+        result = out(Status.QUARANTINED, f"to {fsio.readable(str(quarantine / stored))}")
+        return _after(journal, {"event": Event.DONE, **fsio.path_fields(a.path), "bytes": result.bytes,
                                 "quarantine": stored}, result)
     finally:
         os.close(items_fd)
@@ -395,7 +396,7 @@ def restore_quarantine(directory: Path, state_dir: Path | None = None) -> Restor
             rec = c.record
 
             def out(status: str, reason: str = "", rec=rec) -> Outcome:
-                return Outcome(rec.path, rec.bytes if status == "restored" else 0, rec.rule, status, reason)
+                return Outcome(rec.path, rec.bytes if status == Status.RESTORED else 0, rec.rule, status, reason)
 
             outcomes.append(_restore_one(qdir, rec, out))
     return RestoreResult(tuple(outcomes))
@@ -405,33 +406,33 @@ def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
     try:
         items_fd = fsio.open_under(qdir, [rec.store, "items"])
     except OSError:
-        return out("skipped", "no longer in the quarantine folder")
+        return out(Status.SKIPPED, "no longer in the quarantine folder")
     try:
         try:
             os.stat(rec.token, dir_fd=items_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return out("skipped", "not in the quarantine folder (never moved, or restored already)")
+            return out(Status.SKIPPED, "not in the quarantine folder (never moved, or restored already)")
         parts = rec.path.split("/")
         try:  # every folder above the item's parent must be there; the parent itself may be made again
             above = fsio.open_under(rec.root, parts[:-2])
             fd = fsio.open_chain_at(above, parts[-2:-1], create=True)
         except OSError:
-            return out("skipped", "a folder above where it was is missing or is now a symlink")
+            return out(Status.SKIPPED, "a folder above where it was is missing or is now a symlink")
         try:
             if _exists_at_fd(fd, parts[-1]):
-                return out("skipped", "something is at the original path already")
+                return out(Status.SKIPPED, "something is at the original path already")
             os.rename(rec.token, parts[-1], src_dir_fd=items_fd, dst_dir_fd=fd)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
-                return out("failed", "the quarantine folder is on another volume than the container now; move it "
+                return out(Status.FAILED, "the quarantine folder is on another volume than the container now; move it "
                                      "back to the container's volume (nothing was copied)")
-            return out("failed", why(exc))
+            return out(Status.FAILED, why(exc))
         finally:
             os.close(fd)
     finally:
         os.close(items_fd)
     qfmt.append_line(Path(qdir) / QUARANTINE_MANIFEST, {"restored": rec.stored, "at": qfmt.now()})
-    return out("restored", f"to {fsio.readable(os.path.join(rec.root, rec.path))}")
+    return out(Status.RESTORED, f"to {fsio.readable(os.path.join(rec.root, rec.path))}")
 
 
 def _exists_at_fd(fd: int, name: str) -> bool:

@@ -14,6 +14,7 @@ from mlcache_audit.scan import ScanResult, scan_container
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.base import Container
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MEMBERS
+from mlcache_audit.vocab import Form, StoreKind
 
 
 @dataclass
@@ -76,9 +77,9 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     """Scan, fingerprint and diagnose the given containers, sharing one hash run."""
     from mlcache_audit.outputs import GUARD
 
-    GUARD.add_roots([c.store.real(c.root) for c in containers if c.store.kind == "folder"])
+    GUARD.add_roots([c.store.real(c.root) for c in containers if c.store.kind == StoreKind.FOLDER])
     # The hash cache is for live folders only: archives and backups are read once.
-    cache = HashCache() if hash_cache and any(c.store.kind == "folder" and c.form != "backup"
+    cache = HashCache() if hash_cache and any(c.store.kind == StoreKind.FOLDER and c.form != Form.BACKUP
                                               for c in containers) else None
     run = RunHashes(cache=cache, max_bytes=max_hash_bytes)
     audits = []

@@ -17,6 +17,7 @@ from pathlib import Path
 from mlcache_audit import fsio
 from mlcache_audit.docfields import load_json
 from mlcache_audit.errors import DocumentInvalid
+from mlcache_audit.vocab import Event
 
 MAX_JOURNAL_BYTES = 256 * 1024**2
 
@@ -78,12 +79,12 @@ class Journal:
                 continue
             if p is None:
                 continue
-            if event in ("begin", "renamed"):
+            if event in (Event.BEGIN, Event.RENAMED):
                 begun[p] = {**begun.get(p, {}), **rec}
-            elif event == "done":
+            elif event == Event.DONE:
                 begun.pop(p, None)
                 notes.append(f"{fsio.readable(p)}: removed by the interrupted run")
-            elif event in ("failed", "skipped"):
+            elif event in (Event.FAILED, Event.SKIPPED):
                 begun.pop(p, None)
         if damaged:
             aside = [f"{fsio.readable(p)} (as {fsio.readable(str(r['trash']))})" for p, r in sorted(begun.items())
@@ -110,7 +111,7 @@ class Journal:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
-            self._fh.write(json.dumps({"event": "journal", **fsio.path_fields(self.root, "root")}) + "\n")
+            self._fh.write(json.dumps({"event": Event.JOURNAL, **fsio.path_fields(self.root, "root")}) + "\n")
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())

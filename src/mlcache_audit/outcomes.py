@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlcache_audit.vocab import DONE, DONE_OR_WOULD, Status
+
 
 @dataclass(frozen=True)
 class Outcome:
     path: str
     bytes: int
     rule: str
-    status: str  # removed | quarantined | would remove | would quarantine | restored | skipped | failed
+    status: Status
     reason: str = ""
 
 
@@ -33,16 +35,16 @@ class ApplyResult:
 
     @property
     def freed_bytes(self) -> int:
-        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status in ("removed", "quarantined"))
+        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status in DONE)
 
     @property
     def would_free_bytes(self) -> int:
-        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status.startswith("would"))
+        return sum(o.bytes for c in self.containers for o in c.outcomes if o.status in (Status.WOULD_REMOVE, Status.WOULD_QUARANTINE))
 
     @property
     def complete(self) -> bool:
         """True when every planned entry was done (or, in a dry run, could be)."""
-        return all(o.status in ("removed", "quarantined", "would remove", "would quarantine")
+        return all(o.status in DONE_OR_WOULD
                    for c in self.containers for o in c.outcomes)
 
 
@@ -52,4 +54,4 @@ class RestoreResult:
 
     @property
     def complete(self) -> bool:
-        return all(o.status == "restored" for o in self.outcomes)
+        return all(o.status == Status.RESTORED for o in self.outcomes)

@@ -15,6 +15,7 @@ from mlcache_audit.fsio import path_fields, path_from, readable
 from mlcache_audit.safety import is_safe_relative, may_act_on
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK
 from mlcache_audit.state import Seen
+from mlcache_audit.vocab import Form
 
 PLAN_SCHEMA = "mlcache.plan/2"
 PLAN_SCHEMAS = ("mlcache.plan/1", PLAN_SCHEMA)  # plans saved by earlier versions are still read
@@ -204,7 +205,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
 
 def read_only_advice(form: str, store_kind: str) -> str:
     """Why a plan for this form is a preview only, and what to ask for instead."""
-    if form == "backup":
+    if form == Form.BACKUP:
         return ("a device backup is read-only evidence, never modified; it also lacks tmp/ and Library/Caches. "
                 "Ask the customer to offload and reinstall the app (or update it), or clean a container pulled "
                 "from the device or simulator")

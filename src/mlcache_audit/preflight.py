@@ -12,6 +12,7 @@ from mlcache_audit.identity import ContainerKey, key_of
 from mlcache_audit.plan import Plan
 from mlcache_audit.processes import OpenFiles, processes_of_client
 from mlcache_audit.sources import open_containers
+from mlcache_audit.vocab import Form
 
 
 def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
@@ -99,7 +100,7 @@ def verify_plan_targets(plan: Plan) -> dict[str, str]:
         live_why = current[cp.key][3]
         places = [os.path.join(cp.root, *s.split("/")) for s in cp.scope] or [cp.root]
         users = [u for place in places for u in table.using(place).users]
-        if cp.form == "process-cache":
+        if cp.form == Form.PROCESS_CACHE:
             users += processes_of_client(cp.client)
         if users:
             refused[cp.key] = (f"in use by {', '.join(dict.fromkeys(users[:3]))}: quit it first; deleting a running "

@@ -5,9 +5,10 @@ from __future__ import annotations
 import unicodedata
 
 from mlcache_audit.sources.detect import IOS_METADATA_PLIST, MACOS_METADATA_PLIST
+from mlcache_audit.vocab import PROTECTED_AREAS
 
 # Never touched, whatever a plan or an option says.
-PROTECTED_PREFIXES = ("Documents", "Library/Preferences")
+PROTECTED_PREFIXES = PROTECTED_AREAS
 PROTECTED_FILES = (IOS_METADATA_PLIST, MACOS_METADATA_PLIST, "AppDataInfo.plist")
 
 

@@ -15,6 +15,7 @@ from mlcache_audit.domain import (
     SPECIALIZATION_PARTIAL,
 )
 from mlcache_audit.sources.base import Container, Entry
+from mlcache_audit.vocab import AREAS
 
 if TYPE_CHECKING:  # state.py is imported only when a plan records states (clean)
     from mlcache_audit.state import StateHasher
@@ -27,7 +28,6 @@ EXECUTORCH_VERSION_FILE = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
 CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION))
 
 
-AREAS = ("Documents", "Library/Application Support", "Library/Caches", "Library/Preferences", "Library", "tmp")
 
 
 def area_of(path: str) -> str:

@@ -30,6 +30,7 @@ from mlcache_audit.sources.base import (
     join_rel,
     read_plist,
 )
+from mlcache_audit.vocab import Form, StoreKind
 
 APP_DOMAIN_PREFIXES = ("AppDomain-", "AppDomainGroup-", "AppDomainPlugin-")
 _FILE_ID = re.compile(r"^[0-9a-f]{40}$")
@@ -47,11 +48,11 @@ class _Row:
 
 def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
     """One container per app domain of the backup at `rel` in `store` (optionally only one app)."""
-    base = store.label if not rel else f"{store.label}!{rel}" if store.kind != "folder" else posixpath.join(store.label, rel)
+    base = store.label if not rel else f"{store.label}!{rel}" if store.kind != StoreKind.FOLDER else posixpath.join(store.label, rel)
     header_notes: list[str] = []
 
     def read(name: str, limit: int = 1 << 20) -> bytes | None:
-        if store.kind == "folder":
+        if store.kind == StoreKind.FOLDER:
             return store.read(join_rel(rel, name), limit, header_notes)
         return store.read(join_rel(rel, name), limit)
 
@@ -98,7 +99,7 @@ def open_backup(store, rel: str, bundle_id: str | None) -> list[Container]:
         if bundle_id and app_id != bundle_id:
             continue
         containers.append(BackupContainer(
-            store=store, root=rel, form="backup", bundle_id=app_id, label=f"{base} [{domain}]",
+            store=store, root=rel, form=Form.BACKUP, bundle_id=app_id, label=f"{base} [{domain}]",
             not_observable=list(BACKUP_NOT_OBSERVABLE), notes=header_notes + notes[domain],
             info={"domain": domain, **{k: v for k, v in device.items() if v is not None}},
             rows=domains[domain]))
@@ -147,7 +148,7 @@ class BackupContainer(Container):
 def _read_manifest(store, rel: str, base: str) -> list[tuple]:
     db_rel = join_rel(rel, "Manifest.db")
     try:
-        if store.kind == "folder":
+        if store.kind == StoreKind.FOLDER:
             head = store.read(db_rel, 16) or b""
             _check_header(head, base)
             # quote() of the exact bytes: a backup folder's name need not be UTF-8.

@@ -7,11 +7,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
 
+from mlcache_audit.vocab import LIVE_FORMS, Form, StoreKind
+
 FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
 
-# Areas a container may lack; a form that cannot show one lists it as not observable.
-OBSERVABLE_AREAS = ("tmp", "Library/Caches")
-LIVE_FORMS = ("simulator", "macos-container", "group-container", "process-cache")
 
 # Where apps run against their containers: a folder whose real root lies below one of these is live,
 # whatever path named it (`xcrun simctl get_app_container booted <id> data` prints the first kind).
@@ -123,12 +122,12 @@ class Container:
 
     @property
     def source(self) -> str:
-        return "backup" if self.form == "backup" else self.store.kind
+        return Form.BACKUP if self.form == Form.BACKUP else self.store.kind
 
     @property
     def cleanable_in_place(self) -> bool:
         """Only folder copies can be cleaned; backups and archives are read-only evidence."""
-        return self.store.kind == "folder" and self.form != "backup"
+        return self.store.kind == StoreKind.FOLDER and self.form != Form.BACKUP
 
     live_place: str | None = None  # why where its real root lies makes it live (live_place()), else None
 
@@ -136,7 +135,7 @@ class Container:
     def live_why(self) -> str | None:
         """Why an app may be running against this container right now, or None for an offline copy.
         Where the container lives decides, not the path that named it (`live_place`)."""
-        if self.store.kind != "folder" or self.form == "backup":
+        if self.store.kind != StoreKind.FOLDER or self.form == Form.BACKUP:
             return None
         if self.form in LIVE_FORMS:
             return f"a {self.form} container on this machine"
@@ -192,7 +191,7 @@ class Container:
     def is_whole_folder(self) -> bool:
         """The container is a folder on disk walked whole, as it lies (not a backup's rows, not a
         scoped client, not an archive): the folder walk and the split walk may read it directly."""
-        return self.store.kind == "folder" and self._walk_is_in_tree_order()
+        return self.store.kind == StoreKind.FOLDER and self._walk_is_in_tree_order()
 
     def _store_path(self, rel: str) -> str:
         return posixpath.join(self.root, rel) if self.root else rel

@@ -9,9 +9,9 @@ import stat
 from pathlib import Path
 
 from mlcache_audit import fsio
+from mlcache_audit.domain import E5_CACHE
 from mlcache_audit.errors import NotAContainer, PathNotFound, PathUnreadable
 from mlcache_audit.sources.base import (
-    OBSERVABLE_AREAS,
     Container,
     display_path,
     join_rel,
@@ -25,12 +25,11 @@ from mlcache_audit.sources.limits import (
     DEFAULT_MAX_MEMBERS,
     PROBES_PER_CONTAINER,
 )
+from mlcache_audit.vocab import OBSERVABLE_AREAS, STANDARD_DIRS, Form, StoreKind
 
 IOS_METADATA_PLIST = ".com.apple.mobile_container_manager.metadata.plist"
 MACOS_METADATA_PLIST = ".com.apple.containermanagerd.metadata.plist"
-STANDARD_DIRS = ("Documents", "Library", "tmp")
 _BUNDLE_ID = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_E5_CACHE = "com.apple.e5rt.e5bundlecache"
 _MAX_GENERIC_DEPTH = 2  # a folder of pulled containers, or an archive's top folder
 _MIN_PROBES = 5000
 
@@ -81,7 +80,7 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
                         for rel, why in sorted(skipped.items()))
     containers: list[Container] = []
     for rel, form, bid in found:
-        if form == "backup":
+        if form == Form.BACKUP:
             from mlcache_audit.sources.backup import open_backup  # sqlite3, urllib: only for backups
 
             for c in open_backup(store, rel, bundle_id):
@@ -90,10 +89,10 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
             continue
         if bundle_id and bid != bundle_id:
             continue
-        label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == "folder" \
+        label = (posixpath.join(store.label, rel) if rel else store.label) if store.kind == StoreKind.FOLDER \
             else f"{store.label}!{rel or '.'}"
         c = Container(store=store, root=rel, form=form, bundle_id=bid, label=label, notes=list(finder.notes),
-                      live_place=live_place(store.real(rel)) if store.kind == "folder" else None)
+                      live_place=live_place(store.real(rel)) if store.kind == StoreKind.FOLDER else None)
         unreadable = getattr(store, "unreadable", {})
         for area in OBSERVABLE_AREAS:  # a copy may lack them (a Documents-only pull): unknown, not clean
             parent, _, name = area.rpartition("/")
@@ -161,15 +160,15 @@ class _Finder:
         dirs = {n for n, d in children.items() if d}
         name = posixpath.basename(rel) if rel else _top_name(self.store)
         if "Manifest.db" in children and ("Manifest.plist" in children or "Info.plist" in children):  # a backup
-            return self._emit([(rel, "backup", None)])
+            return self._emit([(rel, Form.BACKUP, None)])
         if "AppData" in dirs and (name.endswith(".xcappdata") or "AppDataInfo.plist" in children):
             info = self._plist(join_rel(rel, "AppDataInfo.plist"))
-            return self._emit([(join_rel(rel, "AppData"), "xcappdata",
+            return self._emit([(join_rel(rel, "AppData"), Form.XCAPPDATA,
                                 _str(info.get("CFBundleIdentifier")) or self._cache_id(join_rel(rel, "AppData")))])
         if "Data" in dirs and MACOS_METADATA_PLIST in children:
             meta = self._plist(join_rel(rel, MACOS_METADATA_PLIST))
             bid = _str(meta.get("MCMMetadataIdentifier")) or (name if _BUNDLE_ID.match(name) else None)
-            return self._emit([(join_rel(rel, "Data"), "macos-container", bid or self._cache_id(join_rel(rel, "Data")))])
+            return self._emit([(join_rel(rel, "Data"), Form.MACOS_CONTAINER, bid or self._cache_id(join_rel(rel, "Data")))])
         sim = self._simulator_apps(rel, dirs)
         if sim is not None:
             return sim
@@ -213,7 +212,7 @@ class _Finder:
                     break
                 kids = self.store.list_dir(app) or {}
                 if self._looks_raw(kids, {n for n, d in kids.items() if d}):
-                    out.append(self._emit([(app, "simulator", self._bundle_id(app, kids, uuid))])[0])
+                    out.append(self._emit([(app, Form.SIMULATOR, self._bundle_id(app, kids, uuid))])[0])
             return out
         return None
 
@@ -225,15 +224,15 @@ class _Finder:
     @staticmethod
     def _raw_form(rel: str, name: str) -> str:
         if "/Containers/Data/Application/" in "/" + rel:
-            return "simulator"
-        return "device-hub" if _BUNDLE_ID.match(name) and not name.endswith((".xcappdata", ".zip")) else "raw"
+            return Form.SIMULATOR
+        return Form.DEVICE_HUB if _BUNDLE_ID.match(name) and not name.endswith((".xcappdata", ".zip")) else Form.RAW
 
     def _bundle_id(self, rel: str, children: dict[str, bool], name: str) -> str | None:
         if IOS_METADATA_PLIST in children:
             bid = _str(self._plist(join_rel(rel, IOS_METADATA_PLIST)).get("MCMMetadataIdentifier"))
             if bid:
                 return bid
-        if _BUNDLE_ID.match(name) and self._raw_form(rel, name) == "device-hub":
+        if _BUNDLE_ID.match(name) and self._raw_form(rel, name) == Form.DEVICE_HUB:
             return name
         return self._cache_id(rel)
 
@@ -241,7 +240,7 @@ class _Finder:
         """The `Library/Caches/<bundle-id>/` folder that holds Core ML's specialization cache."""
         caches = join_rel(rel, "Library/Caches")
         for child, is_dir in sorted((self.store.list_dir(caches) or {}).items()):
-            if is_dir and _BUNDLE_ID.match(child) and (self.store.list_dir(join_rel(caches, child)) or {}).get(_E5_CACHE):
+            if is_dir and _BUNDLE_ID.match(child) and (self.store.list_dir(join_rel(caches, child)) or {}).get(E5_CACHE):
                 return child
         return None
 
@@ -252,13 +251,13 @@ class _Finder:
 
 def _read(store, rel: str, notes: list[str], limit: int = 1 << 20) -> bytes | None:
     """A metadata file's bytes; a folder store notes what is there but is not a regular file."""
-    return store.read(rel, limit, notes) if store.kind == "folder" else store.read(rel, limit)
+    return store.read(rel, limit, notes) if store.kind == StoreKind.FOLDER else store.read(rel, limit)
 
 
 def _top_name(store) -> str:
     name = Path(store.label).name
     for suffix in (".zip", ".tgz", ".tar.gz", ".tar"):
-        if store.kind != "folder" and name.endswith(suffix):
+        if store.kind != StoreKind.FOLDER and name.endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -270,7 +269,7 @@ def _str(value) -> str | None:
 def identity_text(c: Container) -> str:
     """The container's identity (identity.py) as text, for folding overlapping PATHs: a folder's
     device and inode (and client); an archive's or backup's real file and the place inside it."""
-    if c.store.kind == "folder" and c.form != "backup":
+    if c.store.kind == StoreKind.FOLDER and c.form != Form.BACKUP:
         from mlcache_audit.identity import key_of
 
         key = key_of(c.store.real(c.root), c.client_name if c.scope else None)

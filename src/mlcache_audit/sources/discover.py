@@ -33,6 +33,7 @@ from mlcache_audit.fsio import path_fields
 from mlcache_audit.sources.base import Container, read_plist
 from mlcache_audit.sources.detect import open_containers
 from mlcache_audit.sources.folder import FolderStore
+from mlcache_audit.vocab import Form
 
 SYSTEM_ANE_CACHE = "/Library/Caches/com.apple.aned"
 SHARED_CLIENT = "shared"
@@ -150,7 +151,7 @@ def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
     sims = look.place(home, "Library", "Developer", "CoreSimulator", "Devices")
     if sims is not None:
         found += _simulators(sims, look)
-    for name, form in (("Containers", "macos-container"), ("Group Containers", "group-container")):
+    for name, form in (("Containers", Form.MACOS_CONTAINER), ("Group Containers", Form.GROUP_CONTAINER)):
         top = look.place(home, "Library", name)
         if top is not None:
             found += _app_containers(top, form, look)
@@ -159,7 +160,7 @@ def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
         found += _process_caches(caches, look)
     if places.tmpdir is not None and look.place(places.tmpdir, MPSGRAPH_SCRATCH) is not None:
         store = FolderStore(places.tmpdir)
-        found.append(Container(store=store, root="", form="process-cache", bundle_id=None,
+        found.append(Container(store=store, root="", form=Form.PROCESS_CACHE, bundle_id=None,
                                label=str(places.tmpdir / MPSGRAPH_SCRATCH), client_name="MPSGraph (temp folder)",
                                scope=(MPSGRAPH_SCRATCH,)))
     found = [c for c in found if _inside_named_root(c, places, look)]
@@ -207,8 +208,8 @@ def _app_containers(top: Path, form: str, look: _Look) -> list[Container]:
     folder is their root."""
     out = []
     for child in look.subfolders(top):
-        if form == "macos-container":
-            out += [c for c in look.containers(child) if c.form == "macos-container"]
+        if form == Form.MACOS_CONTAINER:
+            out += [c for c in look.containers(child) if c.form == Form.MACOS_CONTAINER]
         elif look.place(child, "Library", "Caches") is not None:
             out.append(Container(store=FolderStore(child), root="", form=form, bundle_id=None,
                                  label=str(child), client_name=child.name))
@@ -232,7 +233,7 @@ def _process_caches(caches: Path, look: _Look) -> list[Container]:
             for client in look.subfolders(build):
                 scopes.setdefault(client.name, []).append(f"{COREAI_CACHE}/{build.name}/{client.name}")
     store = FolderStore(caches)
-    return [Container(store=store, root="", form="process-cache", bundle_id=client if "." in client and
+    return [Container(store=store, root="", form=Form.PROCESS_CACHE, bundle_id=client if "." in client and
                       client != SHARED_CLIENT and not client.startswith(("python", "org.python", "com.apple.python"))
                       else None, label=str(caches / client), client_name=client, scope=tuple(sorted(scope)))
             for client, scope in sorted(scopes.items())]
