@@ -22,7 +22,6 @@ from mlcache_audit.errors import CorruptInput, EncryptedBackup
 from mlcache_audit.sources.base import (
     DIR,
     FILE,
-    OBSERVABLE_AREAS,
     SYMLINK,
     Container,
     Entry,
@@ -30,7 +29,7 @@ from mlcache_audit.sources.base import (
     join_rel,
     read_plist,
 )
-from mlcache_audit.vocab import Form, StoreKind
+from mlcache_audit.vocab import OBSERVABLE_AREAS, Form, StoreKind
 
 APP_DOMAIN_PREFIXES = ("AppDomain-", "AppDomainGroup-", "AppDomainPlugin-")
 _FILE_ID = re.compile(r"^[0-9a-f]{40}$")
