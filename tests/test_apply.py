@@ -452,3 +452,25 @@ def test_apply_and_restore_contract_keys_are_pinned(fx, tmp_path):
     restored = json.loads(run("restore", tmp_path / "q", "--format", "json").stdout)
     assert restored["schema"] == "mlcache.restore/1" and set(restored) == {"schema", "complete", "outcomes"}
     assert restored["complete"] and restored["outcomes"][0]["status"] == "restored"
+
+
+def test_clean_apply_detects_the_container_once(fx, monkeypatch):
+    """clean --apply hands apply the containers it just planned; only `mlcache apply` of a saved plan,
+    which is older, detects them again."""
+    import mlcache_audit.preflight as preflight_mod
+    import mlcache_audit.sources.detect as detect_mod
+
+    calls = []
+    real = detect_mod.open_containers
+
+    def counted(*a, **k):
+        calls.append(a[0])
+        return real(*a, **k)
+
+    for mod in (detect_mod, preflight_mod):
+        monkeypatch.setattr(mod, "open_containers", counted)
+    import mlcache_audit.audit as audit_mod
+    monkeypatch.setattr(audit_mod, "open_containers", counted)
+    root = fx("recompile")
+    assert run("clean", root, "--apply", "--yes").exit_code == 0
+    assert len(calls) == 1, calls

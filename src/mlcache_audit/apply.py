@@ -58,13 +58,14 @@ QUARANTINE_MANIFEST = qfmt.MANIFEST
 
 
 def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = None,
-               state_dir: Path | None = None) -> ApplyResult:
+               state_dir: Path | None = None, known: list | None = None) -> ApplyResult:
     """Carry out a plan entry by entry under the rules in this module's doc. With dry_run, return the
     same result with "would ..." outcomes and change nothing (no journal, no lock, no re-walk).
 
     Before the first action: the state folder must be writable (the journal is what makes a crash
     recoverable), every container's lock is taken (one run acts on a container at a time), and the
-    containers and their in-use checks are verified, all or nothing."""
+    containers and their in-use checks are verified, all or nothing (`known`: the containers the plan
+    was just made from in this process, which are not detected again)."""
     from mlcache_audit import preflight
 
     if quarantine is not None:
@@ -78,7 +79,7 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
     state_folder_ready(state, "journals")
     keys = preflight.container_keys(plan)
     with holding(state, list(keys.values()), "apply"):
-        refused = preflight.verify_plan_targets(plan)
+        refused = preflight.verify_plan_targets(plan, known)
         results = [_apply_container(plan, cp, quarantine, state, refused.get(cp.key),
                                     keys[cp.key].text if cp.key in keys else _key_text(cp))
                    for cp in plan.containers]

@@ -77,7 +77,7 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     """Scan, fingerprint and diagnose the given containers, sharing one hash run."""
     from mlcache_audit.outputs import GUARD
 
-    GUARD.add_roots([c.store.real(c.root) for c in containers if c.store.kind == StoreKind.FOLDER])
+    GUARD.add_roots([c.real_root for c in containers if c.store.kind == StoreKind.FOLDER])
     # The hash cache is for live folders only: archives and backups are read once.
     cache = HashCache() if hash_cache and any(c.store.kind == StoreKind.FOLDER and c.form != Form.BACKUP
                                               for c in containers) else None

@@ -259,13 +259,17 @@ def clean(path: str | None, *, source: SourceOptions = SourceOptions(), selectio
     from mlcache_audit.apply import apply_plan
     from mlcache_audit.plan import make_plan
 
-    plan = make_plan(_audit(path, source, progress, plan_state=True), only=set(selection.only) or None, keep=set(selection.keep),
+    audit = _audit(path, source, progress, plan_state=True)
+    plan = make_plan(audit, only=set(selection.only) or None, keep=set(selection.keep),
                      include_persistent=selection.include_persistent)
     if plan_sink is not None:
         plan_sink(plan)
     if act and confirm is not None and not confirm(plan):
         return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)
-    return CleanOutcome(plan, apply_plan(plan, dry_run=not act, quarantine=quarantine))
+    # The containers were detected for this plan a moment ago: apply re-checks each target and runs
+    # the in-use check again (after the confirmation), but does not detect the containers twice.
+    return CleanOutcome(plan, apply_plan(plan, dry_run=not act, quarantine=quarantine,
+                                         known=[ca.container for ca in audit.containers]))
 
 
 def apply(plan_file: Path, *, quarantine: Path | None = None,

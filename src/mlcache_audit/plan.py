@@ -195,7 +195,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             seen = a.state.seen(a.top)  # folded in during the walk: no per-file records were kept
             freed = (a.top.size if a.top.nlink <= 1 else 0) if a.top.type == FILE else a.state.freed
             actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p)))
-        root = c.label if read_only else str(c.store.real(c.root)) if c.root else str(c.store.base)
+        root = c.label if read_only else c.real_root
         containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
                                         tuple(kept_back), read_only, c.client_name, tuple(c.scope), c.live_why))
     # Absolute, so `mlcache apply` finds the same container from any working folder.

@@ -22,27 +22,25 @@ def container_identity(root: str) -> tuple[str | None, str, bool, bool] | None:
     except Exception:  # noqa: BLE001 - any failure to open means "no container there"
         return None
     for c in found:
-        real = c.store.real(c.root) if c.root else str(c.store.base)
-        if real == root:
+        if c.real_root == root:
             return c.bundle_id, c.form, c.cleanable_in_place, c.live_why
     return None
 
 
-def _current(plan: Plan) -> dict[str, tuple]:
-    """What is there now, keyed as ContainerPlan.key: (bundle id, form, cleanable, why live, client)."""
-    if plan.discovery is not None:
+def _current(plan: Plan, known: list | None = None) -> dict[str, tuple]:
+    """What is there now, keyed as ContainerPlan.key: (bundle id, form, cleanable, why live, client).
+    `known`: the containers the plan was just made from in this process (clean --apply), which need
+    not be detected again; a saved plan (mlcache apply) is older, so its containers are."""
+    if known is not None:
+        found = known
+    elif plan.discovery is not None:
         from mlcache_audit.sources.discover import Places, discover
 
         tmpdir = plan.discovery.get("tmpdir")
         found = discover(Places(Path(plan.discovery["home"]), Path(tmpdir) if tmpdir else None)).containers
     else:
         found = open_containers(plan.path)
-    out = {}
-    for c in found:
-        root = c.store.real(c.root) if c.root else str(c.store.base)
-        key = f"{root}\0{c.client_name}" if c.scope else root
-        out[key] = (c.bundle_id, c.form, c.cleanable_in_place, c.live_why, c.client_name)
-    return out
+    return {c.plan_key: (c.bundle_id, c.form, c.cleanable_in_place, c.live_why, c.client_name) for c in found}
 
 
 def refuse_read_only(plan: Plan) -> None:
@@ -68,7 +66,7 @@ def container_keys(plan: Plan) -> dict[str, ContainerKey]:
     return keys
 
 
-def verify_plan_targets(plan: Plan) -> dict[str, str]:
+def verify_plan_targets(plan: Plan, known: list | None = None) -> dict[str, str]:
     """The plan must still describe the containers at its roots (else PlanInvalid, nothing is done).
     Returns the containers that must not be touched now, container key -> why: those are skipped,
     the rest go on.
@@ -80,7 +78,7 @@ def verify_plan_targets(plan: Plan) -> dict[str, str]:
     cannot run (no process of this user can be read: access denied): unsure is in use."""
     refuse_read_only(plan)
     try:
-        current = _current(plan)
+        current = _current(plan, known)
     except Exception as exc:  # noqa: BLE001 - any failure to re-open means "not the same container"
         raise PlanInvalid(f"the plan's containers at {readable(plan.path)} cannot be opened any more: {exc}") from None
     for cp in plan.containers:

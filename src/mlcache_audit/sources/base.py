@@ -121,6 +121,18 @@ class Container:
         return self.client_name or self.bundle_id
 
     @property
+    def real_root(self) -> str:
+        """The root as an absolute path on disk for a folder's container (its store was opened at a
+        real path), else what the user sees (`archive!inner/path`)."""
+        return self.store.real(self.root) if self.store.kind == StoreKind.FOLDER else self.label
+
+    @property
+    def plan_key(self) -> str:
+        """How a plan names this container (ContainerPlan.key): its root, and its client when several
+        clients share the root. Its identity on disk is identity.key_of(real_root, client)."""
+        return f"{self.real_root}\0{self.client_name}" if self.scope else self.real_root
+
+    @property
     def source(self) -> str:
         return Form.BACKUP if self.form == Form.BACKUP else self.store.kind
 

@@ -272,7 +272,7 @@ def identity_text(c: Container) -> str:
     if c.store.kind == StoreKind.FOLDER and c.form != Form.BACKUP:
         from mlcache_audit.identity import key_of
 
-        key = key_of(c.store.real(c.root), c.client_name if c.scope else None)
+        key = key_of(c.real_root, c.client_name if c.scope else None)
         if key is not None:
             return key.text
     return f"{c.store.label}!{c.root}!{c.bundle_id}"

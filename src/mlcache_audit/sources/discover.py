@@ -173,7 +173,7 @@ def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
 def _inside_named_root(c: Container, places: Places, look: _Look) -> bool:
     """The container's root (and each folder of its scope) lies inside the home or the temp folder,
     reached from there through real folders only; else it is skipped, named, and never acted on."""
-    root = c.store.real(c.root) if c.root else str(c.store.base)
+    root = c.real_root
     named = [str(p) for p in (places.home, places.tmpdir) if p is not None]
     places_to_check = [root] + [os.path.join(root, *s.split("/")) for s in c.scope]
     if all(any(fsio.lies_inside(n, p) for n in named) for p in places_to_check):
