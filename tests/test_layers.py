@@ -111,3 +111,16 @@ def test_only_apply_deletes_or_moves():
             if attr == "move" and owner != "shutil":
                 continue
             assert rel in OWN_STATE, f"{rel}:{node.lineno} calls {owner}.{attr}: only apply.py deletes or moves"
+
+
+def test_the_places_mlcache_writes_are_one_object():
+    from mlcache_audit.places import Places
+
+    home = Path("/Users/ada")
+    mac = Places.from_environ({}, platform="darwin", home=home)
+    assert mac.state == home / "Library/Application Support/mlcache" and mac.cache == home / "Library/Caches/mlcache"
+    linux = Places.from_environ({"XDG_STATE_HOME": "/x/state"}, platform="linux", home=home)
+    assert linux.state == Path("/x/state/mlcache") and linux.cache == home / ".cache/mlcache"
+    moved = Places.from_environ({"MLCACHE_STATE_DIR": "/s", "MLCACHE_CACHE_DIR": "/c"}, platform="darwin", home=home)
+    assert (moved.state, moved.cache, moved.journals, moved.locks) == (Path("/s"), Path("/c"), Path("/s/journals"),
+                                                                       Path("/s/locks"))

@@ -118,6 +118,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     130 interrupted.
     """
     ctx.ensure_object(dict)["debug"] = debug
+    from mlcache_audit.places import Places, using
+
+    # Where this run writes outside its inputs, and whether a person can answer: read once, here.
+    ctx.with_resource(using(Places.from_environ(stdin=click.get_text_stream("stdin"))))
 
 
 @cli.command()

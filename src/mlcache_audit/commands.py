@@ -205,16 +205,25 @@ def _identities(path: str, source: SourceOptions) -> set[str]:
 def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1):
     """`scan --format jsonl`: one line per container, as each path finishes (none: this Mac); a PATH
     of several that cannot be read is one `mlcache.scan-error/1` line, and the rest go on."""
-    from mlcache_audit.report.json import container_lines, error_line
+    from mlcache_audit.report.json import error_line
 
     if not paths:
-        yield from (container_lines(doc["path"], doc) for _, doc in each_path((None,), _scan_document, source))
+        yield from (lines for _, lines in each_path((None,), _scan_lines_of, source))
         return
     from mlcache_audit.workers import clamp_jobs
 
     kept, options, _ = fold_overlaps(paths, source)
-    for path, doc in each_path(kept, _scan_document, options, jobs=clamp_jobs(jobs)[0]):
-        yield error_line(doc.to_dict()) if isinstance(doc, PathFailure) else container_lines(path, doc)
+    for _, lines in each_path(kept, _scan_lines_of, options, jobs=clamp_jobs(jobs)[0]):
+        yield error_line(lines.to_dict()) if isinstance(lines, PathFailure) else lines
+
+
+def _scan_lines_of(path: str | None, source: SourceOptions, progress: Progress = None) -> str:
+    """One path's finished JSON Lines, made where it was scanned (a worker sends back text, not a
+    document the parent would unpack and encode again)."""
+    from mlcache_audit.report.json import container_lines
+
+    doc = _scan_document(path, source, progress)
+    return container_lines(path if path is not None else doc["path"], doc)
 
 
 def scan_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,

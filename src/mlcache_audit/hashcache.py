@@ -14,20 +14,17 @@ or `~/.cache/mlcache` elsewhere; `MLCACHE_CACHE_DIR` overrides it) and never ins
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import sys
 from pathlib import Path
 
 CACHE_FILE = "hashes-v2.sqlite3"  # v2 adds ctime_ns to the key
 
 
 def default_cache_dir() -> Path:
-    if env := os.environ.get("MLCACHE_CACHE_DIR"):
-        return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "mlcache"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlcache"
+    """The cache folder of this run (places.py)."""
+    from mlcache_audit.places import current
+
+    return current().cache
 
 
 class HashCache:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +22,10 @@ MAX_JOURNAL_BYTES = 256 * 1024**2
 
 
 def default_state_dir() -> Path:
-    if env := os.environ.get("MLCACHE_STATE_DIR"):
-        return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "mlcache"
-    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "mlcache"
+    """The state folder of this run (places.py)."""
+    from mlcache_audit.places import current
+
+    return current().state
 
 
 class Journal:

@@ -105,8 +105,11 @@ class Terminal:
 
 
 def stdin_is_terminal() -> bool:
-    """Prompts only when a person can answer; never when standard input is a pipe or /dev/null."""
-    return is_terminal(sys.stdin)
+    """Prompts only when a person can answer; never when standard input is a pipe or /dev/null
+    (places.py records it once per command)."""
+    from mlcache_audit.places import _current
+
+    return _current[-1].stdin_is_terminal if _current else is_terminal(sys.stdin)
 
 
 def is_terminal(stream) -> bool:
