@@ -109,3 +109,39 @@ def _copies(src: Path, tmp_path: Path, n: int) -> list[Path]:
         subprocess.run(["cp", "-al", str(src), str(dst)], check=True)  # hard links: fast, distinct folders
         out.append(dst)
     return out
+
+
+def test_jobs_and_walk_workers_never_exceed_the_cpus(big_container, tmp_path, monkeypatch):
+    """One budget: with 2 CPUs, --jobs 4 is lowered to 2 (with a note), and path workers times walk
+    workers never exceed 2 processes at once; one PATH alone may split its walk in 2."""
+    import json
+    import threading
+
+    from conftest import run
+
+    from mlcache_audit import workers
+
+    monkeypatch.setattr(workers, "cpus", lambda: 2)
+    copies = _copies(big_container, tmp_path, 2)
+    me = psutil.Process()
+    most = {"n": 0}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            try:
+                most["n"] = max(most["n"], len(me.children(recursive=True)))
+            except psutil.Error:
+                pass
+            time.sleep(0.002)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        result = run("scan", big_container, *copies, "--jobs", "4", "--format", "json", "--no-hash-cache")
+    finally:
+        done.set()
+        t.join()
+    assert result.exit_code == 0, result.stderr
+    assert any("--jobs 4 lowered to 2" in n for n in json.loads(result.stdout)["notes"])
+    assert 0 < most["n"] <= 2, most
