@@ -33,7 +33,8 @@ from test_hostile_faults import names as byte_names
 
 
 def _artifact(a) -> tuple:
-    structure = a.structure if isinstance(a.structure, str) else a.structure.hexdigest()
+    a.finish_structure()  # the walks leave it running; scan_container finishes it
+    structure = a.structure
     return (a.kind, a.path, a.is_dir, a.producer, a.bytes, a.files, a.oldest_mtime, a.newest_mtime, a.detail,
             a.notes, [(e.path, e.type, e.size, e.mtime_ns, e.inode, e.nlink, e.ctime_ns, e.name) for e in a.members],
             a.top.path if a.top else None, structure, sorted(a.layout))

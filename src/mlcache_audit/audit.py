@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mlcache_audit.domain import MPSGRAPH_SCRATCH_KIND, SPECIALIZATION_PARTIAL
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES, Fingerprints, RunHashes, fingerprint
@@ -17,18 +17,24 @@ from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINE
 from mlcache_audit.vocab import Form, StoreKind
 
 
-@dataclass
+@dataclass(frozen=True)
 class ContainerAudit:
     scan: ScanResult
     fingerprints: Fingerprints
     diagnosis: Diagnosis
+    notes: tuple[str, ...] = ()  # the audit's own (the hash cache turned off for the run)
+
+    @property
+    def all_notes(self) -> list[str]:
+        """Every stage's notes in pipeline order: detection's, the scan's, fingerprinting's, the audit's."""
+        return [*self.container.notes, *self.scan.notes, *self.fingerprints.notes, *self.notes]
 
     @property
     def container(self) -> Container:
         return self.scan.container
 
 
-@dataclass
+@dataclass(frozen=True)
 class AuditResult:
     path: str
     containers: list[ContainerAudit]
@@ -65,10 +71,9 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
     found = discover(places, bundle_id=bundle_id)
     result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
                               max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
-    result.discovery = {"home": str(places.home), "tmpdir": str(places.tmpdir) if places.tmpdir else None,
-                        "unreadable": found.unreadable, "skipped": found.skipped}
-    result.system = found.system
-    return result
+    return replace(result, system=found.system, discovery={
+        "home": str(places.home), "tmpdir": str(places.tmpdir) if places.tmpdir else None,
+        "unreadable": found.unreadable, "skipped": found.skipped})
 
 
 def audit_containers(path: str, containers: list[Container], *, hash_cache: bool = True,
@@ -92,8 +97,8 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     finally:
         if cache is not None:
             cache.close()
-            if cache.disabled_reason and audits:
-                audits[0].container.notes.append(cache.disabled_reason)
+    if cache is not None and cache.disabled_reason and audits:  # said once, on the first container
+        audits[0] = replace(audits[0], notes=(cache.disabled_reason,))
     return AuditResult(path, audits, run, plan_state=plan_state)
 
 

@@ -74,6 +74,7 @@ class Fingerprints:
     content_basis: dict[str, str]  # full | unique-structure | unique-partial | unreadable
     metadata: dict[str, str]
     model_key: dict[str, str]
+    notes: list[str] = field(default_factory=list)  # this stage's own: what could not be hashed, and why
 
 
 def metadata_identity(a: Artifact) -> str:
@@ -83,7 +84,9 @@ def metadata_identity(a: Artifact) -> str:
 
 def structure_id(a: Artifact) -> str:
     """Relative names and sizes of the artifact's files, folded in tree order during the scan."""
-    return a.structure if isinstance(a.structure, str) else a.structure.hexdigest()
+    if a.structure is None:  # an artifact made outside a walk (tests)
+        a.finish_structure()
+    return a.structure
 
 
 def model_key(a: Artifact) -> str | None:
@@ -100,7 +103,7 @@ def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None
     c = scan.container
     run.keys = {}  # keys by path hold for one container only
     candidates = [a for a in scan.artifacts if a.kind in MODEL_KINDS and a.members]
-    fp = Fingerprints({}, {}, {}, {}, {})
+    fp = Fingerprints({}, {}, {}, {}, {}, [])
     for a in scan.artifacts:
         fp.metadata[a.path] = metadata_identity(a)
         fp.structure[a.path] = structure_id(a)
@@ -134,7 +137,7 @@ def fingerprint(scan: ScanResult, run: RunHashes, progress: Callable[[int], None
             else:
                 still.append(sub)
     wanted = [e for group in still for a in group for e in a.members]
-    _hash_full(c, wanted, run, progress)
+    _hash_full(c, wanted, run, progress, fp.notes)
     for group in still:
         for a in group:
             digest = _artifact_digest(c, a, run)
@@ -241,7 +244,7 @@ def _store_full(run: RunHashes, key: tuple, digest: str, size: int) -> str:
     return digest
 
 
-def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> None:
+def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress, notes: list[str]) -> None:
     todo: dict[str, Entry] = {}
     for e in entries:
         key = run.key(c, e)
@@ -252,7 +255,7 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
     before = run.over_budget
     wanted = [p for p in wanted if run.affordable(todo[p].size)]
     if run.over_budget > before:
-        c.notes.append(f"{run.over_budget - before} file(s) not hashed: the run reached --max-hash-bytes "
+        notes.append(f"{run.over_budget - before} file(s) not hashed: the run reached --max-hash-bytes "
                        f"({run.max_bytes} bytes); copies among them are not judged")
     unique: dict[tuple, str] = {}
     for p in wanted:  # a hardlink to a file already in this batch is hashed once
@@ -267,10 +270,10 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress) -> 
         with ThreadPoolExecutor(threads) as pool:
             results = pool.map(lambda p: _hash_one(c, p), paths)
             for path, result in zip(paths, results, strict=True):
-                _keep(c, todo[path], path, result, run, progress)
+                _keep(c, todo[path], path, result, run, progress, notes)
     else:
         for path, fh in c.stream(paths):
-            _keep(c, todo[path], path, _hash_handle(fh), run, progress)
+            _keep(c, todo[path], path, _hash_handle(fh), run, progress, notes)
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
@@ -328,12 +331,12 @@ def _hash_handle(fh) -> tuple[str, int] | str | None:
     return h.hexdigest(), n
 
 
-def _keep(c: Container, e: Entry, path: str, result, run: RunHashes, progress) -> None:
+def _keep(c: Container, e: Entry, path: str, result, run: RunHashes, progress, notes: list[str]) -> None:
     key = run.key(c, e)
     if result is None:
-        c.notes.append(f"cannot read {display_path(path)}: not hashed")
+        notes.append(f"cannot read {display_path(path)}: not hashed")
     elif isinstance(result, str):
-        c.notes.append(f"cannot read {display_path(path)}: {result}")
+        notes.append(f"cannot read {display_path(path)}: {result}")
     else:
         digest, n = result
         run.full[key] = _store_full(run, key, digest, n)

@@ -90,7 +90,7 @@ def container_document(ca) -> dict:
         "bytes_by_kind": scan.bytes_by_kind,
         "other_bytes_by_area": dict(sorted(scan.other_bytes_by_area.items())),
         "info": c.info,
-        "notes": list(c.notes),
+        "notes": ca.all_notes,
         "timeline": [{"date": d, "bytes": b} for d, b in scan.timeline()],
         "artifacts": [{
             "kind": a.kind,

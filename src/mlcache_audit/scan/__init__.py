@@ -36,6 +36,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     memory grows with the artifacts (what the output holds), not with the files. Without plan states
     (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
     back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
+    notes: list[str] = []  # this stage's, in the order they arise: the walk's, then the reads'
     parts = parallel_parts(container) if not plan_state else None
     if parts is None and not plan_state and container.is_whole_folder:
         from mlcache_audit.scan.walk import walk_folder
@@ -43,9 +44,11 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         parts = [walk_folder(container.store, container.root, [],
                              progress=(lambda n: progress("walked", n)) if progress else None)]
     if parts is None:
-        parts = [walk_entries(container.iter_entries((lambda n: progress("walked", n)) if progress else None),
-                            plan_state)]
+        parts = [walk_entries(container.iter_entries((lambda n: progress("walked", n)) if progress else None,
+                                                     notes=notes), plan_state)]
     artifacts = [a for part in parts for a in part.artifacts]
+    for a in artifacts:
+        a.finish_structure()
     artifacts.sort(key=lambda a: a.path.split("/"))  # tree order, as one walk finds them
     other: dict[str, int] = defaultdict(int)
     days: dict[int, int] = defaultdict(int)
@@ -54,7 +57,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
             other[area] += n
         for day, n in part.days.items():
             days[day] += n
-        container.notes.extend(part.notes)  # a worker's walk notes (one walk writes into the container's)
+        notes.extend(part.notes)  # each part's walk notes (a worker's come back with its part)
     total = sum(p.total for p in parts)
     files = sum(p.files for p in parts)
     names = {id(a): {e.path[len(a.path) + 1:] for e in a.members} if a.is_dir else ({""} if a.members else set())
@@ -67,5 +70,6 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
         layout["executorch_model_cache"] = any(p.has_version for p in parts)
-    indexes = {} if layout.get("executorch_model_cache") else read_indexes(container, artifacts)
-    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days))
+    indexes = {} if layout.get("executorch_model_cache") else read_indexes(container, artifacts, notes)
+    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days),
+                      notes=notes)

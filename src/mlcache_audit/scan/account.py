@@ -37,7 +37,7 @@ def start_artifact(a: Artifact, top: Entry, plan_state: bool = True) -> None:
         a.state = StateHasher(top.mtime_ns)
     else:
         a.state = None
-    a.structure = xxhash.xxh3_64()
+    a.hasher = xxhash.xxh3_64()
 
 
 def add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
@@ -50,7 +50,7 @@ def add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
         a.members.append(e)
     elif kind in CACHE_KINDS:
         a.layout.add(HEX_ANY.sub("<hex>", rel))
-    a.structure.update(f"{rel}\0{e.size}\n".encode("utf-8", "surrogateescape"))
+    a.hasher.update(f"{rel}\0{e.size}\n".encode("utf-8", "surrogateescape"))
     mtime = e.mtime
     if mtime is not None:
         days[int(mtime // 86400)] += e.size

@@ -135,7 +135,7 @@ def _hash_text(data: bytes | None) -> str | None:
     return data.hex() if len(data) == 32 else None
 
 
-def read_indexes(container: Container, artifacts: list[Artifact]) -> dict[str, set[str] | None]:
+def read_indexes(container: Container, artifacts: list[Artifact], notes: list[str]) -> dict[str, set[str] | None]:
     """Keys of the ExecuTorch asset store's index (`MODEL_ASSETS_STORE` in assets.db), if present."""
     if not any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         return {}
@@ -143,14 +143,14 @@ def read_indexes(container: Container, artifacts: list[Artifact]) -> dict[str, s
 
     data = container.read("Library/Application Support/executorchcoreml/assets.db", 256 * 1024**2)
     if not data or not data.startswith(b"SQLite format 3\x00"):
-        container.notes.append("ExecuTorch assets.db missing or unreadable: orphaned assets cannot be told")
+        notes.append("ExecuTorch assets.db missing or unreadable: orphaned assets cannot be told")
         return {"executorch": None}
     conn = sqlite3.connect(":memory:")
     try:
         conn.deserialize(data)
         keys = {row[0] for row in conn.execute("SELECT ENTRY_KEY FROM MODEL_ASSETS_STORE")}
     except sqlite3.DatabaseError:
-        container.notes.append("ExecuTorch assets.db has no MODEL_ASSETS_STORE table: orphaned assets cannot be told")
+        notes.append("ExecuTorch assets.db has no MODEL_ASSETS_STORE table: orphaned assets cannot be told")
         return {"executorch": None}
     finally:
         conn.close()

@@ -58,9 +58,17 @@ class Artifact:
     # Folded in during the walk, so that cache entries (most files of a container) keep no per-file
     # record: the plan's state of everything below, the structure id, and the inner layout.
     state: StateHasher | None = None
-    structure: object = None  # an xxh3_64 over (relative name, size) of its files, in tree order
+    structure: str | None = None  # an xxh3_64 digest over (relative name, size) of its files, in tree order
+    hasher: object = None  # the running xxh3_64 of `structure` while the walk passes (None once finished)
     layout: set[str] = field(default_factory=set)
     identity: str | None = None  # see artifact_identity ("" when the store has no such keys)
+
+    def finish_structure(self) -> None:
+        """The walk is done with this artifact: its structure id is final (a string, which crosses
+        processes; the running hasher does not)."""
+        if self.hasher is not None:
+            self.structure = self.hasher.hexdigest()
+            self.hasher = None
 
     @property
     def area(self) -> str:
@@ -88,6 +96,7 @@ class ScanResult:
     index_keys: dict[str, set[str] | None]  # store name -> keys its index knows (None: unreadable)
     days: dict[int, int] = field(default_factory=dict)  # ML bytes by UTC day of modification
     layout: dict[str, bool] = field(default_factory=dict)  # facts about stores (ExecuTorch cache version)
+    notes: list[str] = field(default_factory=list)  # this stage's own: what the walk and the reads could not
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:

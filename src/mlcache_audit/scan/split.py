@@ -197,5 +197,5 @@ def walk_group(store, root: str, parent: str, names: list[str]) -> Part:
         os.close(pfd)
     part = walk.finish()
     for a in part.artifacts:  # hashers do not cross processes: send their digests
-        a.structure = a.structure.hexdigest()
+        a.finish_structure()
     return part

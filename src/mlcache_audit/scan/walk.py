@@ -66,7 +66,7 @@ class _Folder:
 
     def flush(self) -> None:
         if self.pending:
-            self.art.structure.update("".join(self.pending).encode("utf-8", "surrogateescape"))
+            self.art.hasher.update("".join(self.pending).encode("utf-8", "surrogateescape"))
             self.pending.clear()
 
 

@@ -112,7 +112,7 @@ class BackupContainer(Container):
         super().__init__(**kwargs)
         self._rows = {r.path: r for r in rows}
 
-    def _walk(self) -> Iterator[Entry]:
+    def _walk(self, notes: list[str]) -> Iterator[Entry]:
         present: dict[str, set[str]] = {}
         for row in self._rows.values():
             m = row.meta
@@ -126,7 +126,7 @@ class BackupContainer(Container):
                 if bucket not in present:
                     present[bucket] = set(self.store.list_dir(join_rel(self.root, bucket)) or ())
                 if row.file_id not in present[bucket]:
-                    self.notes.append(f"payload missing from the backup: {display_path(row.path)} ({row.file_id})")
+                    notes.append(f"payload missing from the backup: {display_path(row.path)} ({row.file_id})")
                 yield Entry(row.path, FILE, int(m.get("Size") or 0), mtime, m.get("InodeNumber"))
 
     def _walk_is_in_tree_order(self) -> bool:

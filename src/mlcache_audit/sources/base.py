@@ -164,23 +164,25 @@ class Container:
             self._entries = list(self.iter_entries(progress))
         return self._entries
 
-    def iter_entries(self, progress: Callable[[int], None] | None = None) -> Iterator[Entry]:
+    def iter_entries(self, progress: Callable[[int], None] | None = None,
+                     notes: list[str] | None = None) -> Iterator[Entry]:
         """Every entry in tree order (a folder, then its subtree), streamed from the walk when the
         store walks in that order, so a scan need not keep a record per file. `progress(n)` hears of
         every 1,000 entries walked, for a live display on long walks."""
         if self._entries is not None:
             return iter(self._entries)
-        walked = self._walk() if progress is None else _counted(self._walk(), progress)
+        sink = self.notes if notes is None else notes  # what the walk cannot read: the caller's notes
+        walked = self._walk(sink) if progress is None else _counted(self._walk(sink), progress)
         if self._walk_is_in_tree_order():
             return walked
         return iter(sorted(walked, key=lambda e: e.path.split("/")))
 
-    def _walk(self) -> Iterator[Entry]:
+    def _walk(self, notes: list[str]) -> Iterator[Entry]:
         if not self.scope:
-            return self.store.walk(self.root, self.notes)
-        return self._walk_scope()
+            return self.store.walk(self.root, notes)
+        return self._walk_scope(notes)
 
-    def _walk_scope(self) -> Iterator[Entry]:
+    def _walk_scope(self, notes: list[str]) -> Iterator[Entry]:
         """The folders of the scope (and the folders on the way to them), each walked as the store walks."""
         made: set[str] = set()
         for sub in sorted(self.scope, key=lambda p: p.split("/")):
@@ -190,7 +192,7 @@ class Container:
                 if folder not in made:
                     made.add(folder)
                     yield Entry(folder, DIR)
-            for e in self.store.walk(self._store_path(sub), self.notes):
+            for e in self.store.walk(self._store_path(sub), notes):
                 yield replace(e, path=f"{sub}/{e.path}")
 
     def in_scope(self, path: str) -> bool:
