@@ -108,28 +108,41 @@ def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, sta
     except OSError as exc:  # a full disk: without its journal nothing is acted on
         journal.close(finished=False)
         return _outcome(cp, tuple(
-            Outcome(a.path, 0, a.rule, Status.SKIPPED, f"the journal cannot be written ({why(exc)}); nothing was done")
+            Outcome(a.path, 0, a.rule, Status.SKIPPED, f"the journal cannot be written ({fsio.why(exc)}); nothing was done")
             for a in cp.actions), recovered, key)
     outcomes = []
     try:
+        handles = _root_handles(cp, key)
+    except OSError as exc:
+        journal.close(finished=False)
+        return _outcome(cp, tuple(Outcome(a.path, 0, a.rule, Status.SKIPPED, str(exc)) for a in cp.actions),
+                        recovered, key)
+    try:
         # Deepest first, so nothing is removed with a parent that was not itself planned.
         for action in sorted(cp.actions, key=lambda a: (-a.path.count("/"), a.path)):
-            outcomes.append(_act(cp, action, False, quarantine, journal))
+            outcomes.append(_act(cp, action, False, quarantine, journal, handles))
     finally:
+        handles.close()
         journal.close(finished=len(outcomes) == len(cp.actions))
     order = {a.path: i for i, a in enumerate(cp.actions)}
     outcomes.sort(key=lambda o: order.get(o.path, 0))
     return _outcome(cp, tuple(outcomes), recovered, key)
 
 
-def why(exc: OSError) -> str:
-    """`Read-only file system (EROFS)`: the error as a person and a search engine read it."""
-    name = errno.errorcode.get(exc.errno or 0)
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return f"{text} ({name})" if name else text
+def _root_handles(cp: ContainerPlan, key: str | None) -> fsio.FolderHandles:
+    """The container's root, opened from `/` without crossing a symlink and checked to be the folder
+    whose identity was locked and checked (OSError saying why, when it is not), and the handles of
+    the folders below it that the actions will go through."""
+    fd = fsio.open_real_root(cp.root)
+    st = os.fstat(fd)
+    if key is not None and key.split("/", 1)[0] != f"{st.st_dev}:{st.st_ino}":
+        os.close(fd)
+        raise OSError(errno.ESTALE, "the container's root is another folder than the one checked; nothing was done")
+    return fsio.FolderHandles(fd)
 
 
-def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, journal) -> Outcome:
+def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, journal,
+         handles: fsio.FolderHandles | None = None) -> Outcome:
     measured: list[int] = []  # what the re-check measured right before acting: the only bytes reported freed
 
     def out(status: str, reason: str = "") -> Outcome:
@@ -148,7 +161,7 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return out(Status.WOULD_QUARANTINE if quarantine else Status.WOULD_REMOVE)
     parts = a.path.split("/")
     try:
-        parent_fd = fsio.open_under(cp.root, parts[:-1])
+        parent_fd = handles.get(parts[:-1])  # opened no-follow from the checked root, shared by siblings
     except OSError:
         return out(Status.SKIPPED, "a folder on the way is missing, or is now a symlink")
     try:
@@ -168,12 +181,10 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return _remove(a, parent_fd, name, st, journal, out)
     except OSError as exc:  # EACCES, EROFS, ENOSPC, ENAMETOOLONG...: this entry's outcome, not the run's
         try:
-            journal.write({"event": Event.FAILED, **fsio.path_fields(a.path), "error": why(exc)})
+            journal.write({"event": Event.FAILED, **fsio.path_fields(a.path), "error": fsio.why(exc)})
         except OSError:
             pass
-        return out(Status.FAILED, why(exc))
-    finally:
-        os.close(parent_fd)
+        return out(Status.FAILED, fsio.why(exc))
 
 
 def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out) -> Outcome:
@@ -208,7 +219,7 @@ def _after(journal, record: dict, result: Outcome) -> Outcome:
         from dataclasses import replace
 
         return replace(result, reason=(result.reason + "; " if result.reason else "") +
-                       f"the journal could not record it ({why(exc)})")
+                       f"the journal could not record it ({fsio.why(exc)})")
     return result
 
 
@@ -218,7 +229,7 @@ def _delete_aside(parent_fd: int, trash: str, is_dir: bool) -> str:
         try:
             os.unlink(trash, dir_fd=parent_fd)
         except OSError as exc:
-            return why(exc)
+            return fsio.why(exc)
         return ""
     errors = _remove_tree(parent_fd, trash)
     return errors[0] if errors else ""
@@ -233,7 +244,7 @@ def _remove_tree(parent_fd: int, name: str) -> list[str]:
     try:
         top = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
     except OSError as exc:
-        return [why(exc)]
+        return [fsio.why(exc)]
     stack = [(parent_fd, name, top, iter(_names(top, errors)))]
     while stack:
         pfd, pname, fd, names = stack[-1]
@@ -244,7 +255,7 @@ def _remove_tree(parent_fd: int, name: str) -> list[str]:
             try:
                 os.rmdir(pname, dir_fd=pfd)
             except OSError as exc:
-                errors.append(why(exc))
+                errors.append(fsio.why(exc))
             continue
         try:
             st = os.stat(child, dir_fd=fd, follow_symlinks=False)
@@ -254,7 +265,7 @@ def _remove_tree(parent_fd: int, name: str) -> list[str]:
             else:
                 os.unlink(child, dir_fd=fd)
         except OSError as exc:
-            errors.append(why(exc))
+            errors.append(fsio.why(exc))
     return errors
 
 
@@ -262,7 +273,7 @@ def _names(fd: int, errors: list[str]) -> list[str]:
     try:
         return os.listdir(fd)
     except OSError as exc:
-        errors.append(why(exc))
+        errors.append(fsio.why(exc))
         return []
 
 
@@ -272,13 +283,13 @@ def _finish_removal(root: str, parents: list[str], trash: str) -> list[str]:
     try:
         fd = fsio.open_under(root, parents)
     except OSError as exc:
-        return [why(exc)]
+        return [fsio.why(exc)]
     try:
         st = os.stat(trash, dir_fd=fd, follow_symlinks=False)
         error = _delete_aside(fd, trash, stat.S_ISDIR(st.st_mode))
         return [error] if error else []
     except OSError as exc:
-        return [why(exc)]
+        return [fsio.why(exc)]
     finally:
         os.close(fd)
 
@@ -346,30 +357,16 @@ def _recover(journal: Journal) -> list[str]:
             continue
         trash = rec.get("trash")
         parents = p.split("/")[:-1]
-        if isinstance(trash, str) and _TRASH.match(trash) and _exists_at(journal.root, parents, trash):
+        if isinstance(trash, str) and _TRASH.match(trash) and fsio.exists_at(journal.root, parents, trash):
             errors = _finish_removal(journal.root, parents, trash)
             notes.append(f"{fsio.readable(p)}: the interrupted run had moved it aside; removal finished now"
                          + (f" with errors ({errors[0]})" if errors else ""))
-        elif _exists_at(journal.root, parents, p.split("/")[-1]):
+        elif fsio.exists_at(journal.root, parents, p.split("/")[-1]):
             notes.append(f"{fsio.readable(p)}: the interrupted run had not started removing it; it is still there")
         else:
             notes.append(f"{fsio.readable(p)}: the interrupted run removed it")
     journal.discard()
     return notes
-
-
-def _exists_at(root: str, parents: list[str], name: str) -> bool:
-    """Is `name` in the folder `root/parents...`, reached without following symlinks?"""
-    try:
-        fd = fsio.open_under(root, parents)
-    except OSError:
-        return False
-    try:
-        return _exists_at_fd(fd, name)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 # -- restore ------------------------------------------------------------------------------------
@@ -420,25 +417,17 @@ def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
         except OSError:
             return out(Status.SKIPPED, "a folder above where it was is missing or is now a symlink")
         try:
-            if _exists_at_fd(fd, parts[-1]):
+            if fsio.exists_in(fd, parts[-1]):
                 return out(Status.SKIPPED, "something is at the original path already")
             os.rename(rec.token, parts[-1], src_dir_fd=items_fd, dst_dir_fd=fd)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return out(Status.FAILED, "the quarantine folder is on another volume than the container now; move it "
                                      "back to the container's volume (nothing was copied)")
-            return out(Status.FAILED, why(exc))
+            return out(Status.FAILED, fsio.why(exc))
         finally:
             os.close(fd)
     finally:
         os.close(items_fd)
     qfmt.append_line(Path(qdir) / QUARANTINE_MANIFEST, {"restored": rec.stored, "at": qfmt.now()})
     return out(Status.RESTORED, f"to {fsio.readable(os.path.join(rec.root, rec.path))}")
-
-
-def _exists_at_fd(fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=fd, follow_symlinks=False)
-        return True
-    except FileNotFoundError:
-        return False
