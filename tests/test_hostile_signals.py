@@ -60,44 +60,40 @@ def _all_gone(procs: list, within: float = 5.0) -> bool:
                                   ["scan", "{big}", "{big2}", "{big3}", "--jobs", "2", "--no-hash-cache"]],
                          ids=["split-walk", "jobs"])
 def test_ctrl_c_ends_every_worker_and_exits_130(args, big_container, tmp_path):
-    extra = _copies(big_container, tmp_path, 2) if "{big2}" in args else []
-    names = {"{big}": str(big_container), **{f"{{big{i + 2}}}": str(p) for i, p in enumerate(extra)}}
-    for _attempt in range(5):
-        proc = _start([names.get(a, a) for a in args])
-        kids = _workers(proc)
-        if not kids:
-            proc.wait(timeout=60)
-            continue  # finished before a worker could be seen: try again
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("mlcache did not exit within 5 s of Ctrl-C")
-        err = proc.stderr.read()
-        assert code == 130, err
-        assert "Traceback" not in err and "internal error" not in err, err
-        assert _all_gone(kids), "a worker outlived Ctrl-C"
-        return
-    pytest.skip("every run finished before its workers could be seen")
+    proc, kids = _running_with_workers(args, big_container, tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    try:
+        code = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("mlcache did not exit within 5 s of Ctrl-C")
+    err = proc.stderr.read()
+    assert code == 130, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert _all_gone(kids), "a worker outlived Ctrl-C"
 
 
 @pytest.mark.parametrize("args", [["scan", "{big}", "--format", "json", "--no-hash-cache"],
                                   ["scan", "{big}", "{big2}", "{big3}", "--jobs", "2", "--no-hash-cache"]],
                          ids=["split-walk", "jobs"])
 def test_kill_9_of_mlcache_leaves_no_worker_behind(args, big_container, tmp_path):
-    extra = _copies(big_container, tmp_path, 2) if "{big2}" in args else []
-    names = {"{big}": str(big_container), **{f"{{big{i + 2}}}": str(p) for i, p in enumerate(extra)}}
-    for _attempt in range(5):
+    proc, kids = _running_with_workers(args, big_container, tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers must notice by themselves
+    proc.wait(timeout=5)
+    assert _all_gone(kids), "a worker outlived kill -9 of mlcache"
+
+
+def _running_with_workers(args: list[str], big: Path, tmp_path: Path):
+    """mlcache started on `args` ({big}, {big2}, {big3}: the big tree and copies), once its workers
+    run: (the process, its workers). Skipped when every try finished before a worker was seen."""
+    extra = _copies(big, tmp_path, 2) if "{big2}" in args else []
+    names = {"{big}": str(big), **{f"{{big{i + 2}}}": str(p) for i, p in enumerate(extra)}}
+    for _ in range(5):
         proc = _start([names.get(a, a) for a in args])
         kids = _workers(proc)
-        if not kids:
-            proc.wait(timeout=60)
-            continue
-        os.kill(proc.pid, signal.SIGKILL)  # the parent alone: its workers must notice by themselves
-        proc.wait(timeout=5)
-        assert _all_gone(kids), "a worker outlived kill -9 of mlcache"
-        return
+        if kids:
+            return proc, kids
+        proc.wait(timeout=60)
     pytest.skip("every run finished before its workers could be seen")
 
 
@@ -118,7 +114,6 @@ def test_jobs_and_walk_workers_never_exceed_the_cpus(big_container, tmp_path, mo
     import threading
 
     from conftest import run
-
     from mlcache_audit import workers
 
     monkeypatch.setattr(workers, "cpus", lambda: 2)

@@ -95,7 +95,7 @@ def test_the_scan_packages_layers_are_one_way():
 
 
 def test_only_apply_deletes_or_moves():
-    for name, path in modules().items():
+    for path in modules().values():
         rel = path.relative_to(PKG).as_posix()
         if rel == "apply.py":
             continue

@@ -143,30 +143,25 @@ def load_json(data: bytes | str, what: str, limit: int | None = None) -> Any:
     than MAX_DEPTH (json's own recursion would raise RecursionError long after that)."""
     if limit is not None and len(data) > limit:
         raise DocumentInvalid(f"{what} is over its size cap ({_cap(limit)})")
-    try:
-        value = json.loads(data)
-    except RecursionError:
-        raise DocumentInvalid(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
-    except UnicodeDecodeError:
-        raise DocumentInvalid(f"{what} is not UTF-8 text") from None
-    except ValueError as exc:
-        raise DocumentInvalid(f"{what} is not valid JSON ({getattr(exc, 'msg', exc)})") from None
-    check_depth(value, what)
-    return value
+    return _parsed(json.loads, data, what, "JSON")
 
 
 def load_toml(data: bytes, what: str) -> dict:
     """A TOML document, or DocumentInvalid naming `what` (not UTF-8, not TOML, or nested too deep)."""
     import tomllib
 
+    return _parsed(lambda raw: tomllib.loads(raw.decode("utf-8")), data, what, "TOML")
+
+
+def _parsed(parse: Callable[[Any], Any], data, what: str, kind: str) -> Any:
     try:
-        value = tomllib.loads(data.decode("utf-8"))
+        value = parse(data)
     except RecursionError:
         raise DocumentInvalid(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:
         raise DocumentInvalid(f"{what} is not UTF-8 text") from None
     except ValueError as exc:
-        raise DocumentInvalid(f"{what} is not valid TOML ({exc})") from None
+        raise DocumentInvalid(f"{what} is not valid {kind} ({getattr(exc, 'msg', exc)})") from None
     check_depth(value, what)
     return value
 

@@ -196,22 +196,7 @@ def open_dir_chain(root: str, parts: list[str], *, create: bool = False) -> int:
     anywhere on the way fails the open (ELOOP or ENOTDIR). With `create`, missing folders are made.
     `root` itself is opened as given (a store's base, resolved when the store was made); code that
     acts uses `open_under`, which re-checks the root too."""
-    fd = os.open(root, DIRFLAGS)
-    try:
-        for part in parts:
-            try:
-                nfd = os.open(part, DIRFLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                nfd = os.open(part, DIRFLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nfd
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+    return open_chain_at(os.open(root, DIRFLAGS), parts, create=create)
 
 
 def walk_at(top_fd: int, on_error, make=None, prefix: str = "") -> Iterator:
