@@ -46,7 +46,7 @@ def test_three_more_leftovers_fail_a_1mb_growth_budget(healthy_with_baseline, tm
     junit = tmp_path / "junit.xml"
     result = run("check", root, "--baseline", base, "--max-growth", "1MB", "--junit", junit)
     assert result.exit_code == 1
-    errors = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("::error ")]
     assert len(errors) == 1
     assert errors[0].startswith("::error title=mlcache budget max-growth::ML caches grew by +2.9 MB")
     # The annotation names what is behind the growth: the rule, the model, the producer and the fix.

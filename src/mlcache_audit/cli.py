@@ -21,7 +21,7 @@ from mlcache_audit.cli_options import (
 )
 from mlcache_audit.docfields import write_output
 from mlcache_audit.domain import RULES
-from mlcache_audit.errors import ExitCode, MlcacheError
+from mlcache_audit.errors import BudgetConfigError, ExitCode, MlcacheError
 
 
 class _Failure(click.ClickException):
@@ -290,6 +290,18 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 @click.option("--config", callback=_nonempty_file,
               help="Budgets file (default: the nearest mlcache.toml, else [tool.mlcache] in pyproject.toml, "
                    "searched upward from the current folder).")
+@click.option("--launch", "launch_cmd", metavar="CMD",
+              help="Run this shell command line once per launch (it starts the app, lets it run and ends it); "
+                   "with --max-growth-per-launch, fail when the ML caches grow launch after launch. Never read "
+                   "from a config file.")
+@click.option("--launches", type=int, default=5, show_default=True,
+              help="With --launch: how many launches (at least 3; the first is shown, never gated).")
+@click.option("--max-growth-per-launch", help="With --launch: fail when the median growth of launches 2..N is "
+              "above this (500KB, 1MB) and at least half of them are.")
+@click.option("--launch-timeout", type=click.FloatRange(0.1), default=600.0, show_default=True,
+              help="With --launch: seconds one launch may take; past it, exit 2 naming the launch.")
+@click.option("--stability", is_flag=True, help="With --launch: measure how much the container moves on its own "
+              "and suggest a --max-growth-per-launch budget (exit 0 unless the command fails).")
 @click.option("--junit", callback=_nonempty_file, help="Write a JUnit XML report here (also when the check fails to run).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("--github-annotations/--no-github-annotations", envvar="GITHUB_ACTIONS", default=False,
@@ -300,8 +312,9 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 @source_options
 def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
           max_total: str | None, max_copies: int | None, fail_on: tuple[str, ...], config: Path | None,
-          junit: Path | None, fmt: str, github_annotations: bool, step_summary: Path | None, output: Path | None,
-          source) -> None:
+          launch_cmd: str | None, launches: int, max_growth_per_launch: str | None, launch_timeout: float,
+          stability: bool, junit: Path | None, fmt: str, github_annotations: bool, step_summary: Path | None,
+          output: Path | None, source) -> None:
     """The CI gate: exit 1 when a budget is exceeded, 0 when all hold, 2 on bad input."""
     from mlcache_audit import commands
     from mlcache_audit.report import emit
@@ -313,8 +326,18 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
     term = _terminal()
     options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
     try:
-        with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
-            doc = commands.check(paths, options, cwd=Path.cwd(), source=source, progress=progress, jobs=jobs).document
+        if launch_cmd is None and (max_growth_per_launch or stability):
+            raise BudgetConfigError("--max-growth-per-launch and --stability go with --launch CMD")
+        if launch_cmd is not None:
+            if len(paths) > 1:
+                raise BudgetConfigError("the launch gate measures one container: give one PATH (or --bundle-id)")
+            doc = commands.check_launches(paths[0] if paths else None, commands.LaunchOptions(
+                launch_cmd, launches, max_growth_per_launch, launch_timeout, stability), options, cwd=Path.cwd(),
+                source=source).document
+        else:
+            with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
+                doc = commands.check(paths, options, cwd=Path.cwd(), source=source, progress=progress,
+                                     jobs=jobs).document
     except MlcacheError as exc:
         if junit:  # a run that could not check anything still leaves a report that says so
             write_junit(junit, error=str(exc), checked=", ".join(paths) or "this Mac")

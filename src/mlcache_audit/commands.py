@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlcache_audit.batch import PathFailure, each_path, fold_overlaps, run_batch
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MEMBERS
 
@@ -71,135 +72,6 @@ def _scan_document(path: str, source: SourceOptions, progress: Progress = None) 
 
 def _snapshot_document(path: str, source: SourceOptions, progress: Progress = None) -> dict:
     return snapshot(path, source, progress)
-
-
-@dataclass(frozen=True)
-class PathFailure:
-    """One PATH of several that could not be read: the rest are still done, and the run exits 2."""
-
-    path: str
-    reason: str
-
-    def to_dict(self) -> dict:
-        from mlcache_audit.fsio import path_fields, readable
-
-        return {**path_fields(self.path), "reason": readable(self.reason)}
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Several PATHs' documents (path, document) in PATH order, the PATHs that failed, and notes
-    (overlapping PATHs folded, --jobs lowered to the budget)."""
-
-    done: list[tuple[str, dict]]
-    failed: list[PathFailure]
-    notes: list[str]
-
-
-def each_path(paths: tuple[str, ...], work: Callable[[str, SourceOptions], dict], source: SourceOptions, *,
-              jobs: int = 1, progress: Progress = None):
-    """(path, document or PathFailure) for every path, as each finishes: with `jobs` > 1 in that many
-    processes (a support desk's many exports at once; workers.process_pool), else one after the
-    other in this process. With several paths, one that cannot be read is its PathFailure and the
-    rest go on; a single path's error is raised as it is. `source` may be a dict of per-path options."""
-    def options(p):
-        return source[p] if isinstance(source, dict) else source
-
-    if len(paths) <= 1:
-        for p in paths:
-            yield p, work(p, options(p), progress)
-        return
-    if jobs <= 1:
-        for p in paths:
-            yield p, _guarded(work, p, options(p), progress)
-        return
-    from concurrent.futures import as_completed
-
-    from mlcache_audit.workers import process_pool
-
-    with process_pool(min(jobs, len(paths))) as pool:
-        futures = {pool.submit(_guarded, work, p, options(p)): p for p in paths}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
-
-
-def _guarded(work, path: str, source: SourceOptions, progress: Progress = None):
-    from mlcache_audit.errors import MlcacheError
-
-    try:
-        return work(path, source, progress)
-    except MlcacheError as exc:
-        return PathFailure(path, str(exc))
-
-
-def run_batch(paths: tuple[str, ...], work, source: SourceOptions, *, jobs: int = 1,
-              progress: Progress = None) -> Batch:
-    """Every path's document, overlapping paths folded so each container is counted once, --jobs
-    within the parallelism budget; failures and notes said."""
-    from mlcache_audit.workers import clamp_jobs
-
-    jobs, jobs_note = clamp_jobs(jobs)
-    kept, options, notes = fold_overlaps(paths, source)
-    done: dict[str, dict] = {}
-    failed = []
-    for p, doc in each_path(kept, work, options, jobs=jobs, progress=progress):
-        if isinstance(doc, PathFailure):
-            failed.append(doc)
-        else:
-            done[p] = doc
-    order = {p: i for i, p in enumerate(paths)}
-    failed.sort(key=lambda f: order.get(f.path, 0))
-    return Batch([(p, done[p]) for p in kept if p in done], failed, ([jobs_note] if jobs_note else []) + notes)
-
-
-def fold_overlaps(paths: tuple[str, ...], source: SourceOptions) -> tuple[tuple[str, ...], dict, list[str]]:
-    """(paths to read, options per path, notes): a PATH named twice is read once, and a container
-    that two PATHs reach (one inside the other) is counted by the first only, by its identity
-    (identity.py), not its path. Detection alone runs for the nested ones, before any scan."""
-    import dataclasses
-    import os
-
-    from mlcache_audit.fsio import readable
-
-    real = {p: os.path.realpath(p) for p in paths}
-    kept: list[str] = []
-    notes: list[str] = []
-    for p in paths:
-        same = next((k for k in kept if real[k] == real[p]), None)
-        if same is not None:
-            notes.append(f"{readable(p)} is {readable(same)} again: read once")
-        else:
-            kept.append(p)
-    nested = {p for p in kept for q in kept if p != q and
-              (real[p].startswith(real[q].rstrip(os.sep) + os.sep) or real[q].startswith(real[p].rstrip(os.sep) + os.sep))}
-    options: dict[str, SourceOptions] = {p: source for p in kept}
-    if nested:
-        seen: dict[str, str] = {}  # container identity -> the PATH that counts it
-        for p in kept:
-            if p not in nested:
-                continue
-            mine = _identities(p, source)
-            taken = {i for i in mine if i in seen}
-            for i in mine - taken:
-                seen[i] = p
-            if taken:
-                options[p] = dataclasses.replace(source, exclude=frozenset(taken))
-                owners = sorted({seen[i] for i in taken})
-                notes.append(f"{readable(p)} overlaps {', '.join(readable(o) for o in owners)}: "
-                             f"{len(taken)} container(s) counted once, under the first")
-    return tuple(kept), options, notes
-
-
-def _identities(path: str, source: SourceOptions) -> set[str]:
-    from mlcache_audit.errors import MlcacheError
-    from mlcache_audit.sources import open_containers
-    from mlcache_audit.sources.detect import identity_text
-
-    try:
-        return {identity_text(c) for c in open_containers(path, bundle_id=source.bundle_id,
-                                                          max_containers=source.max_containers)}
-    except MlcacheError:
-        return set()  # its scan will say why
 
 
 def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1):
@@ -403,3 +275,65 @@ def watch(path: str, *, process: str | None, launches: int | None = None, interv
 
     return follow(lambda: Snapshot.of(_audit(path, source, None)), process=process, launches=launches,
                   interval=interval, count=count, poll=poll, ready=ready)
+
+
+# -- the growth gate per launch --------------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchOptions:
+    command: str
+    launches: int = 5
+    budget: str | None = None  # --max-growth-per-launch
+    timeout: float = 600.0
+    stability: bool = False
+
+
+def check_launches(path: str | None, opts: LaunchOptions, budgets: BudgetOptions, *, cwd: Path,
+                   source: SourceOptions = SourceOptions()) -> CheckOutcome:
+    """`check --launch CMD --launches N`: run the app N times on one container (one PATH, or one
+    client of this Mac with --bundle-id) and gate the growth each launch adds (launchgate.py)."""
+    from mlcache_audit.errors import BudgetConfigError
+    from mlcache_audit.gate import budgets_from, load_config, load_snapshot
+    from mlcache_audit.gate import check as run_check
+    from mlcache_audit.gate import snapshot as make_snapshot
+    from mlcache_audit.launchgate import MIN_LAUNCHES, gate_document, judge, per_launch_budget, run_launches
+    from mlcache_audit.report.json import check_document
+    from mlcache_audit.units import parse_size
+
+    if opts.launches < MIN_LAUNCHES:
+        raise BudgetConfigError(f"--launches {opts.launches}: the gate needs at least {MIN_LAUNCHES} launches",
+                                hint="the first launch is never gated; the rest are judged by their median")
+    if not opts.stability and opts.budget is None:
+        raise BudgetConfigError("--launch needs --max-growth-per-launch SIZE (or --stability to suggest one)")
+    budget = parse_size(opts.budget) if opts.budget is not None else None
+    settings, config_path = load_config(budgets.config, cwd)
+    b = budgets_from(settings, max_total=budgets.max_total, max_growth=budgets.max_growth,
+                     max_growth_pct=budgets.max_growth_pct, max_copies=budgets.max_copies,
+                     fail_on=list(budgets.fail_on), baseline=budgets.baseline)
+    last = {}
+
+    def measure():
+        audit = _audit(path, source, None)
+        if len(audit.containers) != 1:
+            names = sorted(str(ca.container.bundle_id or ca.container.client) for ca in audit.containers)
+            raise BudgetConfigError(f"the launch gate measures one app, and {len(names)} were found"
+                                    + (f": {', '.join(names[:8])}" if names else ""),
+                                    hint="name one with --bundle-id")
+        last["audit"] = audit
+        ca = audit.containers[0]
+        rule_of = {p: f.rule for f in ca.diagnosis.findings for p in f.paths}
+        arts = {a.path: (a.bytes, rule_of.get(a.path), a.kind, a.model.get("class_name"), a.producer)
+                for a in ca.scan.artifacts}
+        return ca.scan.coreml_bytes, arts
+
+    first, runs = run_launches(opts.command, opts.launches, measure, timeout=opts.timeout)
+    verdict = judge([r.delta for r in runs], None if opts.stability else budget)
+    current = make_snapshot(last["audit"])
+    base = load_snapshot(b.baseline) if b.baseline else None
+    result = run_check(current, b, base, config_path)
+    doc = check_document(result)
+    gate = gate_document(opts.command, first, runs, verdict, budget, opts.stability)
+    if not opts.stability:
+        doc["budgets"].insert(0, per_launch_budget(verdict, budget, runs))
+        doc["passed"] = doc["passed"] and verdict.passed
+    doc["launches"] = gate
+    return CheckOutcome(doc)

@@ -34,10 +34,12 @@ def annotations(doc: dict) -> list[str]:
 
 
 def publish(term, doc: dict, *, annotate: bool, step_summary) -> None:
-    """Under GitHub Actions: the annotations on stdout, the summary appended to the step-summary file."""
+    """Under GitHub Actions: the annotations on stderr (the runner reads workflow commands from both
+    streams, actions/runner ScriptHandler.cs, and stdout is the document's alone: `--format json`
+    must parse), the summary appended to the step-summary file."""
     if annotate:
         for line in annotations(doc):
-            term.write(line + "\n")
+            term.stderr.write(line + "\n")
     if step_summary:
         from mlcache_audit.docfields import append_output
 

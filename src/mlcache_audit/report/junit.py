@@ -37,6 +37,8 @@ def _suite(parent: ET.Element, name: str, sid: int, cases: list[dict], path: str
             behind = [f"{b['rule']}: {b.get('summary') or ''} Fix: {b.get('remedy') or ''}" for b in c.get("findings", [])]
             failure.text = clean("\n".join([f"{c['name']}: actual {c['actual']} {c['unit']}, limit {c['limit']} "
                                             f"{c['unit']}", c["message"], *behind]))
+        if c.get("system_out"):
+            ET.SubElement(case, "system-out").text = clean(c["system_out"])
     ET.SubElement(suite, "system-out").text = clean("\n".join(notes))
     ET.SubElement(suite, "system-err").text = ""
     return suite
@@ -51,6 +53,12 @@ def check_junit(doc: dict) -> str:
     """From an `mlcache.check/3` document."""
     suites = ET.Element("testsuites")
     totals = [b for b in doc["budgets"] if b["scope"] == "total"]
+    if doc.get("launches"):  # the per-launch figures go with the gate's own testcase
+        from mlcache_audit.report.summary import launch_rows, launch_verdict
+
+        lines = [f"launch {n}: {d} (ML caches {after})" + (f"; {note}" if note else "")
+                 for n, d, after, note in launch_rows(doc)] + [launch_verdict(doc)]
+        totals = [{**b, "system_out": "\n".join(lines)} if b["name"] == "max-growth-per-launch" else b for b in totals]
     _suite(suites, "mlcache budgets: totals", 0, totals, doc["path"], doc["notes"])
     scopes = sorted({b["scope"] for b in doc["budgets"] if b["scope"] != "total"})
     for i, scope in enumerate(scopes, 1):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from mlcache_audit.report.summary import budget_actual, budget_limit, largest, verdict
+from mlcache_audit.report.summary import (
+    budget_actual,
+    budget_limit,
+    largest,
+    launch_rows,
+    launch_verdict,
+    verdict,
+)
 from mlcache_audit.units import format_signed_size, format_size
 
 
@@ -95,6 +102,10 @@ def check_markdown(doc: dict) -> str:
         lines += ["| kind | bytes |", "|---|---:|"]
         lines += [f"| {k} | {format_size(v['bytes'])} |" for k, v in sorted(t["kinds"].items())]
         lines.append(f"| **ML caches** | **{format_size(t['coreml_bytes'])}** |")
+    if doc.get("launches"):
+        lines += ["| launch | delta | ML caches after | note |", "|---:|---:|---:|---|"]
+        lines += [f"| {n} | {d} | {after} | {_cell(note)} |" for n, d, after, note in launch_rows(doc)]
+        lines += ["", _cell(launch_verdict(doc)), ""]
     lines += ["", "| budget | scope | result | actual | limit |", "|---|---|---|---:|---:|"]
     for r in doc["budgets"]:
         lines.append(f"| {r['name']} | {_cell(r['scope'])} | {'pass' if r['passed'] else '**FAIL**'} | "

@@ -113,3 +113,25 @@ def largest(artifacts: list[dict], top: int) -> tuple[list[Row], int]:
                         model_name(newest), newest.get("producer") or ""))
     rows.sort(key=lambda r: (-r.total, r.path))
     return rows[:top], len(rows)
+
+
+def launch_rows(doc: dict) -> list[tuple[str, str, str, str]]:
+    """(launch, delta, ML caches after, note) per launch of `check --launch`, for every renderer."""
+    gate = doc.get("launches") or {}
+    rows = []
+    for r in gate.get("runs", []):
+        note = "not gated (first launch)" if not r["gated"] else "over the budget" if r["over"] else ""
+        top = r["grew"][0] if r["grew"] else None
+        if top:
+            note = (note + "; " if note else "") + f"most: {top['kind']} {top['path']}"
+        rows.append((str(r["launch"]), format_signed_size(r["delta_bytes"]), format_size(r["coreml_bytes"]), note))
+    return rows
+
+
+def launch_verdict(doc: dict) -> str:
+    gate = doc["launches"]
+    line = (f"{gate['count']} launches of `{gate['command']}`: median {format_signed_size(gate['median_bytes'])} "
+            f"per launch after the first, spread {format_size(gate['spread_bytes'])}; {gate['why']}")
+    if gate.get("suggested_budget_bytes") is not None:
+        line += f"; suggested --max-growth-per-launch {format_size(gate['suggested_budget_bytes'])}"
+    return line

@@ -14,7 +14,14 @@ from rich.text import Text
 from rich.tree import Tree
 
 from mlcache_audit.domain import COREAI_CACHE, E5_CACHE, KIND
-from mlcache_audit.report.summary import budget_actual, budget_limit, largest, verdict
+from mlcache_audit.report.summary import (
+    budget_actual,
+    budget_limit,
+    largest,
+    launch_rows,
+    launch_verdict,
+    verdict,
+)
 from mlcache_audit.sources.base import display_path
 from mlcache_audit.terminal import Terminal
 from mlcache_audit.units import format_signed_size, format_size
@@ -289,6 +296,14 @@ def render_check(term: Terminal, doc: dict) -> None:
         for f in r["findings"][:3] if not r["passed"] else []:
             _para(term.out, f"Behind [bold]{r['name']}[/bold] ({escape(r['scope'])}): {escape(f['rule'])}, "
                             f"{escape((f.get('summary') or '').rstrip('.'))}. [dim]Fix:[/dim] {escape(f.get('remedy') or '')}", 2)
+    if doc.get("launches"):
+        lt = Table(title="Growth per launch", title_justify="left", show_edge=False)
+        for col, just in (("launch", "right"), ("delta", "right"), ("ML caches after", "right"), ("", "left")):
+            lt.add_column(col, justify=just, overflow="fold")
+        for row in launch_rows(doc):
+            lt.add_row(*(escape(x) for x in row))
+        term.out.print(lt)
+        _para(term.out, escape(launch_verdict(doc)), 0)
     tot = doc["totals"]
     term.out.print(f"ML caches {format_size(tot['coreml_bytes'])} of {format_size(tot['total_bytes'])}; "
                    f"reclaimable {format_size(tot['reclaimable_bytes'])}; most copies of one model {tot['max_copies']}")

@@ -1,0 +1,145 @@
+"""The growth gate per launch (`check --launch CMD --launches N --max-growth-per-launch SIZE`), with
+three fake apps: one that leaks every launch, one steady with noise, one with a single jump."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mlcache_audit.launchgate import judge, suggested_budget
+
+APP = """
+import os, random, sys
+root, counter, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+n = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
+open(counter, "w").write(str(n))
+cache = os.path.join(root, "Library/Caches/com.example.healthy/com.apple.e5rt.e5bundlecache/23A344")
+def entry(name, size):
+    path = os.path.join(cache, name, "x.bundle")
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "main.e5"), "wb") as fh:
+        fh.write(os.urandom(size))
+if mode == "leak":
+    entry(os.urandom(32).hex().upper(), 1_000_000)          # a new specialization every launch
+elif mode == "noise":
+    random.seed(n)
+    entry("A" * 64, 300_000 + random.randint(-40_000, 40_000))  # one entry, rewritten a little differently
+elif mode == "jump":
+    if n == 3:
+        entry(os.urandom(32).hex().upper(), 5_000_000)       # once, then never again
+elif mode == "fail" and n == 2:
+    sys.exit(3)
+elif mode == "hang":
+    import time; time.sleep(60)
+"""
+
+
+@pytest.fixture
+def fake_app(fx, tmp_path):
+    root = fx("healthy")
+    script = tmp_path / "app.py"
+    script.write_text(APP)
+
+    def command(mode: str) -> str:
+        return f"{sys.executable} {script} {root} {tmp_path / ('count-' + mode)} {mode}"
+    return root, command
+
+
+@pytest.mark.parametrize("mode,code", [("leak", 1), ("noise", 0), ("jump", 0)])
+def test_the_gate_fails_a_leak_and_passes_noise_and_a_single_jump(mode, code, fake_app, tmp_path):
+    root, command = fake_app
+    junit = tmp_path / "junit.xml"
+    summary = tmp_path / "summary.md"
+    result = run("check", root, "--launch", command(mode), "--launches", "5", "--max-growth-per-launch", "100KB",
+                 "--format", "json", "--junit", junit, "--step-summary", summary)
+    assert result.exit_code == code, (result.stdout[-2000:], result.stderr)
+    doc = json.loads(result.stdout)
+    gate = doc["launches"]
+    assert gate["count"] == 5 and len(gate["runs"]) == 5 and gate["passed"] == (code == 0)
+    assert [r["gated"] for r in gate["runs"]] == [False, True, True, True, True]
+    budget = next(b for b in doc["budgets"] if b["name"] == "max-growth-per-launch")
+    assert budget["passed"] == (code == 0) and budget["message"] == gate["why"]
+    if mode == "leak":
+        assert all(r["delta_bytes"] >= 1_000_000 for r in gate["runs"])
+        f = budget["findings"][0]
+        assert f["kind"] == "specialization" and "com.apple.e5rt.e5bundlecache" in f["path"]
+    xml = junit.read_text()
+    assert 'name="max-growth-per-launch"' in xml and "launch 1:" in xml
+    assert "| launch |" in summary.read_text()
+
+
+def test_annotations_go_to_stderr_and_json_parses_under_github_actions(fake_app, monkeypatch):
+    root, command = fake_app
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    result = run("check", root, "--launch", command("leak"), "--launches", "3", "--max-growth-per-launch", "100KB",
+                 "--format", "json")
+    assert result.exit_code == 1
+    json.loads(result.stdout)  # the document alone
+    assert "::error title=mlcache budget max-growth-per-launch::" in result.stderr
+
+
+def test_stability_suggests_a_budget_and_passes(fake_app):
+    root, command = fake_app
+    result = run("check", root, "--launch", command("noise"), "--launches", "4", "--stability", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    gate = json.loads(result.stdout)["launches"]
+    deltas = [r["delta_bytes"] for r in gate["runs"]][1:]
+    assert gate["suggested_budget_bytes"] == max(0, max(deltas)) + (max(deltas) - min(deltas))
+    text = run("check", root, "--launch", command("noise"), "--launches", "3", "--stability").stdout
+    assert "suggested --max-growth-per-launch" in text
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--launches", "2", "--max-growth-per-launch", "1MB"], "at least 3"),
+    (["--launches", "3"], "--max-growth-per-launch"),
+])
+def test_bad_launch_options_are_exit_2(args, words, fake_app):
+    root, command = fake_app
+    result = run("check", root, "--launch", command("noise"), *args)
+    assert result.exit_code == 2 and words in result.stderr
+
+
+def test_a_failing_or_hanging_launch_is_exit_2_naming_it(fake_app, tmp_path):
+    root, command = fake_app
+    failed = run("check", root, "--launch", command("fail"), "--launches", "3", "--max-growth-per-launch", "1MB")
+    assert failed.exit_code == 2 and "launch 2 failed" in failed.stderr and "code 3" in failed.stderr
+    hung = run("check", root, "--launch", command("hang"), "--launches", "3", "--max-growth-per-launch", "1MB",
+               "--launch-timeout", "0.5")
+    assert hung.exit_code == 2 and "launch 1 ran past --launch-timeout 0.5 s" in hung.stderr
+
+
+def test_the_gate_measures_one_app(built, tmp_path):
+    top = tmp_path / "sim"
+    shutil.copytree(built["simulator"], top, symlinks=True)
+    result = run("check", top, "--launch", "true", "--launches", "3", "--max-growth-per-launch", "1MB")
+    assert result.exit_code == 2 and "--bundle-id" in result.stderr
+
+
+@given(deltas=st.lists(st.integers(-10**7, 10**7), min_size=3, max_size=12), budget=st.integers(0, 10**7))
+def test_the_verdict_is_the_median_and_the_count(deltas, budget):
+    v = judge(deltas, budget)
+    gated = deltas[1:]
+    s = sorted(gated)
+    mid = (s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) / 2)
+    over = sum(1 for d in gated if d > budget)  # a negative delta is never over a budget >= 0
+    assert v.passed == (not (mid > budget and over >= math.ceil(len(gated) / 2)))
+    assert v.over == over and v.gated == tuple(gated)
+    assert suggested_budget(judge(deltas, None)) >= max(0, max(gated))
+
+
+def test_watch_launches_keeps_its_meaning(fx):
+    """`watch --launches N` stops after N launches; `check --launches N` runs the app N times."""
+    from mlcache_audit.cli import cli
+
+    watch = next(c for c in cli.commands["watch"].params if c.name == "launches")
+    check = next(c for c in cli.commands["check"].params if c.name == "launches")
+    assert "Stop after" in watch.help and "how many launches" in check.help
+    assert Path(fx("healthy")).is_dir()
