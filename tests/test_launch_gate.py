@@ -143,3 +143,60 @@ def test_watch_launches_keeps_its_meaning(fx):
     check = next(c for c in cli.commands["check"].params if c.name == "launches")
     assert "Stop after" in watch.help and "how many launches" in check.help
     assert Path(fx("healthy")).is_dir()
+
+
+# -- CI output that is right ------------------------------------------------------------------------
+def test_a_bundle_id_that_matches_nothing_is_exit_2_naming_the_known_ones(fx):
+    home = fx("home")
+    result = run("check", "--home", home, "--bundle-id", "com.example.typo", "--max-total", "1MB")
+    assert result.exit_code == 2 and "com.example.typo" in result.stderr and "com.example.leaky" in result.stderr
+    sim = fx("simulator")
+    result = run("check", sim, "--bundle-id", "com.example.typo", "--max-total", "1MB")
+    assert result.exit_code == 2 and "known: com.example.simcalm, com.example.simleak" in result.stderr
+
+
+def test_a_baseline_of_another_app_is_an_error_unless_allowed(fx, built, tmp_path):
+    base = tmp_path / "base.json"
+    assert run("snapshot", built["healthy"], "-o", base).exit_code == 0
+    root = fx("recompile")
+    refused = run("check", root, "--baseline", base, "--max-growth", "1GB")
+    assert refused.exit_code == 2 and "another app" in refused.stderr and "--allow-other-app" in refused.stderr
+    allowed = run("check", root, "--baseline", base, "--max-growth", "1GB", "--allow-other-app", "--format", "json")
+    assert allowed.exit_code == 0 and any("another app" in n for n in json.loads(allowed.stdout)["notes"])
+
+
+def test_a_check_that_cannot_run_still_annotates_and_summarises(tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = run("check", tmp_path / "no-such-container", "--max-total", "1MB")
+    assert result.exit_code == 2
+    assert "::error title=mlcache check could not run::" in result.stderr
+    assert "could not run" in summary.read_text()
+
+
+def test_no_name_can_forge_a_workflow_command_or_markup(fx, tmp_path, monkeypatch):
+    """A bundle id holding a newline and `::stop-commands::x` (or markup) reaches every CI output
+    escaped for where it goes: no line of stdout or stderr starts a workflow command but mlcache's
+    own annotations, and the step summary keeps `<GUS>`-like text visible."""
+    import plistlib
+
+    root = fx("recompile")
+    evil = "com.example.x\n::stop-commands::x\n<b>bold</b> | ::error::forged"
+    meta = root / ".com.apple.mobile_container_manager.metadata.plist"
+    meta.write_bytes(plistlib.dumps({"MCMMetadataIdentifier": evil}))
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    for fmt in ("text", "json", "markdown"):
+        result = run("check", root, "--max-total", "1MB", "--max-copies", "1", "--fail-on", "repeated-compile",
+                     "--format", fmt)
+        assert result.exit_code == 1
+        for stream in (result.stdout, result.stderr):
+            for line in stream.splitlines():
+                assert not line.startswith("::") or line.startswith("::error title=mlcache budget "), line
+                assert "::stop-commands::" not in line or "%0A" in line or "\\n" in line, line
+    text = summary.read_text()
+    assert "<b>" not in text and "&lt;b&gt;" in text and "\n::" not in text
+    scan_md = run("scan", root, "--format", "markdown").stdout
+    assert "<GUS>" not in scan_md or "&lt;GUS&gt;" in scan_md

@@ -4,6 +4,7 @@ the JSON's, schemas for every document, PR-grade CI output, and the GitHub Actio
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -228,11 +229,13 @@ def test_a_check_that_cannot_run_still_writes_a_junit_error(tmp_path):
     assert "<error" in junit.read_text() and 'errors="1"' in junit.read_text()
 
 
-def test_check_warns_when_the_baseline_is_of_another_app(built, tmp_path):
+def test_check_refuses_a_baseline_of_another_app_and_warns_when_allowed(built, tmp_path):
     base = tmp_path / "b.json"
     run("snapshot", built["healthy"], "-o", base)
     result = run("check", built["recompile"], "--baseline", base, "--max-growth", "1GB")
-    assert "the baseline is of another app" in result.stdout
+    assert result.exit_code == 2 and "the baseline is of another app" in result.stderr
+    result = run("check", built["recompile"], "--baseline", base, "--max-growth", "1GB", "--allow-other-app")
+    assert result.exit_code == 0 and "the baseline is of another app" in result.stdout
 
 
 def test_config_is_found_upward_and_named_with_relative_baseline(built, tmp_path, monkeypatch):
@@ -273,35 +276,60 @@ def test_path_arguments_complete_as_files():
 def test_action_yml_runs_its_shell_steps_with_its_inputs(fx, tmp_path):
     action = yaml.safe_load((ROOT / "action.yml").read_text())
     assert action["runs"]["using"] == "composite"
-    assert {"path", "baseline", "max-total", "max-growth", "fail-on", "junit"} <= set(action["inputs"])
-    install, check = action["runs"]["steps"]
-    # A runner's fresh Python: a venv of its own, whose dependencies (click, rich, coremltools...) come
-    # from the test environment through a .pth line, so only mlcache itself is installed by the step.
-    runner = tmp_path / "runner"
-    subprocess.run([sys.executable, "-m", "venv", str(runner)], check=True, timeout=300)
-    site = next((runner / "lib").glob("python3*/site-packages"))
-    outer = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    (site / "test-dependencies.pth").write_text(outer + "\n")
+    assert {"path", "bundle-id", "config", "baseline", "max-total", "max-growth", "max-growth-pct", "max-copies",
+            "fail-on", "launch", "launches", "max-growth-per-launch", "junit"} <= set(action["inputs"])
+    assert not action["inputs"]["path"]["required"]  # no PATH on a macOS runner: its own caches
+    assert {"passed", "ml-bytes", "reclaimable-bytes", "growth-bytes", "growth-per-launch-bytes"} <= set(action["outputs"])
+    assert "no package index" not in action["description"]
+    steps = action["runs"]["steps"]
+    for s in steps:  # every action it uses is pinned to a commit, never a moving tag
+        if "uses" in s:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", s["uses"]), s["uses"]
+    probe, install, check = (s for s in steps if "run" in s)
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    outputs = tmp_path / "github-output"
     env = {**os.environ, "GITHUB_ACTION_PATH": str(ROOT), "PIP_NO_DEPS": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PATH": f"{runner / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+           "RUNNER_TEMP": str(runner_temp), "GITHUB_OUTPUT": str(outputs)}
     env.pop("PYTHONPATH", None)
+    assert subprocess.run(["bash", "-c", probe["run"]], env=env, timeout=60).returncode == 0
+    assert outputs.read_text().strip() == "ok=1"  # this Python is 3.11+: setup-python is skipped
     done = subprocess.run(["bash", "-c", install["run"]], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (runner / "bin" / "mlcache").exists()
+    venv = runner_temp / "mlcache-venv"
+    assert (venv / "bin" / "mlcache").exists()  # in a venv of its own, never the runner's Python
+    # The dependencies (click, rich, coremltools...) come from the test environment through a .pth line.
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    outer = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    (site / "test-dependencies.pth").write_text(outer + "\n")
 
     def step(**inputs) -> subprocess.CompletedProcess:
+        outputs.write_text("")
         step_env = dict(env)
         for name in action["inputs"]:
-            step_env[f"MLCACHE_INPUT_{name.upper().replace('-', '_')}"] = str(inputs.get(name.replace("-", "_"), ""))
+            value = inputs.get(name.replace("-", "_"), action["inputs"][name].get("default", ""))
+            step_env[f"MLCACHE_INPUT_{name.upper().replace('-', '_')}"] = str(value)
         return subprocess.run(["bash", "-c", check["run"]], env=step_env, capture_output=True, text=True, timeout=300)
+
+    def written() -> dict:
+        return dict(line.split("=", 1) for line in outputs.read_text().splitlines() if "=" in line)
 
     root = fx("recompile")
     junit = tmp_path / "junit.xml"
     failed = step(path=root, max_total="1MB", fail_on="repeated-compile, stale-os-build", junit=junit)
     assert failed.returncode == 1, failed.stderr
+    assert written()["passed"] == "false" and int(written()["ml-bytes"]) > 1_000_000
     JUNIT.validate(str(junit))
     assert "fail-on:repeated-compile" in junit.read_text() and "fail-on:stale-os-build" in junit.read_text()
-    assert step(path=root, max_total="1GB").returncode == 0
+    assert step(path=root, max_total="1GB").returncode == 0 and written()["passed"] == "true"
     assert step(path=root).returncode == 2  # no budget: a usage error, never "the cache grew"
+    leak = tmp_path / "leak.sh"
+    leak.write_text(f"mkdir -p {root}/Library/Caches/com.example.recompile/com.apple.e5rt.e5bundlecache/23A344/"
+                    "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' | tr a-f A-F)/x.bundle && "
+                    f"head -c 2000000 /dev/urandom > \"$(ls -td {root}/Library/Caches/com.example.recompile/"
+                    "com.apple.e5rt.e5bundlecache/23A344/*/ | head -1)x.bundle/main.e5\"\n")
+    gate = step(path=root, launch=f"bash {leak}", launches="3", max_growth_per_launch="100KB")
+    assert gate.returncode == 1, gate.stderr
+    assert int(written()["growth-per-launch-bytes"]) >= 2_000_000
     for name in action["inputs"]:  # every input is passed through the environment
         assert f"${{{{ inputs.{name} }}}}" in json.dumps(check["env"]) and "inputs." not in check["run"]

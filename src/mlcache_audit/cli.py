@@ -287,6 +287,8 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 @click.option("--max-copies", type=click.IntRange(0), help="Fail when one model has more than N copies in a container.")
 @click.option("--fail-on", multiple=True, type=_rule_choice(),
               help="Fail when a finding of this rule reclaims bytes (with --baseline: when they grew). Repeatable.")
+@click.option("--allow-other-app", is_flag=True,
+              help="Compare with a baseline of another app (an error otherwise: growth would compare different things).")
 @click.option("--config", callback=_nonempty_file,
               help="Budgets file (default: the nearest mlcache.toml, else [tool.mlcache] in pyproject.toml, "
                    "searched upward from the current folder).")
@@ -311,20 +313,21 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 @output_option
 @source_options
 def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: str | None, max_growth_pct: float | None,
-          max_total: str | None, max_copies: int | None, fail_on: tuple[str, ...], config: Path | None,
-          launch_cmd: str | None, launches: int, max_growth_per_launch: str | None, launch_timeout: float,
+          max_total: str | None, max_copies: int | None, fail_on: tuple[str, ...], allow_other_app: bool,
+          config: Path | None, launch_cmd: str | None, launches: int, max_growth_per_launch: str | None, launch_timeout: float,
           stability: bool, junit: Path | None, fmt: str, github_annotations: bool, step_summary: Path | None,
           output: Path | None, source) -> None:
     """The CI gate: exit 1 when a budget is exceeded, 0 when all hold, 2 on bad input."""
     from mlcache_audit import commands
     from mlcache_audit.report import emit
-    from mlcache_audit.report.github import publish
+    from mlcache_audit.report.github import publish, publish_error
     from mlcache_audit.report.junit import write_junit
 
     _declare(_paths_read(paths) + [("the baseline", baseline), ("the config file", config)],
              [("-o", output), ("--junit", junit), ("--step-summary", step_summary)])
     term = _terminal()
-    options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config)
+    options = commands.BudgetOptions(max_total, max_growth, max_growth_pct, max_copies, fail_on, baseline, config,
+                                     allow_other_app)
     try:
         if launch_cmd is None and (max_growth_per_launch or stability):
             raise BudgetConfigError("--max-growth-per-launch and --stability go with --launch CMD")
@@ -341,6 +344,7 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
     except MlcacheError as exc:
         if junit:  # a run that could not check anything still leaves a report that says so
             write_junit(junit, error=str(exc), checked=", ".join(paths) or "this Mac")
+        publish_error(term, str(exc), annotate=github_annotations, step_summary=step_summary)
         raise
     if junit:
         write_junit(junit, doc)

@@ -235,6 +235,7 @@ class BudgetOptions:
     fail_on: tuple[str, ...] = ()
     baseline: Path | None = None
     config: Path | None = None
+    allow_other_app: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,7 +258,8 @@ def check(paths: tuple[str, ...], budgets: BudgetOptions, *, cwd: Path, source: 
         GUARD.add_input("the config file", config_path)
     b = budgets_from(settings, max_total=budgets.max_total, max_growth=budgets.max_growth,
                      max_growth_pct=budgets.max_growth_pct, max_copies=budgets.max_copies,
-                     fail_on=list(budgets.fail_on), baseline=budgets.baseline)
+                     fail_on=list(budgets.fail_on), baseline=budgets.baseline,
+                     allow_other_app=budgets.allow_other_app)
     if not b.any():
         raise BudgetConfigError("no budget given", hint="use --max-total, --max-growth with --baseline, --max-copies "
                                                         "or --fail-on, or a [tool.mlcache] config")
@@ -308,7 +310,8 @@ def check_launches(path: str | None, opts: LaunchOptions, budgets: BudgetOptions
     settings, config_path = load_config(budgets.config, cwd)
     b = budgets_from(settings, max_total=budgets.max_total, max_growth=budgets.max_growth,
                      max_growth_pct=budgets.max_growth_pct, max_copies=budgets.max_copies,
-                     fail_on=list(budgets.fail_on), baseline=budgets.baseline)
+                     fail_on=list(budgets.fail_on), baseline=budgets.baseline,
+                     allow_other_app=budgets.allow_other_app)
     last = {}
 
     def measure():

@@ -62,9 +62,14 @@ def _finding_brief(ca, f) -> dict:
     """What a CI annotation needs to name: the rule, the model, the producer, the fix."""
     by_path = {a.path: a for a in ca.scan.artifacts}
     concerned = [by_path[p] for p in f.paths if p in by_path]
-    model = next((a.model.get("class_name") for a in concerned if a.model.get("class_name")), None) or \
-        next((posixpath.basename(a.path) for a in concerned if a.kind in MODEL_KINDS), None)
-    producer = next((a.producer for a in concerned if a.producer), None)
+    # Named from the finding's own evidence first (a repeated compile's producer is the framework that
+    # compiled, not the cache its specializations went to), never from a tmp/ file's generated name.
+    ev = f.evidence or {}
+    model = ev.get("model") if isinstance(ev.get("model"), str) else None
+    model = model or next((a.model.get("class_name") for a in concerned if a.model.get("class_name")), None) or \
+        next((posixpath.basename(a.path) for a in concerned if a.kind in MODEL_KINDS and a.area != "tmp"), None)
+    producer = ev.get("producer") if isinstance(ev.get("producer"), str) else None
+    producer = producer or next((a.producer for a in concerned if a.producer), None)
     return {"rule": f.rule, "reclaimable_bytes": f.reclaimable_bytes, "paths": len(f.paths),
             "model": fsio.readable(model) if model else None, "producer": producer, "remedy": f.remedy,
             "summary": f.summary}
@@ -204,6 +209,7 @@ class Budgets:
     max_copies: int | None = None
     fail_on: list[str] = field(default_factory=list)
     baseline: Path | None = None
+    allow_other_app: bool = False  # a baseline of another app is an error unless asked for
 
     def any(self) -> bool:
         return any(v is not None for v in (self.max_total, self.max_growth, self.max_growth_pct, self.max_copies)) \
@@ -281,6 +287,7 @@ def budgets_from(config: dict, **options) -> Budgets:
     if (b.max_growth is not None or b.max_growth_pct is not None) and b.baseline is None:
         raise BudgetConfigError("--max-growth and --max-growth-pct need --baseline FILE",
                                 hint="make a baseline with `mlcache snapshot PATH -o baseline.json`")
+    b.allow_other_app = bool(options.get("allow_other_app"))
     return b
 
 
@@ -323,9 +330,15 @@ def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | 
     if baseline is not None:
         now_apps = {c.get("bundle_id") or c.get("client") for c in current["containers"]}
         then_apps = {c.get("bundle_id") or c.get("client") for c in baseline["containers"]}
-        if now_apps != then_apps:
-            notes.append(f"the baseline is of another app ({', '.join(sorted(map(str, then_apps)))}; now "
-                         f"{', '.join(sorted(map(str, now_apps)))}): growth compares different things")
+        if None in now_apps or None in then_apps:
+            notes.append("whether the baseline is of the same app cannot be told (a container names no bundle id "
+                         "or client); growth may compare different things")
+        elif now_apps != then_apps:
+            other = (f"the baseline is of another app ({', '.join(sorted(map(str, then_apps)))}; now "
+                     f"{', '.join(sorted(map(str, now_apps)))})")
+            if not budgets.allow_other_app:
+                raise BudgetConfigError(other, hint="compare the same app's snapshots, or pass --allow-other-app")
+            notes.append(other + ": growth compares different things")
     coreml = t["coreml_bytes"]
     if budgets.max_total is not None:
         ok = coreml <= budgets.max_total

@@ -44,3 +44,15 @@ def publish(term, doc: dict, *, annotate: bool, step_summary) -> None:
         from mlcache_audit.docfields import append_output
 
         append_output(step_summary, check_markdown(doc))
+
+
+def publish_error(term, message: str, *, annotate: bool, step_summary) -> None:
+    """A check that could not run (exit 2) says so where a green or red one would: an error
+    annotation and a line in the step summary, so a broken run never reads as a passing one."""
+    if annotate:
+        term.stderr.write(f"::error title={_escape_property('mlcache check could not run')}::{_escape_data(message)}\n")
+    if step_summary:
+        from mlcache_audit.docfields import append_output
+        from mlcache_audit.report.markdown import _cell
+
+        append_output(step_summary, f"### mlcache check: could not run\n\n{_cell(message)}\n")

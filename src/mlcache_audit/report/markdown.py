@@ -12,9 +12,14 @@ from mlcache_audit.report.summary import (
 )
 from mlcache_audit.units import format_signed_size, format_size
 
+_MARKUP = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " ",
+                         "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]"})
+
 
 def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text that is not markup, safe in a Markdown line or table cell: `<GUS>` and `<bundle-id>` stay
+    visible (GitHub drops them as HTML tags otherwise), a `|` never ends a cell, `*_[]` stay literal."""
+    return str(text).translate(_MARKUP)
 
 
 def _code(text: str) -> str:

@@ -105,7 +105,9 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         containers.append(c)
     if not containers:
         if bundle_id and found:
-            raise NotAContainer(f"no container for bundle id {bundle_id} in {path}")
+            known = sorted({str(bid) for _, _, bid in found if bid})
+            raise NotAContainer(f"no container for bundle id {bundle_id} in {path}",
+                                hint="known: " + (", ".join(known[:12]) if known else "none named"))
         if skipped:
             rel, why = sorted(skipped.items())[0]
             raise PathUnreadable(f"no app container could be read in {path}: {display_path(rel)} cannot be read ({why})",

@@ -165,7 +165,12 @@ def discover(places: Places, *, bundle_id: str | None = None) -> Discovery:
                                scope=(MPSGRAPH_SCRATCH,)))
     found = [c for c in found if _inside_named_root(c, places, look)]
     if bundle_id:
+        known = sorted({str(c.bundle_id or c.client_name) for c in found})
         found = [c for c in found if bundle_id in (c.bundle_id, c.client_name)]
+        if not found:  # a typo must never read as "within budget"
+            raise NotAContainer(f"no client {bundle_id} was found in {places.home}",
+                                hint="known: " + (", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+                                                  if known else "none"))
     system = [_system_ane(places.ane_cache)] if places.ane_cache is not None else []
     return Discovery(found, system, look.unreadable, look.skipped)
 
