@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import run
 from mlcache_audit.launchgate import judge, suggested_budget
 
 APP = """

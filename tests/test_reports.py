@@ -4,8 +4,8 @@ the JSON's, schemas for every document, PR-grade CI output, and the GitHub Actio
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
