@@ -16,40 +16,15 @@ from hypothesis import strategies as st
 from conftest import run
 from mlcache_audit.launchgate import judge, suggested_budget
 
-APP = """
-import os, random, sys
-root, counter, mode = sys.argv[1], sys.argv[2], sys.argv[3]
-n = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
-open(counter, "w").write(str(n))
-cache = os.path.join(root, "Library/Caches/com.example.healthy/com.apple.e5rt.e5bundlecache/23A344")
-def entry(name, size):
-    path = os.path.join(cache, name, "x.bundle")
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "main.e5"), "wb") as fh:
-        fh.write(os.urandom(size))
-if mode == "leak":
-    entry(os.urandom(32).hex().upper(), 1_000_000)          # a new specialization every launch
-elif mode == "noise":
-    random.seed(n)
-    entry("A" * 64, 300_000 + random.randint(-40_000, 40_000))  # one entry, rewritten a little differently
-elif mode == "jump":
-    if n == 3:
-        entry(os.urandom(32).hex().upper(), 5_000_000)       # once, then never again
-elif mode == "fail" and n == 2:
-    sys.exit(3)
-elif mode == "hang":
-    import time; time.sleep(60)
-"""
+FAKE_APP = Path(__file__).resolve().parent.parent / "scripts" / "fake_app.py"
 
 
 @pytest.fixture
 def fake_app(fx, tmp_path):
     root = fx("healthy")
-    script = tmp_path / "app.py"
-    script.write_text(APP)
 
     def command(mode: str) -> str:
-        return f"{sys.executable} {script} {root} {tmp_path / ('count-' + mode)} {mode}"
+        return f"{sys.executable} {FAKE_APP} {root} {mode} {tmp_path / ('count-' + mode)}"
     return root, command
 
 
@@ -200,3 +175,28 @@ def test_no_name_can_forge_a_workflow_command_or_markup(fx, tmp_path, monkeypatc
     assert "<b>" not in text and "&lt;b&gt;" in text and "\n::" not in text
     scan_md = run("scan", root, "--format", "markdown").stdout
     assert "<GUS>" not in scan_md or "&lt;GUS&gt;" in scan_md
+
+
+def test_ctrl_c_during_a_launch_ends_its_process_group_and_exits_130(fx, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    root = fx("healthy")
+    marker = tmp_path / "child.pid"
+    cmd = f"sh -c 'echo $$ > {marker}; sleep 60'"
+    proc = subprocess.Popen([sys.executable, "-m", "mlcache_audit", "check", str(root), "--launch", cmd,
+                             "--launches", "3", "--max-growth-per-launch", "1MB"], stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches mlcache's group, not the launch's own
+    assert proc.wait(timeout=10) == 130
+    assert "Traceback" not in proc.stderr.read()
+    gone, alive = psutil.wait_procs([psutil.Process(child)] if psutil.pid_exists(child) else [], timeout=5)
+    assert not alive, "the launched command outlived Ctrl-C"

@@ -63,16 +63,16 @@ def judge(deltas: list[int], budget: int | None) -> Verdict:
         return Verdict(tuple(deltas), None, gated, mid, spread, 0, needed, True, "no budget: stability run")
     failed = mid > budget and over >= needed
     if failed:
-        why = (f"median growth {_size(mid)} per launch is above the budget {_size(budget)}, and {over} of "
+        why = (f"median growth {_size(mid)} per launch is above the budget {_budget(budget)}, and {over} of "
                f"{len(gated)} launches after the first were over it (the gate needs {needed})")
     elif mid > budget:
         why = (f"median growth {_size(mid)} is above the budget, but only {over} of {len(gated)} launches were "
                f"over it (the gate needs {needed}): noise, not a leak")
     elif over:
         why = (f"{over} launch(es) grew past the budget, but the median {_size(mid)} is within "
-               f"{_size(budget)}: a single jump, not growth on every launch")
+               f"{_budget(budget)}: a single jump, not growth on every launch")
     else:
-        why = f"median growth {_size(mid)} per launch is within the budget {_size(budget)}"
+        why = f"median growth {_size(mid)} per launch is within the budget {_budget(budget)}"
     return Verdict(tuple(deltas), budget, gated, mid, spread, over, needed, not failed, why)
 
 
@@ -85,6 +85,12 @@ def _size(n: float) -> str:
     from mlcache_audit.units import format_signed_size
 
     return format_signed_size(int(round(n)))
+
+
+def _budget(n: int) -> str:
+    from mlcache_audit.units import format_size
+
+    return format_size(n)
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,11 @@ def grown_per_launch(runs: list[Launch]) -> list[dict]:
     out = []
     for (rule, kind, model, producer), n in sorted(total.items(), key=lambda kv: -kv[1])[:5]:
         per = n // max(1, len(runs) - 1)
+        from mlcache_audit.units import format_size
+
         out.append({"rule": rule or "growth", "kind": kind, "model": model, "producer": producer,
                     "path": where[(rule, kind, model, producer)], "reclaimable_bytes": 0,
-                    "summary": f"{kind} grew by about {per} bytes per launch, for example {where[(rule, kind, model, producer)]}",
+                    "summary": f"{kind} grew by about {format_size(per)} per launch, for example "
+                               f"{where[(rule, kind, model, producer)]}",
                     "remedy": remedy_of(producer) if producer in PRODUCER else remedy_of(None)})
     return out
