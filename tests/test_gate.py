@@ -151,7 +151,7 @@ def test_diff_of_snapshots_and_of_containers(healthy_with_baseline, tmp_path):
     result = run("diff", base, root, "--format", "json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    assert doc["schema"] == "mlcache.diff/2"
+    assert doc["schema"] == "mlcache.diff/3"
     assert doc["old"]["path"] == str(root) and doc["old"]["created"]  # the snapshot is the old side
     rows = {r["name"]: r for r in doc["rows"]}
     assert rows["compile_leftover"]["old_bytes"] == 0 and rows["compile_leftover"]["new_count"] == 6

@@ -200,3 +200,9 @@ def test_ctrl_c_during_a_launch_ends_its_process_group_and_exits_130(fx, tmp_pat
     assert "Traceback" not in proc.stderr.read()
     gone, alive = psutil.wait_procs([psutil.Process(child)] if psutil.pid_exists(child) else [], timeout=5)
     assert not alive, "the launched command outlived Ctrl-C"
+
+
+def test_diff_of_two_apps_warns(built):
+    result = run("diff", built["healthy"], built["recompile"], "--format", "json")
+    assert result.exit_code == 0 and "another app" in json.loads(result.stdout)["notes"][0]
+    assert "warning: the baseline is of another app" in run("diff", built["healthy"], built["recompile"]).stdout

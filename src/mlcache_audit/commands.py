@@ -213,7 +213,7 @@ def _snapshot_of(path: str, source: SourceOptions, progress: Progress) -> dict:
 
 
 def diff(old: str, new: str, source: SourceOptions = SourceOptions(), progress: Progress = None) -> dict:
-    """`mlcache.diff/2`: OLD and NEW (snapshots or containers) for one app, new minus old."""
+    """`mlcache.diff/3`: OLD and NEW (snapshots or containers) for one app, new minus old."""
     import dataclasses
 
     from mlcache_audit.gate import diff as diff_rows
@@ -223,7 +223,10 @@ def diff(old: str, new: str, source: SourceOptions = SourceOptions(), progress: 
     unfiltered = dataclasses.replace(source, bundle_id=None)
     a = select_app(_snapshot_of(old, unfiltered, progress), source.bundle_id, "old")
     b = select_app(_snapshot_of(new, unfiltered, progress), source.bundle_id, "new")
-    return diff_document(a, b, diff_rows(a, b), bundle_id=source.bundle_id)
+    from mlcache_audit.gate import other_app
+
+    warning = other_app(a, b)
+    return diff_document(a, b, diff_rows(a, b), bundle_id=source.bundle_id, notes=[warning] if warning else [])
 
 
 @dataclass(frozen=True)

@@ -327,18 +327,10 @@ def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | 
     notes = list(current.get("notes", []))
     if t["not_observable"]:
         notes.append(f"not observable in this form: {', '.join(t['not_observable'])}; growth there cannot be checked")
-    if baseline is not None:
-        now_apps = {c.get("bundle_id") or c.get("client") for c in current["containers"]}
-        then_apps = {c.get("bundle_id") or c.get("client") for c in baseline["containers"]}
-        if None in now_apps or None in then_apps:
-            notes.append("whether the baseline is of the same app cannot be told (a container names no bundle id "
-                         "or client); growth may compare different things")
-        elif now_apps != then_apps:
-            other = (f"the baseline is of another app ({', '.join(sorted(map(str, then_apps)))}; now "
-                     f"{', '.join(sorted(map(str, now_apps)))})")
-            if not budgets.allow_other_app:
-                raise BudgetConfigError(other, hint="compare the same app's snapshots, or pass --allow-other-app")
-            notes.append(other + ": growth compares different things")
+    if baseline is not None and (other := other_app(baseline, current)):
+        if not budgets.allow_other_app and not other.startswith("whether"):
+            raise BudgetConfigError(other, hint="compare the same app's snapshots, or pass --allow-other-app")
+        notes.append(other + ("" if other.startswith("whether") else ": growth compares different things"))
     coreml = t["coreml_bytes"]
     if budgets.max_total is not None:
         ok = coreml <= budgets.max_total
@@ -380,6 +372,20 @@ def check(current: dict, budgets: Budgets, baseline: dict | None, config: str | 
                                     f"{app}: {rule}: {why}", scope=app, findings=tuple(briefs) if failing else ()))
     return CheckResult(current["path"], tuple(out), current, baseline, tuple(notes), config,
                        tuple(current.get("errors", [])))
+
+
+def other_app(old: dict, new: dict) -> str | None:
+    """Why two snapshots are not of the same app (bundle ids, else clients), or None when they are;
+    a side whose container names neither gets a warning that it cannot be told."""
+    then_apps = {c.get("bundle_id") or c.get("client") for c in old["containers"]}
+    now_apps = {c.get("bundle_id") or c.get("client") for c in new["containers"]}
+    if None in now_apps or None in then_apps:
+        return ("whether the baseline is of the same app cannot be told (a container names no bundle id or "
+                "client); growth may compare different things")
+    if now_apps != then_apps:
+        return (f"the baseline is of another app ({', '.join(sorted(map(str, then_apps)))}; now "
+                f"{', '.join(sorted(map(str, now_apps)))})")
+    return None
 
 
 def _rules_by_app(doc: dict) -> dict[str, dict[str, int]]:

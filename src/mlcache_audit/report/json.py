@@ -18,7 +18,7 @@ SCAN_ERROR_SCHEMA = "mlcache.scan-error/1"  # the line of a PATH of several that
 APPLY_SCHEMA = "mlcache.apply/2"
 RESTORE_SCHEMA = "mlcache.restore/1"
 CHECK_SCHEMA = "mlcache.check/3"
-DIFF_SCHEMA = "mlcache.diff/2"
+DIFF_SCHEMA = "mlcache.diff/3"
 
 
 def dumps(doc: dict) -> str:
@@ -169,9 +169,10 @@ def check_document(result) -> dict:
     }
 
 
-def diff_document(old: dict, new: dict, rows: list, *, bundle_id: str | None) -> dict:
-    """`mlcache.diff/2`: which side is old (its path and time), the app compared, and the rows."""
-    return {"schema": DIFF_SCHEMA, "bundle_id": bundle_id,
+def diff_document(old: dict, new: dict, rows: list, *, bundle_id: str | None, notes: list[str] = ()) -> dict:
+    """`mlcache.diff/3`: which side is old (its path and time), the app compared, the rows, and
+    warnings (the two sides are of different apps)."""
+    return {"schema": DIFF_SCHEMA, "bundle_id": bundle_id, "notes": list(notes),
             "old": {"path": old.get("path"), "created": old.get("created")},
             "new": {"path": new.get("path"), "created": new.get("created")},
             "rows": [{"name": r.name, "old_bytes": r.old_bytes, "new_bytes": r.new_bytes,

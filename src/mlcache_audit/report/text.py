@@ -328,6 +328,8 @@ def render_diff(term: Terminal, doc: dict) -> None:
         t.add_row(r["name"], format_size(r["old_bytes"]), format_size(r["new_bytes"]),
                   f"[red]{delta}[/red]" if r["delta_bytes"] > 0 else delta, items)
     term.out.print(t)
+    for n in doc.get("notes", []):
+        term.out.print(f"[yellow]warning: {escape(n)}[/yellow]")
 
 
 # -- watch ----------------------------------------------------------------------------------------
