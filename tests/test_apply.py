@@ -159,6 +159,9 @@ def test_apply_asks_on_a_terminal_and_defaults_to_no(fx, monkeypatch):
     monkeypatch.setattr(terminal_mod, "stdin_is_terminal", lambda: True)
     result = run("clean", root, "--apply", input="\n")
     assert result.exit_code == 0 and "[y/N]" in result.stderr and "Nothing was changed" in result.stderr
+    # What would go is listed before the question, collapsed per rule as the dry run collapses it.
+    assert "Delete 69 entries (23.6 MB):" in result.stderr and "repeated-compile: 23 entries" in result.stderr
+    assert "redundant-specialization: 23 entries" in result.stderr and "and 20 more" in result.stderr
     assert tree_state(root) == before
     result = run("clean", root, "--apply", input="y\n")
     assert result.exit_code == 0 and "Freed 23.6 MB" in result.stdout

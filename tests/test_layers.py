@@ -124,3 +124,26 @@ def test_the_places_mlcache_writes_are_one_object():
     moved = Places.from_environ({"MLCACHE_STATE_DIR": "/s", "MLCACHE_CACHE_DIR": "/c"}, platform="darwin", home=home)
     assert (moved.state, moved.cache, moved.journals, moved.locks) == (Path("/s"), Path("/c"), Path("/s/journals"),
                                                                        Path("/s/locks"))
+
+
+def test_color_choice_precedence():
+    """--color beats NO_COLOR, which beats FORCE_COLOR, which beats terminal detection."""
+    from mlcache_audit.cli import color_choice
+
+    assert color_choice(None, {}) is None
+    assert color_choice(None, {"FORCE_COLOR": "1"}) is True
+    assert color_choice(None, {"NO_COLOR": "1", "FORCE_COLOR": "1"}) is False
+    assert color_choice("always", {"NO_COLOR": "1"}) is True
+    assert color_choice("never", {"FORCE_COLOR": "1"}) is False
+    assert color_choice("auto", {"NO_COLOR": "1"}) is None
+
+
+def test_color_always_and_never_reach_the_output(built, monkeypatch):
+    from conftest import run
+
+    assert "\x1b[" in run("--color", "always", "scan", built["recompile"]).stdout
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert "\x1b[" in run("scan", built["recompile"]).stdout
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[" not in run("scan", built["recompile"]).stdout
+    assert "\x1b[" not in run("--color", "never", "scan", built["recompile"]).stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -98,17 +99,33 @@ def _noting_errors(lines, failed: list):
         yield line
 
 
+def color_choice(option: str | None, environ) -> bool | None:
+    """--color beats NO_COLOR, which beats FORCE_COLOR, which beats terminal detection (None)."""
+    if option is not None:
+        return {"always": True, "never": False, "auto": None}[option]
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
+    return None
+
+
 def _terminal():
     from mlcache_audit.terminal import Terminal  # rich is imported only when something is drawn
 
-    return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"))
+    ctx = click.get_current_context(silent=True)
+    color = (ctx.find_root().obj or {}).get("color") if ctx is not None else None
+    return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"), color=color)
 
 
 @click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlcache")
 @click.option("--debug", is_flag=True, help="Show a traceback for unexpected errors.")
+@click.option("--color", "color", type=click.Choice(["auto", "always", "never"]), default=None,
+              help="Colour in text output: auto (on a terminal), always or never. Default: never when NO_COLOR "
+                   "is set, always when FORCE_COLOR is set, else auto.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
     """Audit and clean on-device ML caches (Core ML, Core AI) in iOS and macOS app containers.
 
     PATH may be a data container pulled from a device, an .xcappdata, an Xcode Device Hub folder, a
@@ -118,6 +135,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     130 interrupted.
     """
     ctx.ensure_object(dict)["debug"] = debug
+    ctx.obj["color"] = color_choice(color, os.environ)
     from mlcache_audit.places import Places, using
 
     # Where this run writes outside its inputs, and whether a person can answer: read once, here.
@@ -188,7 +206,7 @@ def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quaran
 
     def save_plan(plan) -> None:
         write_output(plan_out, plan.to_json())
-        term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {plan_out}`.")
+        term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {shlex.quote(str(plan_out))}`.")
 
     with term.progress(f"Scanning {path or 'this Mac'}") as progress:
         outcome = commands.clean(path, source=source, selection=commands.Selection(frozenset(only), frozenset(keep),

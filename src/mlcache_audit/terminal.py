@@ -31,8 +31,8 @@ class Terminal:
             # Off a terminal (pipes, files, CI logs) nothing is cut or folded: full paths, one line per
             # message, no fixed width, so a saved report keeps everything and can be grepped.
             tty = self.stdout_is_terminal
-            self._out = Console(file=self.stdout, highlight=False, no_color=self._color is False, soft_wrap=not tty,
-                                width=None if tty else UNLIMITED_WIDTH)
+            self._out = Console(file=self.stdout, highlight=False, soft_wrap=not tty,
+                                width=None if tty else UNLIMITED_WIDTH, **self._color_args())
         return self._out
 
     @property
@@ -44,9 +44,18 @@ class Terminal:
         from rich.console import Console
 
         if self._err is None:
-            self._err = Console(file=self.stderr, highlight=False, no_color=self._color is False,
-                                width=None if is_terminal(self.stderr) else UNLIMITED_WIDTH)
+            self._err = Console(file=self.stderr, highlight=False,
+                                width=None if is_terminal(self.stderr) else UNLIMITED_WIDTH, **self._color_args())
         return self._err
+
+    def _color_args(self) -> dict:
+        """`color` True (always), False (never) or None: rich then decides from the terminal alone,
+        cli.py having already applied --color, NO_COLOR and FORCE_COLOR in that order."""
+        if self._color is True:
+            return {"force_terminal": True, "no_color": False}
+        if self._color is False:  # never: no escape sequence at all (no colour, no bold), whatever the env
+            return {"no_color": True, "force_terminal": False}
+        return {"no_color": False}  # auto: colour only on a terminal (rich's own detection)
 
     def write(self, text: str) -> None:
         """A finished document (JSON, Markdown, HTML, XML) to stdout, as it is."""
@@ -67,6 +76,7 @@ class Terminal:
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=self.err, transient=True) as bar:
+            self._live = bar  # stopped before a question is asked, so the spinner never draws over it
             task = bar.add_task(label)
             counts: dict[str, int] = defaultdict(int)
 
@@ -96,12 +106,38 @@ class Terminal:
             if not stdin_is_terminal():
                 raise PlanInvalid("refusing to act without confirmation: standard input is not a terminal",
                                   hint="review with `mlcache clean PATH`, then pass --yes")
+            if getattr(self, "_live", None) is not None:
+                self._live.stop()
             verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
-            if click.confirm(f"{verb} ({format_size(plan.reclaimable_bytes)})?", default=False, err=True):
+            self.message(f"{verb} ({format_size(plan.reclaimable_bytes)}):")
+            for line in what_would_go(plan):
+                self.message(line)
+            if click.confirm("Go ahead?", default=False, show_default=True, err=True):
                 return True
             self.message("Nothing was changed.")
             return False
         return confirm
+
+
+def what_would_go(plan, per_rule: int = 3) -> list[str]:
+    """The plan, collapsed as the dry run collapses it: per container and rule, how many entries and
+    bytes, and the first few paths."""
+    from mlcache_audit.fsio import printable
+
+    lines = []
+    for c in plan.containers:
+        if c.read_only or not c.actions:
+            continue
+        lines.append(f"  {printable(c.bundle_id or c.client or c.root)}:")
+        by_rule: dict[str, list] = defaultdict(list)
+        for a in c.actions:
+            by_rule[a.rule].append(a)
+        for rule, actions in sorted(by_rule.items(), key=lambda kv: -sum(a.bytes for a in kv[1])):
+            shown = ", ".join(printable(a.path) for a in actions[:per_rule])
+            more = f" and {len(actions) - per_rule} more" if len(actions) > per_rule else ""
+            lines.append(f"    {rule}: {len(actions)} entr{'y' if len(actions) == 1 else 'ies'}, "
+                         f"{format_size(sum(a.bytes for a in actions))} ({shown}{more})")
+    return lines
 
 
 def stdin_is_terminal() -> bool:

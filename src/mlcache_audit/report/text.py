@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from collections import defaultdict
 
 from rich.console import Console
@@ -272,7 +273,7 @@ def render_clean(term: Terminal, result: dict, plan: dict) -> None:
         verb = "Moved aside" if result["quarantine"] else "Freed"
         out.print(f"[bold]{verb} {format_size(result['freed_bytes'])}.[/bold]" +
                   (f" {n_fail} entr{'y was' if n_fail == 1 else 'ies were'} not removed (see above)." if n_fail else "")
-                  + (f" Restore with `mlcache restore {result['quarantine']}`." if result["quarantine"] else ""))
+                  + (f" Restore with `mlcache restore {shlex.quote(result['quarantine'])}`." if result["quarantine"] else ""))
 
 
 def render_restore(term: Terminal, result: dict) -> None:
