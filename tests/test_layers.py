@@ -147,3 +147,17 @@ def test_color_always_and_never_reach_the_output(built, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     assert "\x1b[" not in run("scan", built["recompile"]).stdout
     assert "\x1b[" not in run("--color", "never", "scan", built["recompile"]).stdout
+
+
+def test_evidence_gathering_takes_its_readers(built):
+    """The rules stay pure: what they need from outside (the watch history, the process table)
+    is gathered by readers handed in, so a test can say what runs."""
+    from mlcache_audit.audit import gather_evidence
+    from mlcache_audit.scan import scan_container
+    from mlcache_audit.sources import open_containers
+
+    c = open_containers(str(built["home"] / "Library" / "Developer" / "CoreSimulator"))[0]
+    seen = []
+    ev = gather_evidence(scan_container(c), launches_of=lambda client: seen.append(client) or {"tmp/x": 1},
+                         pid_running=lambda pid: True)
+    assert seen and ev.launches == {"tmp/x": 1} and ev.running_pids is not None

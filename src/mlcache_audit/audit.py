@@ -102,18 +102,21 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     return AuditResult(path, audits, run, plan_state=plan_state)
 
 
-def gather_evidence(scan: ScanResult) -> Evidence:
+def gather_evidence(scan: ScanResult, *, launches_of: Callable[[str | None], dict] | None = None,
+                    pid_running: Callable[[int], bool] | None = None) -> Evidence:
     """What the rules need from outside the container: the launches `mlcache watch` saw for this
     client (by bundle id or client name), and for a live folder which scratch-owning pids run. An
-    offline copy (pulled, backed up, archived) has no running processes: none can own its files."""
-    from mlcache_audit.watch import launches_of
-
+    offline copy (pulled, backed up, archived) has no running processes: none can own its files.
+    The readers come in as arguments (tests hand in their own); by default, the watch history
+    (watch.launches_of) and the process table (processes.pid_running)."""
+    if launches_of is None:
+        from mlcache_audit.watch import launches_of
     c = scan.container
     launches = launches_of(c.client or c.label)
     if not c.live:
         return Evidence(launches=launches) if launches else OFFLINE
-    from mlcache_audit.processes import pid_running
-
+    if pid_running is None:
+        from mlcache_audit.processes import pid_running
     pids = {a.detail["pid"] for a in scan.artifacts
             if a.kind in (SPECIALIZATION_PARTIAL, MPSGRAPH_SCRATCH_KIND) and "pid" in a.detail}
     return Evidence(running_pids=frozenset(p for p in pids if pid_running(p)), launches=launches)
