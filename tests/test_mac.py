@@ -263,7 +263,7 @@ def test_watch_reports_what_each_launch_added_as_json_lines(fx, leaky_program, w
         assert any(p.startswith("tmp/") and p.endswith(".mlmodelc") for p in e["added"])
         assert any("com.apple.e5rt.e5bundlecache/23A344/" in p for p in e["added"])
     summary = events[-1]
-    assert summary["launches"] == 2 and summary["added_bytes_per_launch"] > 900_000 and summary["added_bytes_per_day"] > 0
+    assert summary["launches"] == 2 and summary["added_bytes_per_launch"] > 900_000 and summary["added_bytes_per_day"] is None  # seconds, not a day
 
 
 def test_watch_history_proves_respecializations(fx, leaky_program, watching):
@@ -306,7 +306,7 @@ def test_ctrl_c_prints_the_summary_and_exits_0(fx, monkeypatch):
     real_follow = watch_mod.follow
     monkeypatch.setattr(watch_mod, "follow", lambda *a, **k: real_follow(*a, **{**k, "sleep": interrupted}))
     result = run("watch", fx("healthy"), "--process", "no-such-process-here")
-    assert result.exit_code == 0 and "Summary: 0 launch(es)" in result.stdout and calls["n"] == 1
+    assert result.exit_code == 0 and "Summary: 0 launches" in result.stdout and calls["n"] == 1
 
 
 def test_a_watch_history_that_cannot_be_saved_is_said_not_a_crash(tmp_path, monkeypatch):
@@ -341,3 +341,25 @@ def test_clean_names_every_client_and_outcomes_carry_client_and_key(fx):
     shared = [c for c in applied["containers"] if c["root"].endswith("/Library/Caches")]
     assert len(shared) >= 2 and len({c["container_key"] for c in shared}) == len(shared)
     assert doc["schema"] == "mlcache.plan/2"
+
+
+def test_watch_projects_per_day_only_from_an_hour_and_says_intervals(fx, monkeypatch):
+    import mlcache_audit.watch as watch_mod
+
+    snaps = iter([watch_mod.Snapshot({}, 0.0), watch_mod.Snapshot({("app", "tmp/x.mlmodelc"): (1_000_000, (), 1.0)}, 1.0)])
+    events = list(watch_mod.follow(lambda: next(snaps), process=None, launches=None, interval=0, count=1,
+                                   sleep=lambda s: None))
+    summary = events[-1]
+    assert summary["mode"] == "intervals" and summary["added_bytes_per_day"] is None  # a second is no day
+    import io
+
+    from mlcache_audit.report.text import render_watch_event
+    from mlcache_audit.terminal import Terminal
+
+    out = io.StringIO()
+    render_watch_event(Terminal(out, io.StringIO(), color=False), summary)
+    assert "1 changed interval," in out.getvalue() and "too short to project per day" in out.getvalue()
+    interrupted = {**summary, "intervals": 0, "added_bytes": 0}
+    out = io.StringIO()
+    render_watch_event(Terminal(out, io.StringIO(), color=False), interrupted)
+    assert "0 changed intervals" in out.getvalue() and "launch" not in out.getvalue()

@@ -382,7 +382,7 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
 @click.option("--count", type=click.IntRange(1), help="Without --process: stop after this many changed intervals.")
 @click.option("--poll", type=click.FloatRange(0.01), default=0.2, show_default=True, hidden=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json prints JSON Lines (mlcache.watch/1): one object per launch or interval, then a summary.")
+              help="json prints JSON Lines (mlcache.watch/2): one object per launch or interval, then a summary.")
 @source_options
 def watch(path: str, process: str | None, launches: int | None, interval: float, count: int | None, poll: float,
           fmt: str, source) -> None:

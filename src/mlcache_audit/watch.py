@@ -18,7 +18,8 @@ from mlcache_audit.docfields import load_json
 from mlcache_audit.errors import DocumentInvalid
 from mlcache_audit.journal import default_state_dir
 
-WATCH_SCHEMA = "mlcache.watch/1"
+WATCH_SCHEMA = "mlcache.watch/2"
+MIN_PROJECTION_SECONDS = 3600.0
 DAY = 86400.0
 
 
@@ -194,7 +195,10 @@ def follow(snapshot: Callable[[], Snapshot], *, process: str | None, launches: i
     yield {"schema": WATCH_SCHEMA, "type": "summary", "launches": n if process is not None else 0,
            "intervals": 0 if process is not None else n, "added_bytes": total_added,
            "added_bytes_per_launch": round(total_added / n) if process is not None and n else None,
-           "added_bytes_per_day": round(total_added / seconds * DAY) if seconds > 0 and n else None,
+           # A rate per day is projected only from at least an hour seen: 1 MB in 5 s is not 16 GB a day.
+           "added_bytes_per_day": round(total_added / seconds * DAY) if seconds >= MIN_PROJECTION_SECONDS and n
+           else None,
+           "mode": "launches" if process is not None else "intervals",
            "observed_seconds": round(seconds, 3)}
 
 

@@ -338,9 +338,15 @@ def render_watch_event(term: Terminal, e: dict) -> None:
     out = term.out
     if e["type"] == "summary":
         per_launch = f"{format_size(e['added_bytes_per_launch'])} per launch, " if e["added_bytes_per_launch"] else ""
-        per_day = f"{format_size(e['added_bytes_per_day'])} per day at this rate" if e["added_bytes_per_day"] else \
-            "no growth seen"
-        what = f"{e['launches']} launch(es)" if e["launches"] or not e["intervals"] else f"{e['intervals']} interval(s)"
+        if e["added_bytes_per_day"]:
+            per_day = f"{format_size(e['added_bytes_per_day'])} per day at this rate"
+        elif e["added_bytes"]:
+            per_day = f"{format_size(e['added_bytes'])} in {e['observed_seconds']:g} s (too short to project per day)"
+        else:
+            per_day = "no growth seen"
+        mode = e.get("mode") or ("launches" if e["launches"] or not e["intervals"] else "intervals")
+        n = e["launches"] if mode == "launches" else e["intervals"]
+        what = f"{n} {'launch' if mode == 'launches' else 'changed interval'}{'' if n == 1 else ('es' if mode == 'launches' else 's')}"
         out.print(f"[bold]Summary:[/bold] {what}, {format_size(e['added_bytes'])} added; {per_launch}{per_day}.")
         return
     head = f"Launch {e['launch']} (pid {e['pid']})" if e["type"] == "launch" else f"Interval {e['interval']}"
