@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import plistlib
 import shutil
 import zipfile
@@ -259,3 +260,28 @@ def test_zipped_xcappdata_matches_the_folder(built, tmp_path):
     assert zipped["total_bytes"] == folder["total_bytes"]
     assert [(a["path"], a["bytes"]) for a in zipped["artifacts"]] == [(a["path"], a["bytes"]) for a in folder["artifacts"]]
     assert zipped["reclaimable_bytes"] == folder["reclaimable_bytes"]
+
+
+def test_a_folder_of_customer_archives_is_read_archive_by_archive(built, tmp_path):
+    """`mlcache scan exports/`: each zip or tar directly in a folder that holds no container is read
+    as its own PATH, for every command that reads; a broken one is a note on the others."""
+    import shutil
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    shutil.copy2(built["healthy_zip"], exports)
+    shutil.copy2(built["studio_tgz"], exports)
+    (exports / "notes.txt").write_text("ticket 1234")
+    (exports / "broken.zip").write_bytes(b"PK\x03\x04 not really")
+    os.symlink(built["healthy_zip"], exports / "link.zip")  # never followed
+    doc = json.loads(run("scan", exports, "--format", "json").stdout)
+    roots = sorted(c["root"] for c in doc["containers"])
+    assert [r.split("!")[0].rsplit("/", 1)[1] for r in roots] == ["Studio.xcappdata.tar.gz", "com.example.healthy.zip"]
+    assert all(any("archive not read: broken.zip" in n for n in c["notes"]) for c in doc["containers"])
+    for args in (["clean", exports], ["snapshot", exports], ["check", exports, "--max-total", "1GB"]):
+        assert run(*args).exit_code == 0, args
+    only_broken = tmp_path / "only"
+    only_broken.mkdir()
+    (only_broken / "broken.zip").write_bytes(b"PK\x03\x04 not really")
+    result = run("scan", only_broken)
+    assert result.exit_code == 2 and "internal error" not in result.stderr

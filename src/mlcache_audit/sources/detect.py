@@ -103,6 +103,9 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
                 c.notes.append(f"{area}/ cannot be read ({why.lower()}): its contents cannot be judged" if why
                                else f"{area}/ is absent from this copy: its contents cannot be judged")
         containers.append(c)
+    if not containers and store.kind == StoreKind.FOLDER and not found and not skipped:
+        containers = _archives_in(p, bundle_id=bundle_id, max_archive_members=max_archive_members,
+                                  max_archive_bytes=max_archive_bytes, max_containers=max_containers)
     if not containers:
         if bundle_id and found:
             known = sorted({str(bid) for _, _, bid in found if bid})
@@ -115,6 +118,44 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         raise NotAContainer(f"{path} holds no app container",
                             hint="expected Documents/, Library/ and tmp/, an .xcappdata, a simulator tree or a backup")
     return containers
+
+
+def _archives_in(folder: Path, **options) -> list[Container]:
+    """A folder that holds no container but customers' exports: each zip or tar directly in it is
+    read as its own PATH (an archive inside an archive is never opened; a symlink is never followed).
+    One that cannot be read is a note on the others; if none can, its error is the folder's."""
+    from mlcache_audit.errors import MlcacheError
+    from mlcache_audit.sources.archive import is_archive
+
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    out: list[Container] = []
+    problems: list[str] = []
+    first_error: MlcacheError | None = None
+    for name in names:
+        child = folder / name
+        try:
+            if not stat.S_ISREG(os.stat(child, follow_symlinks=False).st_mode):
+                continue
+            kind = is_archive(child)
+        except OSError:
+            continue
+        try:
+            if kind is None:
+                if name.lower().endswith((".zip", ".tar", ".tgz", ".tar.gz")):  # named like one, but is not
+                    raise NotAContainer(f"{display_path(name)} is not a zip or tar archive")
+                continue
+            out.extend(open_containers(child, **options))
+        except MlcacheError as exc:
+            first_error = first_error or exc
+            problems.append(f"archive not read: {display_path(name)} ({exc.message})")
+    if not out and first_error is not None:
+        raise first_error
+    for c in out:
+        c.notes.extend(problems)
+    return out
 
 
 def _unreadable(path, real: Path, why: str) -> PathUnreadable:
