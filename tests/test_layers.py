@@ -161,3 +161,10 @@ def test_evidence_gathering_takes_its_readers(built):
     ev = gather_evidence(scan_container(c), launches_of=lambda client: seen.append(client) or {"tmp/x": 1},
                          pid_running=lambda pid: True)
     assert seen and ev.launches == {"tmp/x": 1} and ev.running_pids is not None
+
+
+def test_counts_read_in_words():
+    from mlcache_audit.units import plural
+
+    assert [plural(1, "file"), plural(2, "file"), plural(1, "copy"), plural(3, "copy"), plural(0, "entry"),
+            plural(1, "launch")] == ["1 file", "2 files", "1 copy", "3 copies", "0 entries", "1 launch"]

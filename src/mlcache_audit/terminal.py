@@ -8,7 +8,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import TextIO
 
-from mlcache_audit.units import format_size
+from mlcache_audit.units import format_size, plural
 
 UNLIMITED_WIDTH = 10_000  # off a terminal: wide enough that no table column is ever folded
 
@@ -108,7 +108,7 @@ class Terminal:
                                   hint="review with `mlcache clean PATH`, then pass --yes")
             if getattr(self, "_live", None) is not None:
                 self._live.stop()
-            verb = f"Move {n} entries into {quarantine}" if quarantine else f"Delete {n} entries"
+            verb = f"Move {plural(n, 'entry')} into {quarantine}" if quarantine else f"Delete {plural(n, 'entry')}"
             self.message(f"{verb} ({format_size(plan.reclaimable_bytes)}):")
             for line in what_would_go(plan):
                 self.message(line)

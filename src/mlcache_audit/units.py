@@ -76,3 +76,11 @@ def iso_utc(ts: float | None) -> str | None:
         return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):  # a time no calendar shows (year 300,000, NaN)
         return None
+
+
+_IRREGULAR = {"copy": "copies", "entry": "entries", "launch": "launches", "specialization": "specializations"}
+
+
+def plural(n: int, word: str) -> str:
+    """`1 file`, `2 files`, `1 copy`, `3 copies`: a count with its word, as people write it."""
+    return f"{n} {word if n == 1 else _IRREGULAR.get(word, word + 's')}"

@@ -8,7 +8,7 @@ from html import escape
 
 from mlcache_audit.domain import KIND
 from mlcache_audit.report.summary import largest, verdict
-from mlcache_audit.units import format_size
+from mlcache_audit.units import format_size, plural
 
 _CSS = """
 body{font:15px/1.45 -apple-system,system-ui,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -78,7 +78,7 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
         out.append(f"<p><b>Cause:</b> {escape(v.cause)}</p>")
     if v.next_command:
         out.append(f"<p><b>Next:</b> <code>{escape(v.next_command)}</code></p>")
-    out.append(f"<p class=muted>{format_size(c['total_bytes'])} in {c['file_count']} files; ML caches "
+    out.append(f"<p class=muted>{format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; ML caches "
                f"{format_size(c['coreml_bytes'])}.</p></div>")
     out.append("<h3>Where the bytes are</h3>" + _treemap(c))
     if c["timeline"]:
@@ -116,7 +116,7 @@ def _finding(f: dict) -> str:
             f"<h3>{escape(f['title'])} <code>{escape(f['rule'])}</code></h3>"
             f"<p><b>{format_size(f['reclaimable_bytes'])} reclaimable{extra}.</b> {escape(f['summary'])}</p>"
             f"<p><b>Why:</b> {escape(f['explanation'])}</p><p><b>Fix:</b> {escape(f['remedy'])}</p>"
-            f"<details><summary>{len(f['paths'])} path(s)</summary><ul class=paths>{paths}</ul></details></div>")
+            f"<details><summary>{plural(len(f['paths']), 'path')}</summary><ul class=paths>{paths}</ul></details></div>")
 
 
 def _treemap(c: dict, width: float = 1000.0, height: float = 320.0) -> str:

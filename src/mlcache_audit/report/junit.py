@@ -35,13 +35,22 @@ def _suite(parent: ET.Element, name: str, sid: int, cases: list[dict], path: str
         elif not c["passed"]:
             failure = ET.SubElement(case, "failure", message=clean(c["message"]), type="BudgetExceeded")
             behind = [f"{b['rule']}: {b.get('summary') or ''} Fix: {b.get('remedy') or ''}" for b in c.get("findings", [])]
-            failure.text = clean("\n".join([f"{c['name']}: actual {c['actual']} {c['unit']}, limit {c['limit']} "
-                                            f"{c['unit']}", c["message"], *behind]))
+            failure.text = clean("\n".join([f"{c['name']}: actual {_quantity(c['actual'], c['unit'])}, limit "
+                                            f"{_quantity(c['limit'], c['unit'])}", c["message"], *behind]))
         if c.get("system_out"):
             ET.SubElement(case, "system-out").text = clean(c["system_out"])
     ET.SubElement(suite, "system-out").text = clean("\n".join(notes))
     ET.SubElement(suite, "system-err").text = ""
     return suite
+
+
+def _quantity(value, unit: str) -> str:
+    """`1 copy`, `3 copies`, `2.5 percent`, `1000 bytes`."""
+    if unit == "copies" and isinstance(value, int):
+        from mlcache_audit.units import plural
+
+        return plural(value, "copy")
+    return f"{value} {unit}"
 
 
 def _document(suites: ET.Element) -> str:

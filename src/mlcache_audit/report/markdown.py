@@ -10,7 +10,7 @@ from mlcache_audit.report.summary import (
     launch_verdict,
     verdict,
 )
-from mlcache_audit.units import format_signed_size, format_size
+from mlcache_audit.units import format_signed_size, format_size, plural
 
 _MARKUP = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "\n": " ", "\r": " ",
                          "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]"})
@@ -34,7 +34,7 @@ def scan_markdown(doc: dict, *, top: int = 10) -> str:
                   f"**Verdict: {v.headline}.**" + (f" {v.cause}" if v.cause else ""), ""]
         if v.next_command:
             lines += [f"Next: {_code(v.next_command)}", ""]
-        lines += [f"Root: {_code(c['root'])}. {format_size(c['total_bytes'])} in {c['file_count']} files; "
+        lines += [f"Root: {_code(c['root'])}. {format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; "
                   f"ML caches {format_size(c['coreml_bytes'])}.", ""]
         if c["findings"]:
             lines += ["| severity | rule | reclaimable | finding |", "|---|---|---:|---|"]

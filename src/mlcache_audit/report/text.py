@@ -25,7 +25,7 @@ from mlcache_audit.report.summary import (
 )
 from mlcache_audit.sources.base import display_path
 from mlcache_audit.terminal import Terminal
-from mlcache_audit.units import format_signed_size, format_size
+from mlcache_audit.units import format_signed_size, format_size, plural
 
 MAX_NOTES = 8
 _HEX64 = re.compile(r"([0-9A-Fa-f]{8})[0-9A-Fa-f]{56}")
@@ -92,7 +92,7 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
                 size = f"{r.copies} x {format_size(r.bytes_each)}" if r.copies > 1 else format_size(r.bytes_each)
                 path = (short_path(r.path) if short else display_path(r.path))
                 if r.copies > 1:
-                    path = f"{r.copies} copies, newest {path}"
+                    path = f"{plural(r.copies, 'copy')}, newest {path}"
                 t.add_row(size, r.kind, escape(path), escape(" / ".join(x for x in (r.name, r.producer) if x)))
             out.print(t)
             out.print(_where_tree(c["artifacts"]))
@@ -144,7 +144,7 @@ def _container_header(out: Console, c: dict) -> None:
     if info.get("device") or info.get("runtime"):
         out.print(f"  simulator: {escape(str(info.get('device', '?')))}, {escape(str(info.get('runtime', '?')))}")
     share = (c["coreml_bytes"] / c["total_bytes"] * 100) if c["total_bytes"] else 0.0
-    out.print(f"  {format_size(c['total_bytes'])} in {c['file_count']} files; ML caches account for "
+    out.print(f"  {format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; ML caches account for "
               f"{format_size(c['coreml_bytes'])} ({share:.0f}%)")
     if c["not_observable"]:
         out.print(f"  [yellow]not observable in this form:[/yellow] {', '.join(c['not_observable'])} "
@@ -165,7 +165,7 @@ def _finding(out: Console, f: dict, short: bool) -> None:
     _para(out, escape(f["summary"]))
     ev = f.get("evidence") or {}
     if f["rule"] == "repeated-compile":
-        bits = [f"{ev.get('copies')} copies of {format_size(ev.get('bytes_per_copy') or 0)}"]
+        bits = [f"{plural(ev.get('copies') or 0, 'copy')} of {format_size(ev.get('bytes_per_copy') or 0)}"]
         if ev.get("bytes_per_day"):
             bits.append(f"growing {format_size(ev['bytes_per_day'])}/day")
         if ev.get("bytes_per_launch"):
@@ -280,7 +280,7 @@ def render_restore(term: Terminal, result: dict) -> None:
     for o in result["outcomes"]:
         term.out.print(f"  {o['status'].capitalize()} {escape(display_path(o['path']))} {escape(o['reason'])}")
     done = sum(o["status"] == "restored" for o in result["outcomes"])
-    term.out.print(f"[bold]Restored {done} of {len(result['outcomes'])} entries.[/bold]")
+    term.out.print(f"[bold]Restored {done} of {plural(len(result['outcomes']), 'entry')}.[/bold]")
 
 
 # -- CI -----------------------------------------------------------------------------------------
