@@ -363,3 +363,9 @@ def test_watch_projects_per_day_only_from_an_hour_and_says_intervals(fx, monkeyp
     out = io.StringIO()
     render_watch_event(Terminal(out, io.StringIO(), color=False), interrupted)
     assert "0 changed intervals" in out.getvalue() and "launch" not in out.getvalue()
+
+
+def test_every_discovered_root_exists_and_is_absolute(fx):
+    doc = json.loads(run("scan", "--home", fx("home"), "--format", "json").stdout)
+    for c in doc["containers"]:
+        assert os.path.isabs(c["root"]) and os.path.isdir(c["root"]), c["root"]

@@ -240,8 +240,18 @@ def _process_caches(caches: Path, look: _Look) -> list[Container]:
     store = FolderStore(caches)
     return [Container(store=store, root="", form=Form.PROCESS_CACHE, bundle_id=client if "." in client and
                       client != SHARED_CLIENT and not client.startswith(("python", "org.python", "com.apple.python"))
-                      else None, label=str(caches / client), client_name=client, scope=tuple(sorted(scope)))
+                      else None, label=_client_label(caches, client, scope), client_name=client,
+                      scope=tuple(sorted(scope)))
             for client, scope in sorted(scopes.items())]
+
+
+def _client_label(caches: Path, client: str, scope: list[str]) -> str:
+    """A folder that exists and is the client's: its own folder in Caches when it has one (python,
+    com.apple.python3), else its one cache folder (the shared E5RT cache, a Core AI-only client)."""
+    own = caches / client
+    if any(s == client or s.startswith(client + "/") for s in scope):
+        return str(own)
+    return str(caches / sorted(scope)[0])
 
 
 def _system_ane(path: Path) -> dict:
