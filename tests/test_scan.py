@@ -208,3 +208,23 @@ def test_every_documented_tmp_producer_is_recognised(fx):
 def test_readme_first_command_runs_on_the_committed_fixture():
     result = run("scan", ROOT / "fixtures" / "recompile-app")
     assert result.exit_code == 0 and "compiled one model 24 times" in result.stdout
+
+
+def test_a_copy_without_times_gets_one_note_and_no_figure_changes(built, tmp_path):
+    import os
+    import shutil
+    import time
+
+    kept = tmp_path / "kept"
+    shutil.copytree(built["recompile"], kept, symlinks=True)  # copy2: times kept
+    reset = tmp_path / "reset"
+    shutil.copytree(built["recompile"], reset, symlinks=True, copy_function=shutil.copy)
+    now = time.time()
+    for dirpath, dirnames, filenames in os.walk(reset):  # as `cp -R` leaves them: every time is now
+        for name in dirnames + filenames:
+            os.utime(os.path.join(dirpath, name), (now, now), follow_symlinks=False)
+    a = scan_json(kept)["containers"][0]
+    b = scan_json(reset)["containers"][0]
+    assert not any("copied without times" in n for n in a["notes"])
+    assert sum("copied without times" in n for n in b["notes"]) == 1
+    assert (a["total_bytes"], a["coreml_bytes"]) == (b["total_bytes"], b["coreml_bytes"])

@@ -71,5 +71,25 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
         layout["executorch_model_cache"] = any(p.has_version for p in parts)
     indexes = {} if layout.get("executorch_model_cache") else read_indexes(container, artifacts, notes)
+    reset = times_look_reset(artifacts)
+    if reset:
+        notes.append(reset)
     return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days),
                       notes=notes)
+
+
+RESET_MIN_FILES = 20
+RESET_SPAN_SECONDS = 2.0
+
+
+def times_look_reset(artifacts: list[Artifact]) -> str | None:
+    """A note when the ML caches' modification times look reset by a copy that did not keep them
+    (at least 20 ML-cache files, all modified within 2 s): growth per day and re-specializations
+    paired with loads rest on those times, so they cannot be judged. No figure changes."""
+    files = sum(a.files for a in artifacts)
+    times = [t for a in artifacts for t in (a.oldest_mtime, a.newest_mtime) if t is not None]
+    if files < RESET_MIN_FILES or not times or max(times) - min(times) > RESET_SPAN_SECONDS:
+        return None
+    return (f"the modification times of all {files} ML-cache files lie within {RESET_SPAN_SECONDS:g} s: this container "
+            "may have been copied without times, so time-based evidence (growth per day, re-specializations "
+            "paired with loads) is unavailable; copy it with `cp -Rp` or `ditto`, which keep times")
