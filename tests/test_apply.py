@@ -494,3 +494,52 @@ def test_siblings_share_their_parents_handle(fx, monkeypatch):
     assert outcome.complete
     below = [c for c in calls if "/".join(c) in parents]  # not the roots, which are opened from /
     assert len(below) == len(parents) < sum(len(c.actions) for c in plan.containers)
+
+
+def test_the_prompt_on_a_real_terminal_lists_what_goes_and_shows_y_n(fx):
+    """On a pty (a person's terminal): the list, then `[y/N]`, with no spinner drawn over it; no
+    answer but y changes anything."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    root = fx("recompile")
+    before = tree_state(root)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "mlcache_audit", "clean", str(root), "--apply"],
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+                            env={**os.environ, "COLUMNS": "200", "TERM": "xterm"})
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                seen += os.read(leader, 65536)
+            except OSError:
+                break
+    os.write(leader, b"n\n")
+    try:
+        proc.wait(timeout=30)
+    finally:
+        while True:  # drain what is left
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if not ready:
+                break
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(leader)
+    text = seen.decode("utf-8", "replace")
+    assert "[y/N]" in text and "Delete 69 entries (23.6 MB):" in text and "repeated-compile: 23 entries" in text
+    prompt_line = text[text.index("Go ahead?"):].splitlines()[0]
+    assert "Scanning" not in prompt_line  # the spinner is stopped before asking
+    assert proc.returncode == 0 and "Nothing was changed" in text
+    assert tree_state(root) == before
