@@ -285,3 +285,11 @@ def test_a_folder_of_customer_archives_is_read_archive_by_archive(built, tmp_pat
     (only_broken / "broken.zip").write_bytes(b"PK\x03\x04 not really")
     result = run("scan", only_broken)
     assert result.exit_code == 2 and "internal error" not in result.stderr
+
+
+def test_previews_of_read_only_evidence_offer_no_command_that_fails(built, tmp_path):
+    for key in ("backup", "healthy_zip", "studio_tgz"):
+        result = run("clean", built[key], "--plan-out", tmp_path / f"{key}.json")
+        assert result.exit_code == 0, key
+        assert "add --apply" not in result.stdout and "mlcache apply" not in result.stderr, key
+        assert "read-only evidence" in result.stdout and "Ask the customer" in result.stdout, key

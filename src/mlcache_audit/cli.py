@@ -206,7 +206,10 @@ def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quaran
 
     def save_plan(plan) -> None:
         write_output(plan_out, plan.to_json())
-        term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {shlex.quote(str(plan_out))}`.")
+        if plan.containers and all(c.read_only for c in plan.containers):  # no command acts on evidence
+            term.message(f"Plan written to {plan_out} (a preview: backups and archives are never changed).")
+        else:
+            term.message(f"Plan written to {plan_out}; carry it out with `mlcache apply {shlex.quote(str(plan_out))}`.")
 
     with term.progress(f"Scanning {path or 'this Mac'}") as progress:
         outcome = commands.clean(path, source=source, selection=commands.Selection(frozenset(only), frozenset(keep),

@@ -265,7 +265,14 @@ def render_clean(term: Terminal, result: dict, plan: dict) -> None:
             out.print(f"[{style}]{text}[/{style}]" if style else text)
         for kept in planned_container.get("kept_back", []):
             out.print(f"  [dim]Kept back: {escape(kept)}[/dim]")
-    if result["dry_run"]:
+    read_only = bool(plan["containers"]) and all(c.get("read_only") for c in plan["containers"])
+    if result["dry_run"] and read_only:
+        # A backup or an archive: no command acts on it, so none is offered; what to ask for instead.
+        out.print(f"[bold]Would free {format_size(result['would_free_bytes'])} on the device.[/bold] Nothing was "
+                  "changed: this is read-only evidence. Ask the customer for a container pulled from the device "
+                  "(Xcode's Download Container, or `xcrun devicectl device copy from`), or to offload and "
+                  "reinstall the app, and clean that.")
+    elif result["dry_run"]:
         out.print(f"[bold]Would free {format_size(result['would_free_bytes'])}.[/bold] "
                   "Nothing was changed (dry run); add --apply to act, or --plan-out FILE to review first.")
     else:
