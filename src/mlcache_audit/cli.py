@@ -142,7 +142,7 @@ def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
     ctx.with_resource(using(Places.from_environ(stdin=click.get_text_stream("stdin"))))
 
 
-@cli.command()
+@cli.command(short_help='Show every ML cache artifact, what it costs and why it grew.')
 @_paths_argument
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "markdown", "html"]), default="text",
               show_default=True, help="text for people, json (mlcache.scan/3) for tools, jsonl to stream one "
@@ -176,7 +176,7 @@ def _rule_choice():
     return click.Choice(list(RULES))
 
 
-@cli.command()
+@cli.command(short_help='Preview (default) or carry out the removal of what is safe.')
 @_path_argument("path", required=False)
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
 @click.option("--all-clients", is_flag=True, help="With no PATH: allow --apply to act on every discovered client.")
@@ -185,8 +185,10 @@ def _rule_choice():
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
               help="Also remove duplicate and old model copies in persistent places (the newest copy stays).")
-@click.option("--only", multiple=True, type=_rule_choice(), help="Act only on findings of this rule (repeatable).")
-@click.option("--keep", multiple=True, type=_rule_choice(), help="Never act on findings of this rule (repeatable).")
+@click.option("--only", multiple=True, type=_rule_choice(), metavar="RULE",
+              help="Act only on findings of this rule (repeatable). RULE is one of: " + ", ".join(RULES) + ".")
+@click.option("--keep", multiple=True, type=_rule_choice(), metavar="RULE",
+              help="Never act on findings of this rule (repeatable; the rules --only lists).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
               show_default=True, help="json prints the plan (mlcache.plan/2), or with --apply the outcome (mlcache.apply/2).")
 @output_option
@@ -220,7 +222,7 @@ def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quaran
     _render_clean(term, outcome, fmt, output, plan_document=not do_apply)
 
 
-@cli.command(name="apply")
+@cli.command(name="apply", short_help='Carry out a plan saved by clean --plan-out.')
 @click.argument("plan_file", type=click.Path(dir_okay=False), callback=_nonempty_file)
 @acting_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
@@ -248,7 +250,7 @@ def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
-@cli.command()
+@cli.command(short_help='Put back what a --quarantine run moved aside.')
 @click.argument("directory", type=click.Path(file_okay=False), callback=_nonempty_file)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def restore(directory: Path, fmt: str) -> None:
@@ -264,7 +266,7 @@ def restore(directory: Path, fmt: str) -> None:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
-@cli.command()
+@cli.command(short_help='Record a compact JSON snapshot to compare later.')
 @_paths_argument
 @output_option
 @source_options
@@ -281,7 +283,7 @@ def snapshot(paths: tuple[str, ...], jobs: int, output: Path | None, source) -> 
     _batch_errors(term, doc)
 
 
-@cli.command(name="diff")
+@cli.command(name="diff", short_help='Old, new and delta per artifact kind for one app.')
 @_path_argument("old")
 @_path_argument("new")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -299,14 +301,14 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
     emit(term, "diff", fmt, doc, output=output)
 
 
-@cli.command()
+@cli.command(short_help='The CI gate: budgets in total, since a baseline, per launch.')
 @_paths_argument
 @click.option("--baseline", callback=_nonempty_file, help="A snapshot to measure growth from.")
 @click.option("--max-growth", help="Fail when ML caches grew by more than this since the baseline (500KB, 1MB, 2GiB).")
 @click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
 @click.option("--max-total", help="Fail when ML caches use more than this in total.")
 @click.option("--max-copies", type=click.IntRange(0), help="Fail when one model has more than N copies in a container.")
-@click.option("--fail-on", multiple=True, type=_rule_choice(),
+@click.option("--fail-on", multiple=True, type=_rule_choice(), metavar="RULE",
               help="Fail when a finding of this rule reclaims bytes (with --baseline: when they grew). Repeatable.")
 @click.option("--allow-other-app", is_flag=True,
               help="Compare with a baseline of another app (an error otherwise: growth would compare different things).")
@@ -376,7 +378,7 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
-@cli.command()
+@cli.command(short_help='Show what each launch of an app adds.')
 @_path_argument("path")
 @click.option("--process", help="Watch launches of the process with this name (as ps shows it).")
 @click.option("--launches", type=click.IntRange(1), help="Stop after this many launches.")
@@ -405,7 +407,7 @@ def watch(path: str, process: str | None, launches: int | None, interval: float,
         watch_event(term, fmt, event)
 
 
-@cli.command()
+@cli.command(short_help="Print the JSON Schema of one of mlcache's documents.")
 @click.argument("name", type=click.Choice(["scan", "scan-container", "scan-error", "plan", "apply", "restore", "snapshot", "diff",
                                           "check", "watch"]))
 def schema(name: str) -> None:
