@@ -14,7 +14,7 @@ from mlcache_audit.scan import ScanResult, scan_container
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.base import Container
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MEMBERS
-from mlcache_audit.vocab import Form, StoreKind
+from mlcache_audit.vocab import Form, Stage, StoreKind
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
         with collector_paused():
             for c in containers:
                 scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state)
-                fp = fingerprint(scan, run, progress=(lambda n: progress("hashed", n)) if progress else None)
+                fp = fingerprint(scan, run, progress=(lambda n: progress(Stage.HASHED, n)) if progress else None)
                 audits.append(ContainerAudit(scan, fp, diagnose(scan, fp, gather_evidence(scan))))
     finally:
         if cache is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mlcache_audit.vocab import Severity
+
 # -- cache folders --------------------------------------------------------------------------------
 E5_CACHE = "com.apple.e5rt.e5bundlecache"  # Core ML's specialization cache (E5RT)
 COREAI_CACHE = "coreai-cache"  # Core AI's managed cache (iOS / macOS 27)
@@ -133,42 +135,42 @@ def remedy_of(producer: str | None) -> str:
 @dataclass(frozen=True)
 class Rule:
     id: str
-    severity: str
+    severity: Severity
     opt_in: bool  # acted on only when asked (--include-persistent, --only)
     title: str
     evidence: str  # what a finding of this rule rests on (docs/rules.md cites the sources)
 
 
 _RULES = (
-    Rule("repeated-compile", "high", False, "The same model is compiled again and again",
+    Rule("repeated-compile", Severity.HIGH, False, "The same model is compiled again and again",
          "two or more compile outputs in tmp/ with byte-identical content (full xxh3-128 of every file)"),
-    Rule("tmp-compile-leftover", "medium", False, "On-device compile output left in tmp/",
+    Rule("tmp-compile-leftover", Severity.MEDIUM, False, "On-device compile output left in tmp/",
          "a producer's documented tmp/ name; the last copy of every model is kept"),
-    Rule("stale-os-build", "medium", False, "Caches for an older OS build",
+    Rule("stale-os-build", Severity.MEDIUM, False, "Caches for an older OS build",
          "an E5RT or Core AI build folder older than the newest build present in any Core ML or Core AI "
          "cache of the same container (or the running OS build)"),
-    Rule("redundant-specialization", "medium", False, "Re-specializations of one model",
+    Rule("redundant-specialization", Severity.MEDIUM, False, "Re-specializations of one model",
          "entries of one layout created in different loads, each paired one-to-one with a repeated compile "
          "copy in tmp/ by modification time, or seen appearing in different launches by `mlcache watch`"),
-    Rule("possible-respecialization", "info", False, "Possible re-specializations (not proven)",
+    Rule("possible-respecialization", Severity.INFO, False, "Possible re-specializations (not proven)",
          "entries alike in layout and size from different load bursts, with no compile copy or watch "
          "history to prove they are one model: 0 bytes reclaimable"),
-    Rule("interrupted-specialization", "medium", False, "Interrupted specialization writes",
+    Rule("interrupted-specialization", Severity.MEDIUM, False, "Interrupted specialization writes",
          "an E5RT `.tmp.<pid>[_<n>].bundle` whose pid is not running (always, in an offline copy)"),
-    Rule("mpsgraph-scratch", "medium", False, "MPSGraph scratch of exited processes",
+    Rule("mpsgraph-scratch", Severity.MEDIUM, False, "MPSGraph scratch of exited processes",
          "an `mpsgraph-<pid>-<stamp>` folder whose pid is not running (always, in an offline copy)"),
-    Rule("executorch-orphan", "medium", False, "ExecuTorch assets its index no longer knows",
+    Rule("executorch-orphan", Severity.MEDIUM, False, "ExecuTorch assets its index no longer knows",
          "an asset in the asset store (assets.db present, no version.txt) that MODEL_ASSETS_STORE does not list"),
-    Rule("executorch-scratch", "medium", False, "ExecuTorch staging and temporary files",
+    Rule("executorch-scratch", Severity.MEDIUM, False, "ExecuTorch staging and temporary files",
          "ExecuTorch's own staging/ and temp/ folders and interrupted .tmp-* publications"),
-    Rule("coreai-cache", "info", False, "Core AI cache entries of the current OS build",
+    Rule("coreai-cache", Severity.INFO, False, "Core AI cache entries of the current OS build",
          "Core AI's cache layout; entries are linked to a source .aimodel by main.hash when one is present: "
          "reported, never reclaimed by default"),
-    Rule("duplicate-persistent-model", "low", True, "The same model stored at several persistent paths",
+    Rule("duplicate-persistent-model", Severity.LOW, True, "The same model stored at several persistent paths",
          "byte-identical bundles (full xxh3-128 of every file) at several persistent paths"),
-    Rule("old-model-version", "low", True, "Older versions of a model kept beside the current one",
+    Rule("old-model-version", Severity.LOW, True, "Older versions of a model kept beside the current one",
          "the same name, type, inputs and outputs with different bytes; the newest version stays"),
-    Rule("unrecognised-cache-layout", "info", False, "Unrecognised layout inside a known cache",
+    Rule("unrecognised-cache-layout", Severity.INFO, False, "Unrecognised layout inside a known cache",
          "none: listed and sized, never reclaimed"),
 )
 RULE = {r.id: r for r in _RULES}

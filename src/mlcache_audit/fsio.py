@@ -102,19 +102,6 @@ def open_under(root: str, parts: list[str], *, create: bool = False) -> int:
     return open_chain_at(open_real_root(root), parts, create=create)
 
 
-def same_folder(root: str, st: os.stat_result) -> bool:
-    """True when `root`, reached without crossing any symlink, is the folder `st` describes."""
-    try:
-        fd = open_real_root(root)
-    except OSError:
-        return False
-    try:
-        now = os.fstat(fd)
-        return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
-    finally:
-        os.close(fd)
-
-
 def lies_inside(named_root: str, path: str) -> bool:
     """True when the absolute `path` is `named_root` or below it and is reached from `named_root`
     through real folders only (the same no-follow handles apply uses); both are real paths."""

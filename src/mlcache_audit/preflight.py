@@ -97,7 +97,7 @@ def verify_plan_targets(plan: Plan, known: list | None = None) -> dict[str, str]
     for cp in acting:
         live_why = current[cp.key][3]
         places = [os.path.join(cp.root, *s.split("/")) for s in cp.scope] or [cp.root]
-        users = [u for place in places for u in table.using(place).users]
+        users = [u for place in places for u in table.using(place)]
         if cp.form == Form.PROCESS_CACHE:
             users += processes_of_client(cp.client)
         if users:

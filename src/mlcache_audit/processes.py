@@ -8,7 +8,7 @@ counted as users of anything (its parent, a shell or a test runner, is: it is an
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 def own_pids() -> set[int]:
@@ -32,14 +32,6 @@ def pid_running(pid: int) -> bool:
         return psutil.pid_exists(pid)
     except (OSError, ValueError, OverflowError):
         return True
-
-
-@dataclass(frozen=True)
-class InUse:
-    """Who uses a place: `users` as `name (pid N)`; `blind`, why the check could not run at all."""
-
-    users: list[str] = field(default_factory=list)
-    blind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,16 +79,10 @@ class OpenFiles:
             found.append((f"{name} (pid {pid})", paths))
         return cls(found, unchecked, own_user)
 
-    def using(self, root: str) -> InUse:
-        """The processes with a file open or their working folder at or inside `root`."""
+    def using(self, root: str) -> list[str]:
+        """`name (pid N)` of the processes with a file open or their working folder at or inside `root`."""
         prefix = root.rstrip(os.sep) + os.sep
-        return InUse([who for who, paths in self.paths if any(p == root or p.startswith(prefix) for p in paths)],
-                     self.blind)
-
-
-def processes_using(root: str) -> InUse:
-    """Every process (but mlcache's own) with a file open or its working folder inside `root`."""
-    return OpenFiles.now().using(root)
+        return [who for who, paths in self.paths if any(p == root or p.startswith(prefix) for p in paths)]
 
 
 # Clients whose cache folder is not named like their process: Apple's and python.org's Pythons.

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from mlcache_audit.units import format_size, plural
+from mlcache_audit.vocab import Stage
 
 UNLIMITED_WIDTH = 10_000  # off a terminal: wide enough that no table column is ever folded
 
@@ -81,12 +82,12 @@ class Terminal:
             counts: dict[str, int] = defaultdict(int)
 
             def update(stage: str, n: int) -> None:
-                if stage not in ("walked", "hashed"):  # a step that takes a while: say what it is
+                if stage not in (Stage.WALKED, Stage.HASHED):  # a step that takes a while: say what it is
                     bar.update(task, description=f"{label}: {stage}")
                     return
                 counts[stage] += n
-                walked = counts.get("walked", 0)
-                hashed = counts.get("hashed", 0)
+                walked = counts.get(Stage.WALKED, 0)
+                hashed = counts.get(Stage.HASHED, 0)
                 bar.update(task, description=f"{label}: {walked} entries walked, {format_size(hashed)} hashed")
 
             yield update

@@ -22,6 +22,7 @@ from mlcache_audit.scan.identity import artifact_identity
 from mlcache_audit.scan.model import AREAS, Artifact, Part, ScanResult, area_of
 from mlcache_audit.scan.split import parallel_parts
 from mlcache_audit.sources.base import Container
+from mlcache_audit.vocab import Stage
 
 __all__ = ["AREAS", "KINDS", "MODEL_KINDS", "Artifact", "Part", "ScanResult", "area_of", "artifact_identity",
            "scan_container"]
@@ -42,9 +43,9 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         from mlcache_audit.scan.walk import walk_folder
 
         parts = [walk_folder(container.store, container.root, [],
-                             progress=(lambda n: progress("walked", n)) if progress else None)]
+                             progress=(lambda n: progress(Stage.WALKED, n)) if progress else None)]
     if parts is None:
-        parts = [walk_entries(container.iter_entries((lambda n: progress("walked", n)) if progress else None,
+        parts = [walk_entries(container.iter_entries((lambda n: progress(Stage.WALKED, n)) if progress else None,
                                                      notes=notes), plan_state)]
     artifacts = [a for part in parts for a in part.artifacts]
     for a in artifacts:

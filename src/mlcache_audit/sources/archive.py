@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import struct
 import tarfile
@@ -32,14 +33,24 @@ class _Member:
 
 
 def is_archive(path: Path) -> str | None:
-    """'zip' or 'tar' by content (not by name), else None."""
+    """'zip' or 'tar' by content (not by name), else None. Read through a handle opened without
+    blocking or following a final symlink and checked to be a regular file (fsio.open_regular), so
+    a FIFO or a device named `x.zip` is never read."""
+    from mlcache_audit import fsio
+
     try:
-        if zipfile.is_zipfile(path):
-            return "zip"
-        if tarfile.is_tarfile(path):
-            return "tar"
+        fd = fsio.open_regular(str(path))
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            if zipfile.is_zipfile(fh):
+                return "zip"
+            fh.seek(0)
+            if tarfile.is_tarfile(fh):
+                return "tar"
+        except (OSError, tarfile.TarError):
+            return None
     return None
 
 
