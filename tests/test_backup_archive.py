@@ -293,3 +293,15 @@ def test_previews_of_read_only_evidence_offer_no_command_that_fails(built, tmp_p
         assert result.exit_code == 0, key
         assert "add --apply" not in result.stdout and "mlcache apply" not in result.stderr, key
         assert "read-only evidence" in result.stdout and "Ask the customer" in result.stdout, key
+
+
+def test_a_fifo_named_like_an_archive_in_a_folder_of_exports_is_never_read(built, tmp_path):
+    import shutil
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    shutil.copy2(built["healthy_zip"], exports)
+    os.mkfifo(exports / "trap.zip")  # opening it for reading would block forever
+    result = run("scan", exports, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["containers"]) == 1
