@@ -136,7 +136,7 @@ def test_quarantine_then_restore_puts_everything_back(fx, tmp_path):
 def test_restore_never_overwrites(fx, tmp_path):
     root = fx("recompile")
     q = tmp_path / "q"
-    apply_plan(plan_for(root, only={"tmp-compile-leftover"}), quarantine=q)
+    apply_plan(plan_for(root, only={"repeated-compile"}), quarantine=q)
     victim = json.loads((q / "manifest.jsonl").read_text().splitlines()[0])["path"]
     (root / victim).write_bytes(b"new file the app wrote")
     result = restore_quarantine(q)
@@ -160,7 +160,7 @@ def test_apply_asks_on_a_terminal_and_defaults_to_no(fx, monkeypatch):
     result = run("clean", root, "--apply", input="\n")
     assert result.exit_code == 0 and "[y/N]" in result.stderr and "Nothing was changed" in result.stderr
     # What would go is listed before the question, collapsed per rule as the dry run collapses it.
-    assert "Delete 69 entries (23.6 MB):" in result.stderr and "repeated-compile: 23 entries" in result.stderr
+    assert "Delete 69 entries (23.6 MB):" in result.stderr and "repeated-compile: 46 entries" in result.stderr
     assert "redundant-specialization: 23 entries" in result.stderr and "and 20 more" in result.stderr
     assert tree_state(root) == before
     result = run("clean", root, "--apply", input="y\n")
@@ -445,7 +445,7 @@ def test_apply_killed_half_way_leaves_a_journal_the_next_run_finishes(fx, tmp_pa
 
 def test_apply_and_restore_contract_keys_are_pinned(fx, tmp_path):
     root = fx("recompile")
-    dry = json.loads(run("clean", root, "--only", "tmp-compile-leftover", "--apply", "--yes", "--format", "json",
+    dry = json.loads(run("clean", root, "--only", "repeated-compile", "--apply", "--yes", "--format", "json",
                          "--quarantine", tmp_path / "q").stdout)
     assert dry["schema"] == "mlcache.apply/2"
     assert set(dry) == {"schema", "dry_run", "quarantine", "freed_bytes", "would_free_bytes", "complete", "containers"}
@@ -538,7 +538,7 @@ def test_the_prompt_on_a_real_terminal_lists_what_goes_and_shows_y_n(fx):
             seen += chunk
         os.close(leader)
     text = seen.decode("utf-8", "replace")
-    assert "[y/N]" in text and "Delete 69 entries (23.6 MB):" in text and "repeated-compile: 23 entries" in text
+    assert "[y/N]" in text and "Delete 69 entries (23.6 MB):" in text and "repeated-compile: 46 entries" in text
     prompt_line = text[text.index("Go ahead?"):].splitlines()[0]
     assert "Scanning" not in prompt_line  # the spinner is stopped before asking
     assert proc.returncode == 0 and "Nothing was changed" in text

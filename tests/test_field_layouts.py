@@ -43,7 +43,7 @@ def test_alike_entries_without_evidence_are_possible_respecializations_with_0_by
     assert "redundant-specialization" not in f
     possible = f["possible-respecialization"]
     assert possible["reclaimable_bytes"] == 0 and possible["reclaimable_paths"] == []
-    assert "no repeated compile copies" in possible["evidence"]["missing"]
+    assert "no one model's repeated compile copies" in possible["evidence"]["missing"]
 
 
 def test_coreai_and_2026_layouts_are_recognised(built):
@@ -81,14 +81,14 @@ def test_coreai_old_build_is_reclaimable_current_and_unknown_are_not(built):
 def test_executorch_new_cache_is_live_and_its_scratch_goes(built):
     (c,) = scan_json(built["coreai"])["containers"]
     f = by_rule(c)
-    assert "executorch-orphan" not in f  # version.txt: the model cache, which never writes assets.db
+    assert "executorch-orphan" not in f  # an .accessed clock: the model cache, which never writes assets.db
     assert not any("assets.db" in n for n in c["notes"])
     scratch = f["executorch-scratch"]["reclaimable_paths"]
     assert sorted(p.split("/")[-2] for p in scratch) == ["executorch_coreai", "temp"]
     reclaim = {p for finding in c["findings"] for p in finding["reclaimable_paths"]}
     assert not any("/bookmarks/" in p or "executorch_coreai/staging" in p or "/models/" in p for p in reclaim)
     asset = next(a for a in c["artifacts"] if a["kind"] == "executorch_asset" and a["detail"]["backend"] == "coreml")
-    assert asset["detail"]["compute_units"] == "cpu_and_ne"
+    assert asset["detail"]["store"] == "model_cache" and "compute_units" not in asset["detail"]
 
 
 def test_offline_copy_pid_scratch_is_reclaimable(built):

@@ -26,7 +26,9 @@ def test_recompile_fixture_names_the_model_copies_producer_and_fix(built):
     assert 5.7 < ev["span_days"] < 5.8
     assert ev["bytes_per_day"] == round(ev["total_bytes"] / ev["span_days"] * 1) or ev["bytes_per_day"] > 0
     assert "interpreter" in rc["remedy"] and "metadata" in rc["explanation"]
-    assert len(rc["reclaimable_paths"]) == 23 and ev["kept"] not in rc["reclaimable_paths"]
+    # 23 older copies go, each as its unit: the spec tmp/<GUS> with its bundle tmp/<GUS>.mlmodelc.
+    assert len(rc["reclaimable_paths"]) == 46 and ev["kept"] not in rc["reclaimable_paths"]
+    assert ev["kept"].removesuffix(".mlmodelc") not in rc["reclaimable_paths"]
     assert ev["kept"] == max((a for a in c["artifacts"] if a["path"] in rc["paths"] and a["kind"] == "compile_leftover"),
                              key=lambda a: a["newest_mtime"])["path"]
 
@@ -140,13 +142,17 @@ def test_executorch_without_index_claims_nothing(fx):
 
 def test_hugging_face_snapshots_are_old_versions(fx):
     root = fx("healthy")
-    hub = root / "Library/Caches/huggingface/hub/models--argmaxinc--whisperkit-coreml/snapshots"
+    hub = root / "Library/Application Support/huggingface/hub/models--argmaxinc--whisperkit-coreml/snapshots"
     old = bf.ml_program_bundle(hub / "a1b2" / "AudioEncoder.mlmodelc", "v1", bf.T0)
     new = bf.ml_program_bundle(hub / "c3d4" / "AudioEncoder.mlmodelc", "v2", bf.T0 + 86400)
     c, f = findings(root)
     arts = {a["path"]: a for a in c["artifacts"]}
     assert arts[str(new.relative_to(root))]["producer"] == "Hugging Face hub"
     assert f["old-model-version"]["reclaimable_paths"] == [str(old.relative_to(root))]
+    # The same revisions in Library/Caches are a cache, never called persistent.
+    shutil.move(root / "Library/Application Support/huggingface", root / "Library/Caches/huggingface")
+    c, f = findings(root)
+    assert "old-model-version" not in f and "duplicate-persistent-model" not in f
 
 
 def test_pipeline_bundle_is_one_artifact(fx):

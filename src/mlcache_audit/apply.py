@@ -156,6 +156,8 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return out(Status.SKIPPED, "protected or unsafe path: never acted on")
     if cp.scope and not any(a.path == sub or a.path.startswith(sub + "/") for sub in cp.scope):
         return out(Status.SKIPPED, "outside the client's caches: never acted on")
+    if a.evidence is None:  # a plan/1 action the re-plan does not hold (commands._with_evidence)
+        return out(Status.SKIPPED, "no evidence (plan/1)")
     if dry_run:
         # A preview of a plan just made from this walk: the re-checks run right before acting.
         return out(Status.WOULD_QUARANTINE if quarantine else Status.WOULD_REMOVE)

@@ -19,6 +19,7 @@ from mlcache_audit.cli_options import (
     acting_options,
     output_option,
     source_options,
+    why_option,
 )
 from mlcache_audit.docfields import write_output
 from mlcache_audit.domain import RULES
@@ -148,9 +149,10 @@ def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
               show_default=True, help="text for people, json (mlcache.scan/3) for tools, jsonl to stream one "
                                       "container per line, markdown for tickets, html for one self-contained page.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="How many of the largest artifacts to list.")
+@why_option
 @output_option
 @source_options
-def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, output: Path | None, source) -> None:
+def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, why: bool, output: Path | None, source) -> None:
     """Show every ML cache artifact in PATH, what it costs, and why it grew.
 
     With no PATH: every ML cache of this Mac (simulators, sandboxed apps, per-process caches of tools
@@ -168,12 +170,8 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, output: Path | N
     with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
         doc = commands.scan_many(paths, source, jobs=jobs, progress=progress).document if paths else \
             commands.scan(None, source, progress).document
-    emit(term, "scan", fmt, doc, output=output, **({} if fmt == "json" else {"top": top}))
+    emit(term, "scan", fmt, doc, output=output, **({} if fmt == "json" else {"top": top, "why": why}))
     _batch_errors(term, doc)
-
-
-def _rule_choice():
-    return click.Choice(list(RULES))
 
 
 @cli.command(short_help='Preview (default) or carry out the removal of what is safe.')
@@ -185,17 +183,18 @@ def _rule_choice():
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
               help="Also remove duplicate and old model copies in persistent places (the newest copy stays).")
-@click.option("--only", multiple=True, type=_rule_choice(), metavar="RULE",
+@click.option("--only", multiple=True, type=click.Choice(list(RULES)), metavar="RULE",
               help="Act only on findings of this rule (repeatable). RULE is one of: " + ", ".join(RULES) + ".")
-@click.option("--keep", multiple=True, type=_rule_choice(), metavar="RULE",
+@click.option("--keep", multiple=True, type=click.Choice(list(RULES)), metavar="RULE",
               help="Never act on findings of this rule (repeatable; the rules --only lists).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
               show_default=True, help="json prints the plan (mlcache.plan/2), or with --apply the outcome (mlcache.apply/2).")
+@why_option
 @output_option
 @source_options
 def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quarantine: Path | None, plan_out: Path | None,
-          include_persistent: bool, only: tuple[str, ...], keep: tuple[str, ...], fmt: str, output: Path | None,
-          source) -> None:
+          include_persistent: bool, only: tuple[str, ...], keep: tuple[str, ...], fmt: str, why: bool,
+          output: Path | None, source) -> None:
     """Preview (default) or carry out the removal of what is safe to remove in PATH.
 
     Each rule acts only on evidence (docs/rules.md). Documents/, Library/Preferences/ and anything
@@ -219,7 +218,7 @@ def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quaran
                                  act=do_apply, quarantine=quarantine, confirm=term.plan_confirmer(yes, quarantine),
                                  plan_sink=save_plan if plan_out else None, progress=progress,
                                  all_clients=all_clients)
-    _render_clean(term, outcome, fmt, output, plan_document=not do_apply)
+    _render_clean(term, outcome, fmt, output, plan_document=not do_apply, why=why)
 
 
 @cli.command(name="apply", short_help='Carry out a plan saved by clean --plan-out.')
@@ -237,7 +236,7 @@ def apply_cmd(plan_file: Path, yes: bool, quarantine: Path | None, fmt: str, out
     _render_clean(term, outcome, fmt, output, plan_document=False)
 
 
-def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document: bool) -> None:
+def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document: bool, why: bool = False) -> None:
     from mlcache_audit.report import emit
     from mlcache_audit.report.json import apply_document
 
@@ -245,7 +244,7 @@ def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document
         return
     plan = outcome.plan.to_dict()
     emit(term, "clean", fmt, apply_document(outcome.result), output=output,
-         **({"json_doc": plan if plan_document else None} if fmt == "json" else {"plan": plan}))
+         **({"json_doc": plan if plan_document else None} if fmt == "json" else {"plan": plan, "why": why}))
     if not outcome.result.complete:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
@@ -308,7 +307,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 @click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
 @click.option("--max-total", help="Fail when ML caches use more than this in total.")
 @click.option("--max-copies", type=click.IntRange(0), help="Fail when one model has more than N copies in a container.")
-@click.option("--fail-on", multiple=True, type=_rule_choice(), metavar="RULE",
+@click.option("--fail-on", multiple=True, type=click.Choice(list(RULES)), metavar="RULE",
               help="Fail when a finding of this rule reclaims bytes (with --baseline: when they grew). Repeatable.")
 @click.option("--allow-other-app", is_flag=True,
               help="Compare with a baseline of another app (an error otherwise: growth would compare different things).")

@@ -84,3 +84,8 @@ def acting_options(fn):
 def output_option(fn):
     return click.option("-o", "--output", callback=_nonempty_file,
                         help="Write the document to this file instead of standard output.")(fn)
+
+
+def why_option(fn):
+    return click.option("--why", is_flag=True,
+                        help="Show the evidence of every path that can go (text and markdown; JSON always has it).")(fn)

@@ -141,6 +141,11 @@ def clean(path: str | None, *, source: SourceOptions = SourceOptions(), selectio
     from mlcache_audit.plan import make_plan
 
     audit = _audit(path, source, progress, plan_state=True)
+    homes = sorted({ca.container.home for ca in audit.containers if ca.container.home})
+    if act and homes and not all_clients:  # a home named as PATH is discovery, as no PATH is
+        raise PlanInvalid(f"refusing to act on every ML cache of the home folder {homes[0]} without --all-clients",
+                          hint="preview with `mlcache clean`, then add --all-clients --apply, or give one client's "
+                               "container as PATH")
     plan = make_plan(audit, only=set(selection.only) or None, keep=set(selection.keep),
                      include_persistent=selection.include_persistent)
     if plan_sink is not None:
@@ -167,12 +172,33 @@ def apply(plan_file: Path, *, quarantine: Path | None = None,
     except DocumentInvalid as exc:
         raise PlanInvalid(exc.message, hint="expected a plan from `mlcache clean --plan-out`") from None
     plan = Plan.from_dict(doc, source=str(plan_file))
+    if plan.schema == "mlcache.plan/1":
+        plan = _with_evidence(plan)
     from mlcache_audit.outputs import GUARD
 
     GUARD.add_roots([c.root for c in plan.containers if not c.read_only])
     if confirm is not None and not confirm(plan):
         return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)
     return CleanOutcome(plan, apply_plan(plan, quarantine=quarantine))
+
+
+def _with_evidence(old):
+    """A plan/1 carries no evidence for its actions: re-plan its containers as it was made (same PATH or
+    discovery, same rules) and give each action the new plan's evidence when the new plan holds it too
+    (same container, path, rule and state); the others keep none, and apply skips them as
+    "no evidence (plan/1)"."""
+    from dataclasses import replace
+
+    from mlcache_audit.plan import make_plan
+
+    disc = old.discovery
+    source = SourceOptions(home=disc["home"], tmpdir=disc["tmpdir"]) if disc else SourceOptions()
+    new = make_plan(_audit(None if disc else old.path, source, None, plan_state=True), only=set(old.rules),
+                    include_persistent=old.include_persistent)
+    fresh = {(c.key, a.path, a.rule, a.seen): a.evidence for c in new.containers for a in c.actions}
+    return replace(old, containers=tuple(
+        replace(c, actions=tuple(replace(a, evidence=fresh.get((c.key, a.path, a.rule, a.seen))) for a in c.actions))
+        for c in old.containers))
 
 
 def restore(directory: Path):

@@ -59,11 +59,15 @@ _KINDS = (
     Kind("mpsgraph_scratch", "MPSGraph scratch", False),
     Kind("metal_shader_cache", "Metal shader cache", False),
     Kind("unrecognised", "unrecognised cache layout", False),
+    Kind("ort_model_cache", "ONNX Runtime model cache partition", True),
+    Kind("xnnpack_cache", "XNNPACK / LiteRT weight cache", False),
+    Kind("model_weights", "model weights of another runtime", True),
 )
 KINDS = tuple(k.id for k in _KINDS)
 KIND = {k.id: k for k in _KINDS}
 (COMPILE_LEFTOVER, SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION, COMPILED_MODEL, SOURCE_MODEL,
- EXECUTORCH_ASSET, EXECUTORCH_SCRATCH, MPSGRAPH_SCRATCH_KIND, METAL_CACHE, UNRECOGNISED) = KINDS
+ EXECUTORCH_ASSET, EXECUTORCH_SCRATCH, MPSGRAPH_SCRATCH_KIND, METAL_CACHE, UNRECOGNISED, ORT_MODEL_CACHE, XNNPACK_CACHE,
+ MODEL_WEIGHTS) = KINDS
 MODEL_KINDS = tuple(k.id for k in _KINDS if k.model)
 
 
@@ -120,7 +124,25 @@ _PRODUCERS = (
              "MPSGraph writes per-process scratch (mpsgraph-<pid>-<stamp>) and often leaves it when the process "
              "ends; it is garbage once that pid is gone."),
     Producer("Metal", "Metal shader caches are rebuilt on demand; not Core ML growth."),
-    Producer("Hugging Face hub", "Old snapshot revisions pile up; delete revisions you no longer load."),
+    Producer("Hugging Face hub", "Old snapshot revisions pile up; delete revisions you no longer load "
+             "(`hf cache rm` / `huggingface-cli delete-cache` removes a revision with its blobs)."),
+    Producer("ONNX Runtime model cache",
+             "ONNX Runtime names a ModelCacheDirectory entry by the model's COREML_CACHE_KEY metadata, else by a "
+             "hash of the model's path, which changes with every app install or update on iOS and strands the old "
+             "entry. Set COREML_CACHE_KEY in the model's metadata (a stable id per model version) so one entry is "
+             "reused; an entry goes only as its whole <key>/ folder, while no session uses it."),
+    Producer("MediaPipe / LiteRT",
+             "MediaPipe's LlmInference and LiteRT-LM keep an XNNPACK weight cache (<model>.xnnpack_cache) and "
+             "GPU program caches in the cache folder they are given (tmp/ by default on iOS), about the model's "
+             "size. Give each model version its own file name (a stale cache under a reused name crashes the "
+             "engine) and delete a model's caches when the model itself is deleted."),
+    Producer("WhisperKit",
+             "WhisperKit downloads each model variant into its own folder (MelSpectrogram, AudioEncoder, "
+             "TextDecoder): every bundle of a variant is needed to load it. Delete unused variants whole, "
+             "from the app (WhisperKit's model folder) rather than bundle by bundle."),
+    Producer("model weights",
+             "Weights of other on-device runtimes (safetensors, GGUF, MLX): delete a revision or variant the app "
+             "no longer loads, from the app or with its downloader's own tool."),
 )
 PRODUCER = {p.name: p for p in _PRODUCERS}
 DEFAULT_REMEDY = PRODUCER["MLModel.compileModel(at:)"].remedy
@@ -139,6 +161,7 @@ class Rule:
     opt_in: bool  # acted on only when asked (--include-persistent, --only)
     title: str
     evidence: str  # what a finding of this rule rests on (docs/rules.md cites the sources)
+    repair: bool = False  # its targets are broken, not dead weight: repair bytes, acted on only by --only
 
 
 _RULES = (
@@ -170,9 +193,21 @@ _RULES = (
          "byte-identical bundles (full xxh3-128 of every file) at several persistent paths"),
     Rule("old-model-version", Severity.LOW, True, "Older versions of a model kept beside the current one",
          "the same name, type, inputs and outputs with different bytes; the newest version stays"),
+    Rule("ort-cache-keys", Severity.LOW, False, "One model cached under several ONNX Runtime keys",
+         "ONNX Runtime ModelCacheDirectory entries whose model.txt names one model: reported, 0 bytes this round "
+         "(no evidence says which key a session will open next)"),
+    Rule("model-runtime-cache", Severity.INFO, False, "Caches and weights of other on-device runtimes",
+         "MediaPipe / LiteRT `*.xnnpack_cache`, `*_mldrift_program_cache.bin`, ONNX Runtime model cache entries, "
+         "and safetensors / GGUF / MLX weights: ML bytes, reported, 0 bytes reclaimable (nothing proves the model "
+         "left the app)"),
+    Rule("poisoned-entry", Severity.HIGH, True, "Cache entries that make every load fail",
+         "a full-bundle E5RT entry missing resources.bin while its siblings have one, or a Core AI entry whose "
+         "source .aimodel's main.hash is not the SHA-256 of its main.mlirb: delete to repair (repair bytes, never "
+         "reclaimable bytes); removed only with --only poisoned-entry", repair=True),
     Rule("unrecognised-cache-layout", Severity.INFO, False, "Unrecognised layout inside a known cache",
          "none: listed and sized, never reclaimed"),
 )
 RULE = {r.id: r for r in _RULES}
 RULES: dict[str, tuple[str, bool, str]] = {r.id: (r.severity, r.opt_in, r.title) for r in _RULES}
 DEFAULT_RULES = tuple(r.id for r in _RULES if not r.opt_in)
+REPAIR_RULES = frozenset(r.id for r in _RULES if r.repair)  # never in --include-persistent: named with --only

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 
 from mlcache_audit.audit import AuditResult
 from mlcache_audit.docfields import Fields
-from mlcache_audit.domain import DEFAULT_RULES, RULES
+from mlcache_audit.domain import DEFAULT_RULES, REPAIR_RULES, RULES
 from mlcache_audit.errors import PlanInvalid
-from mlcache_audit.fsio import path_fields, path_from, readable
+from mlcache_audit.fsio import path_fields, path_from, readable, readable_document
+from mlcache_audit.rules.units import link_mismatch, partial_units, target_facts, units_of
 from mlcache_audit.safety import is_safe_relative, may_act_on
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK
 from mlcache_audit.state import Seen
@@ -29,6 +30,7 @@ class Action:
     kind: str
     seen: Seen
     content: str | None = None
+    evidence: dict | None = None  # what makes it safe, about this target (rules.model.link); None: a plan/1 action
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ class Plan:
             "containers": [{
                 **path_fields(c.root, "root"), "bundle_id": c.bundle_id, "form": c.form,
                 "actions": [{**path_fields(a.path), "bytes": a.bytes, "rule": a.rule, "kind": a.kind,
-                             "seen": asdict(a.seen), "content": a.content} for a in c.actions],
+                             "seen": asdict(a.seen), "content": a.content,
+                             "evidence": readable_document(a.evidence) if a.evidence else None}
+                            for a in c.actions],
                 "reclaimable_bytes": c.reclaimable_bytes, "kept_back": [readable(k) for k in c.kept_back],
                 "read_only": c.read_only, "client": c.client, "scope": list(c.scope),
                 "live": c.live is not None, "live_why": c.live,
@@ -112,7 +116,8 @@ class Plan:
                               mtime_ns=f.integer(seen, "mtime_ns", sw, optional=True, low=-(1 << 63), high=1 << 63),
                               inode=f.integer(seen, "inode", sw, optional=True, high=1 << 64),
                               fingerprint=f.text(seen, "fingerprint", sw)),
-                    content=f.text(a, "content", aw, optional=True)))
+                    content=f.text(a, "content", aw, optional=True),
+                    evidence=_evidence(f, a, aw)))
             containers.append(ContainerPlan(
                 root=root, bundle_id=f.text(c, "bundle_id", where, optional=True), form=f.text(c, "form", where),
                 actions=tuple(actions), reclaimable_bytes=f.integer(c, "reclaimable_bytes", where),
@@ -124,6 +129,17 @@ class Plan:
                    rules=tuple(f.texts(d, "rules", "the plan")),
                    include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
                    notes=tuple(f.texts(d, "notes", "the plan")), discovery=_discovery(f, d))
+
+
+def _evidence(f: Fields, a: dict, where: str) -> dict | None:
+    """An action's evidence link, as make_plan wrote it: {"basis": text, "about": {fact: value}, refs...}."""
+    ev = a.get("evidence")
+    if ev is None:
+        return None
+    ev = f.obj(ev, f"{where}.evidence")
+    f.text(ev, "basis", f"{where}.evidence")
+    f.obj(ev.get("about"), f"{where}.evidence.about")
+    return ev
 
 
 def _scope(f: Fields, c: dict, where: str) -> list[str]:
@@ -163,7 +179,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
         raise PlanInvalid(f"unknown rule(s): {', '.join(sorted(unknown))}",
                           hint="rules are: " + ", ".join(RULES))
     # Naming an opt-in rule with --only is as explicit as --include-persistent.
-    opt_in = {r for r, (_, is_opt_in, _) in RULES.items() if is_opt_in}
+    opt_in = {r for r, (_, is_opt_in, _) in RULES.items() if is_opt_in} - REPAIR_RULES
     rules = set(only) if only else set(DEFAULT_RULES) | (opt_in if include_persistent else set())
     rules -= set(keep or ())
     containers = []
@@ -171,7 +187,9 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
         c = ca.container
         read_only = None if c.cleanable_in_place else read_only_advice(c.form, c.store.kind)
         by_artifact = {a.path: a for a in ca.scan.artifacts}
+        units = units_of(ca.scan.artifacts)
         chosen: dict[str, str] = {}
+        evidence: dict[str, dict] = {}
         kept_back = []
         for f in ca.diagnosis.findings:
             if f.rule not in rules:
@@ -183,7 +201,19 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
                 if not may_act_on(p):
                     kept_back.append(f"{p}: protected path")
                     continue
-                chosen.setdefault(p, f.rule)
+                # The evidence must name this very target: its model, client, unit, pid, store or build.
+                ev = f.links.get(p)
+                facts = target_facts(by_artifact[p], units[p], ca.fingerprints.content.get(p), c.client)
+                wrong = "no evidence names it" if ev is None else link_mismatch(ev["about"], facts)
+                if wrong:
+                    kept_back.append(f"{p}: {wrong}")
+                    continue
+                if p not in chosen:
+                    chosen[p], evidence[p] = f.rule, {"rule": f.rule, **ev}
+        # A framework's unit goes whole or not at all (rules/units.py).
+        for p, why in sorted(partial_units(set(chosen), units).items()):
+            kept_back.append(f"{p}: {why}")
+            del chosen[p]
         # A target inside another target goes with it: fold it into the outer one.
         outer: list[str] = []
         for p in sorted(chosen, key=lambda x: x.split("/")):  # tree order: descendants follow directly
@@ -194,7 +224,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             a = by_artifact[p]
             seen = a.state.seen(a.top)  # folded in during the walk: no per-file records were kept
             freed = (a.top.size if a.top.nlink <= 1 else 0) if a.top.type == FILE else a.state.freed
-            actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p)))
+            actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p), evidence[p]))
         root = c.label if read_only else c.real_root
         containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
                                         tuple(kept_back), read_only, c.client_name, tuple(c.scope), c.live_why))

@@ -57,7 +57,7 @@ def _page(title: str, body: str) -> str:
 
 
 # -- scan -----------------------------------------------------------------------------------------
-def scan_html(doc: dict, *, top: int = 50) -> str:  # noqa: D401
+def scan_html(doc: dict, *, top: int = 50, why: bool = False) -> str:  # noqa: D401  (why: text and markdown)
     parts = [f"<h1>mlcache scan</h1><p class=muted>of <code>{escape(doc['path'])}</code> "
              f"({len(doc['containers'])} container{'s' if len(doc['containers']) != 1 else ''})</p>"]
     for i, c in enumerate(doc["containers"]):
@@ -110,7 +110,8 @@ def _finding(f: dict) -> str:
     reclaim = set(f["reclaimable_paths"])
     paths = "".join(f"<li><span class=path>{escape(p)}</span>{' <b>(can go)</b>' if p in reclaim else ''}</li>"
                     for p in sorted(f["paths"], key=lambda p: (p not in reclaim, p)))
-    extra = " with --include-persistent" if f["opt_in"] else ""
+    extra = f"; {format_size(f['repair_bytes'])} to repair with --only {f['rule']}" if f.get("repair_bytes") else \
+        " with --include-persistent" if f["opt_in"] else ""
     return (f'<div class="finding {escape(f["severity"])}" data-rule="{escape(f["rule"])}" '
             f'data-reclaimable-bytes="{f["reclaimable_bytes"]}">'
             f"<h3>{escape(f['title'])} <code>{escape(f['rule'])}</code></h3>"
@@ -196,7 +197,7 @@ def _timeline(timeline: list[dict], width: float = 1000.0, height: float = 160.0
 
 
 # -- clean ----------------------------------------------------------------------------------------
-def clean_html(apply_doc: dict, *, plan: dict) -> str:
+def clean_html(apply_doc: dict, *, plan: dict, why: bool = False) -> str:
     what = "Would free" if apply_doc["dry_run"] else "Freed"
     total = apply_doc["would_free_bytes"] if apply_doc["dry_run"] else apply_doc["freed_bytes"]
     read_only = {c["root"]: c.get("read_only") for c in plan["containers"]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from mlcache_audit.fsio import path_fields, readable
+from mlcache_audit.fsio import path_fields, readable, readable_document
 from mlcache_audit.units import iso_utc
 
 SCAN_SCHEMA = "mlcache.scan/3"
@@ -72,7 +72,10 @@ def error_line(error: dict) -> str:
 
 
 def container_document(ca) -> dict:
+    from mlcache_audit.rules.units import units_of
+
     scan, fp, dx = ca.scan, ca.fingerprints, ca.diagnosis
+    units = units_of(scan.artifacts)
     c = scan.container
     return {
         "bundle_id": c.bundle_id,
@@ -86,6 +89,7 @@ def container_document(ca) -> dict:
         "coreml_bytes": scan.coreml_bytes,
         "reclaimable_bytes": dx.reclaimable_bytes,
         "reclaimable_opt_in_bytes": dx.reclaimable_opt_in_bytes,
+        "repair_bytes": dx.repair_bytes,
         "not_observable": list(c.not_observable),
         "bytes_by_kind": scan.bytes_by_kind,
         "other_bytes_by_area": dict(sorted(scan.other_bytes_by_area.items())),
@@ -103,6 +107,7 @@ def container_document(ca) -> dict:
             "producer": a.producer,
             "model": a.model or None,
             "detail": {k: v for k, v in a.detail.items() if k != "layout"},
+            "unit": readable(units[a.path].key),
             "fingerprint": {
                 "metadata": fp.metadata.get(a.path),
                 "structure": fp.structure.get(a.path),
@@ -122,6 +127,8 @@ def container_document(ca) -> dict:
             "reclaimable_bytes": f.reclaimable_bytes,
             "opt_in": f.opt_in,
             "evidence": {k: readable(v) if isinstance(v, str) else v for k, v in f.evidence.items()},
+            "links": [{**path_fields(p), "evidence": readable_document(ev)} for p, ev in f.links.items()],
+            "repair_bytes": f.repair_bytes,
             "explanation": f.explanation,
             "remedy": f.remedy,
         } for f in dx.findings],

@@ -9,6 +9,7 @@ from mlcache_audit.report.summary import (
     launch_rows,
     launch_verdict,
     verdict,
+    why_text,
 )
 from mlcache_audit.units import format_signed_size, format_size, plural
 
@@ -26,7 +27,7 @@ def _code(text: str) -> str:
     return "`" + str(text).replace("`", "'") + "`"
 
 
-def scan_markdown(doc: dict, *, top: int = 10) -> str:
+def scan_markdown(doc: dict, *, top: int = 10, why: bool = False) -> str:
     lines = [f"# mlcache scan of {_code(doc['path'])}", ""]
     for c in doc["containers"]:
         v = verdict(c, doc["path"], doc.get("discovery"))
@@ -39,7 +40,8 @@ def scan_markdown(doc: dict, *, top: int = 10) -> str:
         if c["findings"]:
             lines += ["| severity | rule | reclaimable | finding |", "|---|---|---:|---|"]
             for f in c["findings"]:
-                extra = " (opt-in)" if f["opt_in"] else ""
+                extra = f" ({format_size(f['repair_bytes'])} to repair)" if f.get("repair_bytes") else \
+                    " (opt-in)" if f["opt_in"] else ""
                 lines.append(f"| {f['severity']} | `{f['rule']}` | {format_size(f['reclaimable_bytes'])}{extra} "
                              f"| {_cell(f['summary'])} |")
             lines.append("")
@@ -50,6 +52,9 @@ def scan_markdown(doc: dict, *, top: int = 10) -> str:
                           for p in f["paths"][:20]]
                 if len(f["paths"]) > 20:
                     lines.append(f"- ... and {len(f['paths']) - 20} more (see `--format json`)")
+                if why and f.get("links"):
+                    lines += ["", "Evidence, per path that can go:", ""]
+                    lines += [f"- {_code(link.get('path', ''))}: {_cell(why_text(link['evidence']))}" for link in f["links"]]
                 lines.append("")
         lines += ["| kind | bytes |", "|---|---:|"]
         lines += [f"| {k} | {format_size(n)} |" for k, n in c["bytes_by_kind"].items()]
@@ -68,12 +73,13 @@ def scan_markdown(doc: dict, *, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def clean_markdown(apply_doc: dict, *, plan: dict) -> str:
+def clean_markdown(apply_doc: dict, *, plan: dict, why: bool = False) -> str:
     what = "Would free" if apply_doc["dry_run"] else "Freed"
     total = apply_doc["would_free_bytes"] if apply_doc["dry_run"] else apply_doc["freed_bytes"]
     lines = [f"# mlcache clean of {_code(plan['path'])}", "", f"**{what} {format_size(total)}.**"
              + (" Nothing was changed (dry run)." if apply_doc["dry_run"] else ""), ""]
     read_only = {c["root"]: c.get("read_only") for c in plan["containers"]}
+    evidence = {(c["root"], a["path"]): a.get("evidence") for c in plan["containers"] for a in c["actions"]}
     for c in apply_doc["containers"]:
         lines += [f"## {_cell(c['bundle_id'] or 'unknown app')}", "", f"Root: {_code(c['root'])}", ""]
         if read_only.get(c["root"]):
@@ -81,8 +87,10 @@ def clean_markdown(apply_doc: dict, *, plan: dict) -> str:
         if not c["outcomes"]:
             lines += ["Nothing to remove.", ""]
             continue
-        lines += ["| status | size | rule | path |", "|---|---:|---|---|"]
+        lines += ["| status | size | rule | path |" + (" evidence |" if why else ""),
+                  "|---|---:|---|---|" + ("---|" if why else "")]
         lines += [f"| {o['status']} | {format_size(o['bytes'])} | `{o['rule']}` | {_code(o['path'])} |"
+                  + (f" {_cell(why_text(evidence.get((c['root'], o['path'])) or {}))} |" if why else "")
                   for o in c["outcomes"]]
         lines.append("")
     return "\n".join(lines)

@@ -135,3 +135,11 @@ def launch_verdict(doc: dict) -> str:
     if gate.get("suggested_budget_bytes") is not None:
         line += f"; suggested --max-growth-per-launch {format_size(gate['suggested_budget_bytes'])}"
     return line
+
+
+def why_text(ev: dict) -> str:
+    """An evidence link in one line: what it rests on, what it asserts of the target, what it refers to."""
+    about = ", ".join(f"{k} {v}" for k, v in ev.get("about", {}).items() if k != "unit")
+    refs = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in ev.items() if k not in ("basis", "about", "rule"))
+    return ev.get("basis", "") + (f" [{about}]" if about else "") + (f"; {refs}" if refs else "")

@@ -22,6 +22,7 @@ from mlcache_audit.report.summary import (
     launch_rows,
     launch_verdict,
     verdict,
+    why_text,
 )
 from mlcache_audit.sources.base import display_path
 from mlcache_audit.terminal import Terminal
@@ -38,7 +39,7 @@ SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info":
 
 
 # -- scan -----------------------------------------------------------------------------------------
-def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
+def render_scan(term: Terminal, doc: dict, *, top: int = 10, why: bool = False) -> None:
     """Verdict first (per container, and across them when there are several), then the findings,
     then where the bytes are."""
     out = term.out
@@ -75,7 +76,7 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10) -> None:
         if findings:
             out.print("[bold]Findings[/bold] (largest first)")
             for f in findings:
-                _finding(out, f, short)
+                _finding(out, f, short, why)
         else:
             out.print("[green]No findings:[/green] nothing here looks like ML cache growth.")
         out.print()
@@ -157,9 +158,10 @@ def _container_header(out: Console, c: dict) -> None:
 MAX_PATHS = 6
 
 
-def _finding(out: Console, f: dict, short: bool) -> None:
+def _finding(out: Console, f: dict, short: bool, why: bool = False) -> None:
     style = SEVERITY_STYLE.get(f["severity"], "")
-    reclaim = f"{format_size(f['reclaimable_bytes'])} reclaimable" + (" with --include-persistent" if f["opt_in"] else "")
+    reclaim = f"{format_size(f['repair_bytes'])} to repair with --only {f['rule']}" if f.get("repair_bytes") else \
+        f"{format_size(f['reclaimable_bytes'])} reclaimable" + (" with --include-persistent" if f["opt_in"] else "")
     out.print(f"[{style}]{f['severity'].upper():6}[/{style}] [bold]{escape(f['title'])}[/bold] "
               f"({f['rule']}): {reclaim}")
     _para(out, escape(f["summary"]))
@@ -184,6 +186,11 @@ def _finding(out: Console, f: dict, short: bool) -> None:
     if len(ordered) > MAX_PATHS:
         _para(out, f"... and {len(ordered) - MAX_PATHS} more ({sum(p in reclaimable for p in ordered[MAX_PATHS:])} "
                    "can go; every path is in --format json)", 7)
+    if why and f.get("links"):
+        _para(out, "[dim]Evidence, per path that can go:[/dim]")
+        for link in f["links"]:
+            p = link.get("path", "")
+            _para(out, f"- {escape(short_path(p) if short else display_path(p))}: {escape(why_text(link['evidence']))}", 9)
 
 
 def _summary_table(out: Console, c: dict) -> None:
@@ -242,7 +249,7 @@ def _notes(out: Console, notes: list[str]) -> None:
 
 
 # -- clean / apply / restore --------------------------------------------------------------------
-def render_clean(term: Terminal, result: dict, plan: dict) -> None:
+def render_clean(term: Terminal, result: dict, plan: dict, why: bool = False) -> None:
     out = term.out
     # Per-process clients share one root: join outcomes to the plan on the root and the client.
     by_key = {(c["root"], c.get("client") or c.get("bundle_id")): c for c in plan["containers"]}
@@ -253,6 +260,7 @@ def render_clean(term: Terminal, result: dict, plan: dict) -> None:
         for note in c["recovered"]:
             out.print(f"  [yellow]from an interrupted run:[/yellow] {escape(note)}")
         planned = {a["path"]: a["bytes"] for a in planned_container.get("actions", [])}
+        evidence = {a["path"]: a.get("evidence") for a in planned_container.get("actions", [])}
         if read_only := planned_container.get("read_only"):
             out.print(f"  [yellow]Preview only:[/yellow] {escape(read_only)}.")
         if not c["outcomes"]:
@@ -263,6 +271,8 @@ def render_clean(term: Terminal, result: dict, plan: dict) -> None:
             style = "red" if o["status"] == "failed" else "yellow" if o["status"] == "skipped" else ""
             text = f"  {verb} {escape(display_path(o['path']))} ({format_size(planned.get(o['path'], o['bytes']))}, {o['rule']}){reason}"
             out.print(f"[{style}]{text}[/{style}]" if style else text)
+            if why and evidence.get(o["path"]):
+                out.print(f"    [dim]because:[/dim] {escape(why_text(evidence[o['path']]))}")
         for kept in planned_container.get("kept_back", []):
             out.print(f"  [dim]Kept back: {escape(kept)}[/dim]")
     read_only = bool(plan["containers"]) and all(c.get("read_only") for c in plan["containers"])

@@ -13,12 +13,14 @@ from mlcache_audit.domain import (
 from mlcache_audit.rules.model import (
     Evidence,
     Finding,
+    link,
     make_finding,
 )
+from mlcache_audit.rules.units import client_of
 from mlcache_audit.scan import Artifact
 
 
-def build_findings(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
+def build_findings(artifacts: list[Artifact], ev: Evidence, client: str | None = None) -> list[Finding]:
     """Every E5RT or Core AI build folder older than the current build goes. The current build is the
     newest present in any Core ML or Core AI cache of this container (a simulator app's caches carry
     its runtime's build, not the Mac's), or the running OS build for a per-process cache."""
@@ -32,6 +34,10 @@ def build_findings(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
              and build_order(a.detail["build"]) < build_order(current)]
     if not stale:
         return []
+    # Where the current build was seen: one of this container's own entries (a container is one client's:
+    # a home is split into one container per client before any build is compared).
+    newest_in = None if ev.current_build and is_build(ev.current_build) else \
+        min(a.path for a in entries if a.detail.get("build") == current)
     old_builds = sorted({a.detail["build"] for a in stale}, key=build_order)
     caches = sorted({"Core AI" if a.kind == COREAI_SPECIALIZATION else "Core ML (E5RT)" for a in stale})
     return [make_finding(
@@ -45,4 +51,8 @@ def build_findings(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
                     "update everything is specialized again under the new build, and the old build's folder is "
                     "never read again (Core AI's cache has kept 22 GB of old builds after an update).",
         remedy="Nothing to change in the app; old build folders can go (they are rebuilt on demand). For Core AI, "
-               + remedy_of("Core AI"))]
+               + remedy_of("Core AI"),
+        links={a.path: link(f"cache of OS build {a.detail['build']}, older than this container's current build",
+                            {"build": a.detail["build"], "client": client_of(a, client)},
+                            current_build=current, current_from=newest_in or "the running OS build")
+               for a in stale})]

@@ -54,6 +54,8 @@ class Finding:
     evidence: dict = field(default_factory=dict)
     explanation: str = ""
     remedy: str = ""
+    links: dict[str, dict] = field(default_factory=dict)  # reclaimable path -> the evidence that names it
+    repair_bytes: int = 0  # a repair rule's: broken entries deleting repairs, never reclaimable bytes
 
 
 @dataclass
@@ -61,14 +63,39 @@ class Diagnosis:
     findings: list[Finding]
     reclaimable_bytes: int  # default rules, each byte once
     reclaimable_opt_in_bytes: int  # what the opt-in rules would add
+    repair_bytes: int = 0  # broken entries deleting repairs (poisoned-entry): never reclaimable bytes
 
 
 def make_finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], summary: str,
-             evidence: dict | None = None, explanation: str = "", remedy: str = "") -> Finding:
+                 evidence: dict | None = None, explanation: str = "", remedy: str = "",
+                 links: dict[str, dict] | None = None) -> Finding:
+    """A finding; every path it reclaims needs its own evidence link (`links`, made by `link`): a rule
+    that cannot say what proves a target safe cannot reclaim it (a bug, caught by the tests)."""
     r = RULE[rule]
     reclaim_by_path = {a.path: a for a in reclaim if not is_protected(a.path)}  # each artifact once
+    links = links or {}
+    unlinked = sorted(set(reclaim_by_path) - set(links))
+    if unlinked:
+        raise ValueError(f"rule {rule} reclaims {unlinked[0]} without an evidence link")
+    size = sum(a.bytes for a in reclaim_by_path.values())
     return Finding(rule, r.severity, r.title, summary, sorted({a.path for a in concerned}), sorted(reclaim_by_path),
-                   sum(a.bytes for a in reclaim_by_path.values()), r.opt_in, evidence or {}, explanation, remedy)
+                   0 if r.repair else size, r.opt_in, evidence or {}, explanation, remedy,
+                   {p: links[p] for p in sorted(reclaim_by_path)}, size if r.repair else 0)
+
+
+def link(basis: str, about: dict, **refs) -> dict:
+    """One target's evidence: what it rests on (`basis`, a phrase), what it is about (`about`: the facts
+    it asserts of the target itself, from TARGET_FACTS; the planner compares each with the target's own
+    and refuses the action on any mismatch), and what it refers to (`refs`: the kept copy, the paired
+    compile copy, the newer build, the index read)."""
+    bad = set(about) - set(TARGET_FACTS)
+    if bad or not about:
+        raise ValueError(f"an evidence link must be about the target's own facts, not {sorted(bad) or 'nothing'}")
+    return {"basis": basis, "about": dict(about), **refs}
+
+
+# The facts a link may assert of its target; plan.target_facts reads each from the target itself.
+TARGET_FACTS = ("unit", "model", "pid", "asset_id", "store", "build", "client", "shape", "role")
 
 
 def newest(group: list[Artifact]) -> Artifact:

@@ -19,17 +19,24 @@ from mlcache_audit.rules.model import (
     Evidence,
     Finding,
     cache_of,
+    link,
     make_finding,
 )
+from mlcache_audit.rules.units import client_of, entry_shapes, model_shapes
 from mlcache_audit.scan import Artifact
 
 
-def respecialization_findings(artifacts: list[Artifact], copies: list[Artifact], ev: Evidence) -> list[Finding]:
-    """Entries alike in layout and size are copies of one model only with evidence that they came from
-    different loads of it: each load burst pairs one-to-one with a repeated compile copy in tmp/ (a
-    copy's newest mtime shortly before the burst), or `mlcache watch` saw them appear in different
-    launches. Entries within two minutes of each other are one load: distinct models (an 80-chunk LLM
-    makes 480 alike entries in one load). Without evidence: possible-respecialization, 0 bytes."""
+def respecialization_findings(artifacts: list[Artifact], copies: list[list[Artifact]], ev: Evidence,
+                              client: str | None = None) -> list[Finding]:
+    """Entries alike in layout and size are one model's re-specializations only with evidence about
+    that model: `mlcache watch` saw them appear in different launches, or the cluster pairs with the
+    repeated compile copies of one model (`copies`: one list per model) when all of these hold:
+    the input shape matches where either side records one (a missing shape folder is no mismatch),
+    the counts are one-to-one (every load made the same number of entries, one load per copy), and
+    each load falls in its copy's load window (after the copy, within ten minutes, before the next
+    copy). A copy of model A proves nothing about model B: otherwise possible-respecialization,
+    0 bytes. Entries within two minutes of each other are one load: distinct models (an 80-chunk LLM
+    makes 480 alike entries in one load)."""
     entries = [a for a in artifacts if a.kind == SPECIALIZATION and E5_CACHE in a.path]
     if not entries:
         return []
@@ -38,8 +45,7 @@ def respecialization_findings(artifacts: list[Artifact], copies: list[Artifact],
     for a in entries:
         if a.detail["build"] == current and a.detail.get("contents") == "bundle":
             groups[(cache_of(a), tuple(a.detail.get("layout", ())))].append(a)
-    copy_times = sorted(c.newest_mtime for c in copies if c.newest_mtime is not None)
-    proven: list[list[list[Artifact]]] = []  # per group, its bursts with evidence (oldest first)
+    proven: list[tuple[list[list[Artifact]], dict]] = []  # per cluster: its loads (oldest first), and its proof
     unproven: list[list[Artifact]] = []
     for group in groups.values():
         for cluster in _size_clusters(group):
@@ -48,31 +54,46 @@ def respecialization_findings(artifacts: list[Artifact], copies: list[Artifact],
             # A watch saw which launch made each entry: that decides, however close in time they are.
             watched = _by_launch([cluster], ev.launches)
             if len(watched) >= 2:
-                proven.append(watched)
+                proven.append((watched, {"basis": "watch history", "launches": len(watched)}))
                 continue
             bursts = _bursts(cluster)
             if len(bursts) < 2:
                 continue  # one load made them all: distinct models, nothing to report
-            with_evidence = _paired(bursts, copy_times)
-            if len(with_evidence) >= 2:
-                proven.append(with_evidence)
+            paired = _pair_with_one_model(cluster, bursts, copies)
+            if paired is not None:
+                proven.append((bursts, paired))
             else:
                 unproven.append(cluster)
     findings = []
     if proven:
-        reclaim = [a for bursts in proven for b in bursts[:-1] for a in b]
-        concerned = [a for bursts in proven for b in bursts for a in b]
-        basis = "watch history" if ev.launches and any(a.path in ev.launches for a in concerned) else \
-            "paired with repeated compiles"
+        reclaim = [a for bursts, _ in proven for b in bursts[:-1] for a in b]
+        concerned = [a for bursts, _ in proven for b in bursts for a in b]
+        links = {}
+        for bursts, proof in proven:
+            shapes = entry_shapes(bursts[-1][0])
+            for i, b in enumerate(bursts[:-1]):
+                for a in b:
+                    about = {"client": client_of(a, client), "build": current}
+                    if shapes:
+                        about["shape"] = sorted(shapes)[0]
+                    refs = {"load": i + 1, "loads": len(bursts), "newest_load_kept": sorted(x.path for x in bursts[-1])}
+                    if proof["basis"] == "watch history":
+                        links[a.path] = link("appeared in a different launch of a `mlcache watch`", about, **refs)
+                    else:
+                        links[a.path] = link(
+                            "written in the load of a recompiled copy of one model", about, **refs,
+                            copy=proof["copies"][i], model=proof["model"], copies=len(proof["copies"]))
+        basis = sorted({p["basis"] for _, p in proven})
         findings.append(make_finding(
             "redundant-specialization", concerned, reclaim,
             f"{len(concerned)} specializations of {len(proven)} model configuration(s) were made in "
-            f"{sum(len(b) for b in proven)} different loads; only the newest load's are needed",
-            {"groups": len(proven), "redundant": len(reclaim), "loads": sum(len(b) for b in proven), "basis": basis},
-            explanation=WHY_RESPECIALIZE + " Each of these entries was written right after a recompiled copy "
-                        "appeared in tmp/ (or in a launch `mlcache watch` saw), so they are one model specialized "
-                        "again on every load.",
-            remedy=remedy_of("Core ML (e5rt)")))
+            f"{sum(len(b) for b, _ in proven)} different loads; only the newest load's are needed",
+            {"groups": len(proven), "redundant": len(reclaim), "loads": sum(len(b) for b, _ in proven),
+             "basis": " and ".join(basis)},
+            explanation=WHY_RESPECIALIZE + " Each of these entries was written in the load of a recompiled copy "
+                        "of one model in tmp/ (one copy per load, matching input shape), or in a launch "
+                        "`mlcache watch` saw, so they are one model specialized again on every load.",
+            remedy=remedy_of("Core ML (e5rt)"), links=links))
     if unproven:
         n = sum(len(c) for c in unproven)
         findings.append(make_finding(
@@ -80,7 +101,8 @@ def respecialization_findings(artifacts: list[Artifact], copies: list[Artifact],
             f"{n} specializations in {len(unproven)} group(s) look alike (layout and size) and were made in "
             "different loads, but nothing proves they are one model; 0 bytes reclaimable",
             {"groups": len(unproven), "entries": n,
-             "missing": "no repeated compile copies in tmp/ pair with them, and no `mlcache watch` history"},
+             "missing": "no one model's repeated compile copies pair with them one-to-one (input shape, one copy "
+                        "per load, each load in its copy's window), and no `mlcache watch` history"},
             explanation="Alike layouts and sizes do not prove two entries are one model: distinct models with one "
                         "architecture (chunks of an LLM, variants) look the same. mlcache reclaims re-specializations "
                         "only when they pair with repeated compiles in tmp/ or appear launch after launch in a watch.",
@@ -112,18 +134,32 @@ def _bursts(cluster: list[Artifact]) -> list[list[Artifact]]:
     return bursts
 
 
-def _paired(bursts: list[list[Artifact]], copy_times: list[float]) -> list[list[Artifact]]:
-    """The bursts that pair one-to-one, in time order, with a compile copy made shortly before them."""
-    out = []
-    i = 0
-    for burst in bursts:
-        start = burst[0].newest_mtime
-        while i < len(copy_times) and copy_times[i] < start - PAIR_SECONDS:
-            i += 1
-        if i < len(copy_times) and copy_times[i] <= start:
-            out.append(burst)
-            i += 1  # each copy pairs with one burst only
-    return out
+def _pair_with_one_model(cluster: list[Artifact], bursts: list[list[Artifact]],
+                         copies: list[list[Artifact]]) -> dict | None:
+    """The proof that every load of this cluster is a load of one model's recompiled copy, or None."""
+    per_load = {len(b) for b in bursts}
+    if len(per_load) != 1 or sum(len(b) for b in bursts) != len(cluster):
+        return None  # loads made different numbers of entries: not one model loaded again and again
+    shapes = entry_shapes(cluster[0])
+    for model in copies:
+        dated = sorted((c for c in model if c.newest_mtime is not None), key=lambda c: c.newest_mtime)
+        if len(dated) != len(bursts):
+            continue  # one-to-one: a copy per load, a load per copy
+        own = frozenset().union(*(model_shapes(c) for c in dated))
+        if shapes and own and not shapes & own:
+            continue  # another model's input shape
+        if all(_in_window(b, c, nxt) for b, c, nxt in zip(bursts, dated, [*dated[1:], None], strict=True)):
+            return {"basis": "paired with repeated compiles", "copies": [c.path for c in dated],
+                    "model": next((c.model.get("class_name") for c in dated if c.model.get("class_name")), None)
+                    or dated[0].path.rsplit("/", 1)[-1]}
+    return None
+
+
+def _in_window(burst: list[Artifact], copy: Artifact, following: Artifact | None) -> bool:
+    """A load's entries are written after its compile copy, within minutes, and before the next copy."""
+    start = burst[0].newest_mtime
+    return copy.newest_mtime <= start <= copy.newest_mtime + PAIR_SECONDS and \
+        (following is None or start < following.newest_mtime)
 
 
 def _by_launch(bursts: list[list[Artifact]], launches: dict[str, int]) -> list[list[Artifact]]:

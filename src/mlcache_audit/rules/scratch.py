@@ -11,6 +11,7 @@ from mlcache_audit.domain import (
 from mlcache_audit.rules.model import (
     Evidence,
     Finding,
+    link,
     make_finding,
 )
 from mlcache_audit.scan import Artifact
@@ -37,7 +38,13 @@ def scratch_findings(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
             explanation="Both are written under a process id and abandoned when that process ends before it "
                         "finishes or cleans up; public sweepers remove them exactly when the pid is gone "
                         "(kill(pid, 0) fails with ESRCH).",
-            remedy=_INTERRUPTED_REMEDY if kind == SPECIALIZATION_PARTIAL else remedy_of("MPSGraph")))
+            remedy=_INTERRUPTED_REMEDY if kind == SPECIALIZATION_PARTIAL else remedy_of("MPSGraph"),
+            links={a.path: link(f"written by pid {a.detail['pid']}, which " +
+                                ("cannot run here (an offline copy)" if ev.running_pids is None else "is not running"),
+                                {"pid": a.detail["pid"], "unit": f"artifact:{a.path}"},
+                                checked="no process can own an offline copy" if ev.running_pids is None
+                                else "the running processes of this user (psutil), read before planning")
+                   for a in dead}))
     return findings
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from mlcache_audit.domain import EXECUTORCH_ASSET, KINDS, MODEL_KINDS
+from mlcache_audit.domain import COREAI_SPECIALIZATION, EXECUTORCH_ASSET, KINDS, MODEL_KINDS, SOURCE_MODEL
 from mlcache_audit.scan.account import walk_entries
 from mlcache_audit.scan.describe import bundle_key, describe, read_indexes
 from mlcache_audit.scan.identity import artifact_identity
@@ -68,10 +68,17 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     for a in artifacts:
         describe(container, a, names[id(a)], keys.get(id(a)), known, progress, model_cache)
     layout = {}
+    indexes = {}
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
-        # ExecuTorch's newer model cache writes version.txt and never assets.db (ETCoreMLModelCache.h).
-        layout["executorch_model_cache"] = any(p.has_version for p in parts)
-    indexes = {} if layout.get("executorch_model_cache") else read_indexes(container, artifacts, notes)
+        # ExecuTorch writes version.txt on every load since April 2026, whichever store is in use: a fact
+        # reported, never evidence. Each asset's store is told from its own files (executorch_stores).
+        layout["executorch_version_txt"] = any(p.has_version for p in parts)
+        if executorch_stores(artifacts, None):  # some asset may be the asset store's: its index decides
+            indexes = read_indexes(container, artifacts, notes)
+            executorch_stores(artifacts, indexes.get("executorch_db", False))
+        else:
+            executorch_stores(artifacts, False)
+    verify_coreai_sources(container, artifacts, notes)
     reset = times_look_reset(artifacts)
     if reset:
         notes.append(reset)
@@ -81,6 +88,50 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
 
 RESET_MIN_FILES = 20
 RESET_SPAN_SECONDS = 2.0
+
+
+def verify_coreai_sources(container: Container, artifacts: list[Artifact], notes: list[str]) -> None:
+    """For each source .aimodel that a Core AI entry here names by main.hash: is its main.hash the
+    SHA-256 of its main.mlirb? (A half-copied package poisons its entry.) Read once, streamed; only
+    these files, because only they can make an entry poisoned."""
+    named = {a.detail.get("main_hash") for a in artifacts if a.kind == COREAI_SPECIALIZATION}
+    for a in artifacts:
+        if a.kind != SOURCE_MODEL or a.detail.get("main_hash") not in named:
+            continue
+        import hashlib  # only when a Core AI entry names a source here
+
+        rel = f"{a.path}/main.mlirb"
+        if not any(e.path == rel for e in a.members):
+            a.detail["main_hash_ok"] = False
+            continue
+        for _, stream in container.stream([rel]):
+            if stream is None:
+                notes.append(f"{a.path}: main.mlirb unreadable, its main.hash not verified")
+                continue
+            h = hashlib.sha256()
+            for chunk in iter(lambda s=stream: s.read(1 << 20), b""):
+                h.update(chunk)
+            a.detail["main_hash_ok"] = h.hexdigest() == a.detail["main_hash"]
+
+
+def executorch_stores(artifacts: list[Artifact], db_exists: bool | None) -> bool:
+    """Which of ExecuTorch's two stores each Core ML asset belongs to, from its own files
+    (ETCoreMLModelCache.mm, ETCoreMLAssetManager.mm): an `<id>.accessed` clock beside it means the
+    model cache (live, never an orphan); a compute-unit suffix and no clock, the asset store; neither,
+    the asset store when assets.db exists, else unknown (nothing is said of it). With `db_exists`
+    None (not read yet), says only whether any asset lacks a clock (then the index is worth reading)."""
+    ets = [a for a in artifacts if a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml"]
+    clocks = {a.detail["asset_id"] for a in ets if a.detail.get("role") == "clock"}
+    if db_exists is None:
+        return any(a.detail["asset_id"] not in clocks for a in ets)
+    for a in ets:
+        if a.detail.get("role") == "clock" or a.detail["asset_id"] in clocks:
+            a.detail["store"] = "model_cache"
+        elif a.detail.get("compute_units") or db_exists:
+            a.detail["store"] = "asset_store"
+        else:
+            a.detail["store"] = "unknown"
+    return True
 
 
 def times_look_reset(artifacts: list[Artifact]) -> str | None:

@@ -19,12 +19,15 @@ from mlcache_audit.domain import (
     EXECUTORCH_COREML,
     EXECUTORCH_SCRATCH,
     METAL_CACHE,
+    MODEL_WEIGHTS,
     MPSGRAPH_SCRATCH,
     MPSGRAPH_SCRATCH_KIND,
+    ORT_MODEL_CACHE,
     SOURCE_MODEL,
     SPECIALIZATION,
     SPECIALIZATION_PARTIAL,
     UNRECOGNISED,
+    XNNPACK_CACHE,
     is_build,
 )
 from mlcache_audit.scan.model import Artifact, area_of
@@ -65,6 +68,24 @@ _TORCH_LEGACY = re.compile(r"^([0-9a-f]{64})(\.mlmodelc|\.version)?$")  # PTMCor
 _COMPUTE_UNITS = re.compile(r"_(all|cpu_only|cpu_and_gpu|cpu_and_ne)$")
 
 
+# ONNX Runtime's ModelCacheDirectory: <dir>/<key>/<n>_{static,dynamic}_mlprogram/model/... (PR #23065).
+ORT_PARTITION = re.compile(r"^(\d+)_(static|dynamic)_mlprogram$")
+
+
+# MediaPipe / LiteRT-LM in their cache folder: <model>.xnnpack_cache[_<id>], <model>_<id>_mldrift_program_cache.bin.
+_XNNPACK = re.compile(r"\.xnnpack_cache(?:_[^/]*)?$|_mldrift_program_cache\.bin$")
+
+
+# Weights of other on-device runtimes, as files (MLX and Hugging Face models use safetensors, llama.cpp GGUF).
+_WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+
+
+def file_may_start(name: str) -> bool:
+    """Can a regular file of this name start an artifact in a quiet folder (see quiet_folder)?"""
+    return name.endswith((".mlmodel", *_WEIGHT_SUFFIXES)) or ".xnnpack_cache" in name \
+        or name.endswith("_mldrift_program_cache.bin")
+
+
 def classify_entry(e: Entry, parent: Artifact | None) -> Artifact | None:
     """Does this entry start an artifact? Only directories and regular files can."""
     if e.type not in (FILE, DIR):
@@ -97,8 +118,21 @@ def classify_entry(e: Entry, parent: Artifact | None) -> Artifact | None:
         if leftover is not None:
             return leftover
     if is_dir and name.endswith(".mlmodelc"):
-        producer = "Hugging Face hub" if "huggingface" in parts else None
-        return Artifact(COMPILED_MODEL, e.path, True, producer)
+        if _hub_download_metadata(parts):
+            return None  # swift-transformers' download bookkeeping: *.metadata files, not a bundle
+        return Artifact(COMPILED_MODEL, e.path, True, _bundle_producer(parts))
+    if is_dir and (m := ORT_PARTITION.match(name)) and len(parts) >= 3:
+        # The unit is the partition's <key>/ folder (rules/units.py): only the whole key may ever go.
+        return Artifact(ORT_MODEL_CACHE, e.path, True, "ONNX Runtime model cache",
+                        detail={"key": parts[-2], "partition": int(m.group(1)), "shapes": m.group(2)})
+    if not is_dir and _XNNPACK.search(name):
+        return Artifact(XNNPACK_CACHE, e.path, False, "MediaPipe / LiteRT",
+                        detail={"model_file": _XNNPACK.sub("", name)})
+    if not is_dir and (name.endswith(_WEIGHT_SUFFIXES) or _is_hub_blob(parts)):
+        hub = next((p for p in parts if p.startswith("models--")), None)
+        return Artifact(MODEL_WEIGHTS, e.path, False, "Hugging Face hub" if hub else "model weights",
+                        detail={"format": "blob" if _is_hub_blob(parts) else name.rsplit(".", 1)[-1],
+                                **({"hub_repo": hub.removeprefix("models--").replace("--", "/")} if hub else {})})
     if is_dir and name.endswith(".aimodelc"):
         return Artifact(COMPILED_MODEL, e.path, True, "Core AI", detail={"format": "aimodelc"})
     if is_dir and name.endswith(".aimodel"):
@@ -108,9 +142,31 @@ def classify_entry(e: Entry, parent: Artifact | None) -> Artifact | None:
     return None
 
 
+def _bundle_producer(parts: list[str]) -> str | None:
+    """Who wrote a compiled bundle outside the caches, when its path says: a Hugging Face hub cache
+    (models--<org>--<name>/snapshots/...), WhisperKit's model folders (argmaxinc/whisperkit-coreml/<variant>,
+    downloaded by swift-transformers' HubApi into Documents/huggingface/models by default), another
+    swift-transformers download."""
+    if any(p.startswith("models--") for p in parts):
+        return "Hugging Face hub"
+    if any("whisperkit" in p.lower() for p in parts[:-1]):
+        return "WhisperKit"
+    return "Hugging Face hub" if "huggingface" in parts else None
+
+
+def _hub_download_metadata(parts: list[str]) -> bool:
+    """swift-transformers keeps <repo>/.cache/huggingface/download/<variant>/<Model>.mlmodelc/*.metadata."""
+    return ".cache" in parts and "download" in parts and parts.index("download") > parts.index(".cache")
+
+
+def _is_hub_blob(parts: list[str]) -> bool:
+    """A Hugging Face hub cache blob: models--<org>--<name>/blobs/<hash> (snapshots/ hold symlinks to them)."""
+    return len(parts) >= 3 and parts[-2] == "blobs" and parts[-3].startswith("models--")
+
+
 def quiet_folder(folder: str) -> str | None:
     """The area of the regular files in `folder` (a path from the container root) when, outside
-    every artifact, `classify_entry` starts one from a file there only if it is named `*.mlmodel`; None
+    every artifact, `classify_entry` starts one from a file there only if `file_may_start` says so; None
     for the folders whose files need all of `classify_entry`: the root and Library (a file there may be an
     area of its own), tmp/ and the top-level MPSGraph scratch, and anything in a Core ML, Core AI
     or ExecuTorch cache. The folder walk's fast path; tests/test_folderwalk.py holds it to `classify_entry`."""
@@ -119,6 +175,8 @@ def quiet_folder(folder: str) -> str | None:
     parts = folder.split("/")
     if parts[0] in ("tmp", MPSGRAPH_SCRATCH) or E5_CACHE in parts or COREAI_CACHE in parts:
         return None
+    if len(parts) >= 2 and parts[-1] == "blobs" and parts[-2].startswith("models--"):
+        return None  # a hub cache's blobs have no extension
     if len(parts) >= 3 and parts[0] == "Library" and parts[1] == "Caches" and parts[2] in (EXECUTORCH_COREML,
                                                                                           EXECUTORCH_COREAI):
         return None
@@ -171,9 +229,11 @@ def _classify_executorch(e: Entry, parts: list[str], is_dir: bool) -> Artifact |
         return None
     if area == "models":
         if not is_dir and name.endswith(".accessed"):
-            return None  # the model cache's LRU clock: part of the cache, not an asset
+            # The model cache's LRU clock (ETCoreMLModelCache.mm): it marks its asset as the model cache's.
+            return Artifact(EXECUTORCH_ASSET, e.path, False, "ExecuTorch",
+                            detail={"backend": "coreml", "asset_id": name.removesuffix(".accessed"), "role": "clock"})
         asset_id = name.removesuffix(".mlmodelc")
-        detail = {"backend": "coreml", "asset_id": asset_id}
+        detail = {"backend": "coreml", "asset_id": asset_id, "role": "asset"}
         if m := _COMPUTE_UNITS.search(asset_id):
             detail["compute_units"] = m.group(1)
         return Artifact(EXECUTORCH_ASSET, e.path, is_dir, "ExecuTorch", detail=detail)

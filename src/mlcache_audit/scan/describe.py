@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from mlcache_audit import models
 from mlcache_audit.domain import (
     COMPILE_LEFTOVER,
@@ -135,23 +137,47 @@ def _hash_text(data: bytes | None) -> str | None:
     return data.hex() if len(data) == 32 else None
 
 
-def read_indexes(container: Container, artifacts: list[Artifact], notes: list[str]) -> dict[str, set[str] | None]:
-    """Keys of the ExecuTorch asset store's index (`MODEL_ASSETS_STORE` in assets.db), if present."""
+_ASSETS_DB = "Library/Application Support/executorchcoreml/assets.db"
+
+
+def read_indexes(container: Container, artifacts: list[Artifact], notes: list[str]) -> dict:
+    """Keys of the ExecuTorch asset store's index (`MODEL_ASSETS_STORE` in assets.db), if present:
+    {"executorch": keys or None (unreadable), "executorch_db": whether assets.db is there}.
+
+    A real assets.db is in WAL mode: rows still in `assets.db-wal` are part of it, and a reader of the
+    main file alone would call live assets orphans. Both files are copied into a private folder and
+    opened there, as SQLite would open them (it replays the WAL); nothing is ever written beside the
+    container's own files. A WAL-mode database whose -wal is missing or unreadable gives no keys."""
     if not any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
         return {}
     import sqlite3
+    import tempfile
 
-    data = container.read("Library/Application Support/executorchcoreml/assets.db", 256 * 1024**2)
-    if not data or not data.startswith(b"SQLite format 3\x00"):
+    data = container.read(_ASSETS_DB, 256 * 1024**2)
+    if not data or not data.startswith(b"SQLite format 3\x00") or len(data) < 100:
         notes.append("ExecuTorch assets.db missing or unreadable: orphaned assets cannot be told")
-        return {"executorch": None}
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.deserialize(data)
-        keys = {row[0] for row in conn.execute("SELECT ENTRY_KEY FROM MODEL_ASSETS_STORE")}
-    except sqlite3.DatabaseError:
-        notes.append("ExecuTorch assets.db has no MODEL_ASSETS_STORE table: orphaned assets cannot be told")
-        return {"executorch": None}
-    finally:
-        conn.close()
-    return {"executorch": {str(k) for k in keys}}
+        return {"executorch": None, "executorch_db": bool(data)}
+    wal_mode = data[18] == 2 or data[19] == 2  # the header's file format versions: 2 means WAL
+    wal = container.read(_ASSETS_DB + "-wal", 256 * 1024**2) if wal_mode else None
+    if wal_mode and not wal:
+        notes.append("ExecuTorch assets.db is in WAL mode and its assets.db-wal is missing or unreadable: rows "
+                     "may be missing from the main file, so no asset is called an orphan")
+        return {"executorch": None, "executorch_db": True}
+    with tempfile.TemporaryDirectory(prefix="mlcache-assets-") as private:
+        db = os.path.join(private, "assets.db")
+        with open(db, "wb") as out:
+            out.write(data)
+        if wal:
+            with open(db + "-wal", "wb") as out:
+                out.write(wal)
+        conn = None
+        try:
+            conn = sqlite3.connect(db)
+            keys = {row[0] for row in conn.execute("SELECT ENTRY_KEY FROM MODEL_ASSETS_STORE")}
+        except sqlite3.DatabaseError:
+            notes.append("ExecuTorch assets.db has no readable MODEL_ASSETS_STORE table: orphaned assets cannot be told")
+            return {"executorch": None, "executorch_db": True}
+        finally:
+            if conn is not None:
+                conn.close()
+    return {"executorch": {str(k) for k in keys}, "executorch_db": True}

@@ -35,7 +35,7 @@ from mlcache_audit import fsio
 from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.account import add_member, counted_size, start_artifact
-from mlcache_audit.scan.classify import HEX_ANY, classify_entry, quiet_folder
+from mlcache_audit.scan.classify import HEX_ANY, classify_entry, file_may_start, quiet_folder
 from mlcache_audit.scan.model import CACHE_KINDS, EXECUTORCH_VERSION_FILE, Artifact, Part, area_of
 from mlcache_audit.sources.base import FILE, Entry
 from mlcache_audit.sources.folder import FolderStore, walk_notes
@@ -165,7 +165,7 @@ class FolderWalk:
                             files += 1
                             total += size
                             continue
-                        if area is not None and art is None and not name.endswith(".mlmodel"):
+                        if area is not None and art is None and not file_may_start(name):
                             other[area] += size
                             files += 1
                             total += size

@@ -113,6 +113,7 @@ class Container:
     # When set, only these folders below the root belong to the container (a per-process client's
     # caches inside the shared ~/Library/Caches): only they are walked, planned and acted on.
     scope: tuple[str, ...] = ()
+    home: str | None = None  # the home-shaped folder it was discovered in (acting on it needs --all-clients)
     _entries: list[Entry] | None = None
 
     @property

@@ -80,6 +80,9 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
                         for rel, why in sorted(skipped.items()))
     containers: list[Container] = []
     for rel, form, bid in found:
+        if form == HOME:
+            containers += _home_clients(store.real(rel), bundle_id, finder.notes)
+            continue
         if form == Form.BACKUP:
             from mlcache_audit.sources.backup import open_backup  # sqlite3, urllib: only for backups
 
@@ -118,6 +121,27 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         raise NotAContainer(f"{path} holds no app container",
                             hint="expected Documents/, Library/ and tmp/, an .xcappdata, a simulator tree or a backup")
     return containers
+
+
+HOME = "home"  # a finder result: a home-shaped folder, discovered like --home
+
+
+def _home_clients(home: str, bundle_id: str | None, notes: list[str]) -> list[Container]:
+    """Every client of a home-shaped folder, each its own container with its own current build, as
+    `--home` discovers them (sources.discover): a home is never one container, and no client's OS
+    build is compared with another's."""
+    from mlcache_audit.sources.discover import Places, discover
+
+    try:
+        found = discover(Places(Path(home), None), bundle_id=bundle_id)
+    except NotAContainer:
+        return []  # no client of that bundle id here
+    said = [f"{display_path(home)} is a home folder: discovered like --home, one container per client"]
+    said += [f"not searched: {s.get('path', '?')} ({s['reason']})" for s in found.skipped + found.unreadable]
+    for c in found.containers:
+        c.home = home
+        c.notes[:0] = notes + said
+    return found.containers
 
 
 def _archives_in(folder: Path, **options) -> list[Container]:
@@ -215,6 +239,8 @@ class _Finder:
         sim = self._simulator_apps(rel, dirs)
         if sim is not None:
             return sim
+        if self._home_shaped(rel, children, dirs):
+            return self._emit([(rel, HOME, None)])
         if self._looks_raw(children, dirs):
             return self._emit([(rel, self._raw_form(rel, name), self._bundle_id(rel, children, name))])
         if depth >= _MAX_GENERIC_DEPTH:
@@ -258,6 +284,22 @@ class _Finder:
                     out.append(self._emit([(app, Form.SIMULATOR, self._bundle_id(app, kids, uuid))])[0])
             return out
         return None
+
+    def _home_shaped(self, rel: str, children: dict[str, bool], dirs: set[str]) -> bool:
+        """A home folder, or a copy of one (`mlcache scan ~`): its Library/ holds Developer/CoreSimulator,
+        Containers or Group Containers, and it is no app container itself (no metadata plist, not a
+        sandboxed app's Containers/<id>/Data). Only a folder can be: discovery reads real paths."""
+        if self.store.kind != StoreKind.FOLDER or "Library" not in dirs or \
+                IOS_METADATA_PLIST in children or MACOS_METADATA_PLIST in children:
+            return False
+        parts = self.store.real(rel).split("/")
+        if len(parts) >= 3 and parts[-1] == "Data" and parts[-3] == "Containers":
+            return False
+        lib = self.store.list_dir(join_rel(rel, "Library")) or {}
+        if lib.get("Containers") or lib.get("Group Containers"):
+            return True
+        return bool(lib.get("Developer") and (self.store.list_dir(join_rel(rel, "Library/Developer")) or {})
+                    .get("CoreSimulator"))
 
     @staticmethod
     def _looks_raw(children: dict[str, bool], dirs: set[str]) -> bool:
