@@ -29,8 +29,8 @@ def test_recompile_fixture_names_the_model_copies_producer_and_fix(built):
     # 23 older copies go, each as its unit: the spec tmp/<GUS> with its bundle tmp/<GUS>.mlmodelc.
     assert len(rc["reclaimable_paths"]) == 46 and ev["kept"] not in rc["reclaimable_paths"]
     assert ev["kept"].removesuffix(".mlmodelc") not in rc["reclaimable_paths"]
-    assert ev["kept"] == max((a for a in c["artifacts"] if a["path"] in rc["paths"] and a["kind"] == "compile_leftover"),
-                             key=lambda a: a["newest_mtime"])["path"]
+    assert ev["kept"] == max((a for a in c["artifacts"] if a["path"] in rc["paths"] and a["kind"] == "compile_leftover"
+                              and a["path"].endswith(".mlmodelc")), key=lambda a: a["newest_mtime"])["path"]
 
 
 def test_reclaimable_counts_each_byte_once_and_adds_up(built):

@@ -128,7 +128,7 @@ class Plan:
         return cls(path=_path(f, d, "path", "the plan"), created=f.text(d, "created", "the plan"),
                    rules=tuple(f.texts(d, "rules", "the plan")),
                    include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
-                   notes=tuple(f.texts(d, "notes", "the plan")), discovery=_discovery(f, d))
+                   notes=tuple(f.texts(d, "notes", "the plan")), discovery=_discovery(f, d), schema=d["schema"])
 
 
 def _evidence(f: Fields, a: dict, where: str) -> dict | None:

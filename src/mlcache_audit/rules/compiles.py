@@ -82,7 +82,7 @@ def compile_findings(artifacts: list[Artifact], fp: Fingerprints) -> tuple[list[
         launches = f" in {len(pids)} launches" if pids else ""
         same = persistent[digest] if kept is None else kept.path
         findings.append(make_finding(
-            "repeated-compile", bundles + during, reclaim,
+            "repeated-compile", [a for k in keys for a in units[k]] + during, reclaim,
             f"{producer or 'an on-device compile'} compiled one model {len(bundles)} times{days}{launches}; "
             f"{len(during)} specializations were made in the same span",
             evidence, explanation=WHY_RESPECIALIZE, remedy=remedy_of(producer),
