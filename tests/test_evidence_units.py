@@ -343,3 +343,17 @@ def test_what_a_finding_reclaims_it_also_names_and_links(built, name):
         for f in c["findings"]:
             assert set(f["reclaimable_paths"]) <= set(f["paths"]), f["rule"]
             assert [link["path"] for link in f["links"]] == f["reclaimable_paths"], f["rule"]
+
+
+def test_a_core_ai_entry_made_from_a_half_copied_package_is_poisoned(fx):
+    root = fx("coreai")
+    (before,) = scan_json(root)["containers"]
+    assert "poisoned-entry" not in {f["rule"] for f in before["findings"]}
+    mlirb = root / "Library/Application Support/Models/Chat.aimodel/main.mlirb"
+    mlirb.write_bytes(mlirb.read_bytes()[:10_000])  # half copied: main.hash no longer matches
+    (c,) = scan_json(root)["containers"]
+    f = next(f for f in c["findings"] if f["rule"] == "poisoned-entry")
+    linked = {x["entry"] for x in next(g for g in c["findings"] if g["rule"] == "coreai-cache")["evidence"]["linked"]}
+    assert linked and linked <= set(f["reclaimable_paths"])
+    assert all(link["evidence"]["source"].endswith("Chat.aimodel") for link in f["links"])
+    assert c["reclaimable_bytes"] == before["reclaimable_bytes"] and c["repair_bytes"] > 0
