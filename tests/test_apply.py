@@ -448,10 +448,10 @@ def test_apply_and_restore_contract_keys_are_pinned(fx, tmp_path):
     dry = json.loads(run("clean", root, "--only", "repeated-compile", "--apply", "--yes", "--format", "json",
                          "--quarantine", tmp_path / "q").stdout)
     assert dry["schema"] == "mlcache.apply/2"
-    assert set(dry) == {"schema", "dry_run", "quarantine", "freed_bytes", "would_free_bytes", "complete", "containers"}
+    assert set(dry) == {"schema", "dry_run", "quarantine", "freed_bytes", "freed_disk_bytes", "would_free_bytes", "complete", "containers"}
     c = dry["containers"][0]
     assert set(c) == {"root", "bundle_id", "client", "container_key", "recovered", "outcomes"}
-    assert set(c["outcomes"][0]) == {"path", "bytes", "rule", "status", "reason"}
+    assert set(c["outcomes"][0]) == {"path", "bytes", "disk_bytes", "rule", "status", "reason"}
     restored = json.loads(run("restore", tmp_path / "q", "--format", "json").stdout)
     assert restored["schema"] == "mlcache.restore/1" and set(restored) == {"schema", "complete", "outcomes"}
     assert restored["complete"] and restored["outcomes"][0]["status"] == "restored"

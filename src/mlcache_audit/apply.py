@@ -143,14 +143,14 @@ def _root_handles(cp: ContainerPlan, key: str | None) -> fsio.FolderHandles:
 
 def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, journal,
          handles: fsio.FolderHandles | None = None) -> Outcome:
-    measured: list[int] = []  # what the re-check measured right before acting: the only bytes reported freed
+    measured: list[tuple[int, int]] = []  # what the re-check measured right before acting: the only bytes reported freed
 
     def out(status: str, reason: str = "") -> Outcome:
         if status in (Status.WOULD_REMOVE, Status.WOULD_QUARANTINE):
-            freed = a.bytes  # a preview of a plan: the plan's own figure, shown as such
+            freed, disk = a.bytes, a.disk_bytes  # a preview of a plan: the plan's own figures, shown as such
         else:
-            freed = measured[0] if status in DONE and measured else 0
-        return Outcome(a.path, freed, a.rule, status, reason)
+            freed, disk = measured[0] if status in DONE and measured else (0, 0)
+        return Outcome(a.path, freed, a.rule, status, reason, disk)
 
     if not may_act_on(a.path):
         return out(Status.SKIPPED, "protected or unsafe path: never acted on")
@@ -172,12 +172,12 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return out(Status.SKIPPED, "gone since the plan was made")
-        now, freed = fresh_state(parent_fd, name, st)
+        now, freed, freed_disk = fresh_state(parent_fd, name, st)
         changed = ", ".join(f for f in ("type", "size", "files", "mtime_ns", "inode", "fingerprint")
                             if getattr(now, f) != getattr(a.seen, f))
         if changed:
             return out(Status.SKIPPED, f"changed since plan ({changed})")
-        measured.append(freed)
+        measured.append((freed, freed_disk))
         if quarantine is not None:
             return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out)
         return _remove(a, parent_fd, name, st, journal, out)

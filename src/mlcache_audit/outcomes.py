@@ -15,6 +15,7 @@ class Outcome:
     rule: str
     status: Status
     reason: str = ""
+    disk_bytes: int | None = None  # allocated bytes it gave back (measured), or a preview's planned figure
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class ApplyResult:
     @property
     def freed_bytes(self) -> int:
         return sum(o.bytes for c in self.containers for o in c.outcomes if o.status in DONE)
+
+    @property
+    def freed_disk_bytes(self) -> int:
+        return sum(o.disk_bytes or 0 for c in self.containers for o in c.outcomes if o.status in DONE)
 
     @property
     def would_free_bytes(self) -> int:

@@ -14,6 +14,7 @@ from mlcache_audit.errors import PlanInvalid
 from mlcache_audit.fsio import path_fields, path_from, readable, readable_document
 from mlcache_audit.rules.units import link_mismatch, partial_units, target_facts, units_of
 from mlcache_audit.safety import is_safe_relative, may_act_on
+from mlcache_audit.scan import disk_freed
 from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK
 from mlcache_audit.state import Seen
 from mlcache_audit.vocab import Form
@@ -30,7 +31,8 @@ class Action:
     kind: str
     seen: Seen
     content: str | None = None
-    evidence: dict | None = None  # what makes it safe, about this target (rules.model.link); None: a plan/1 action
+    evidence: dict | None = None
+    disk_bytes: int | None = None  # what removing it gives back on disk (None: the store has no blocks)  # what makes it safe, about this target (rules.model.link); None: a plan/1 action
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class ContainerPlan:
     client: str | None = None  # whose caches (a per-process client shares its root with others)
     scope: tuple[str, ...] = ()  # when set, the only folders below the root that may be acted on
     live: str | None = None  # why an app may be running against it (it gets the in-use check), else None
+    reclaimable_disk_bytes: int | None = None  # allocated bytes its actions give back together (scan.disk_freed)
 
     @property
     def key(self) -> str:
@@ -75,9 +78,11 @@ class Plan:
                 **path_fields(c.root, "root"), "bundle_id": c.bundle_id, "form": c.form,
                 "actions": [{**path_fields(a.path), "bytes": a.bytes, "rule": a.rule, "kind": a.kind,
                              "seen": asdict(a.seen), "content": a.content,
-                             "evidence": readable_document(a.evidence) if a.evidence else None}
+                             "evidence": readable_document(a.evidence) if a.evidence else None,
+                             "disk_bytes": a.disk_bytes}
                             for a in c.actions],
-                "reclaimable_bytes": c.reclaimable_bytes, "kept_back": [readable(k) for k in c.kept_back],
+                "reclaimable_bytes": c.reclaimable_bytes, "reclaimable_disk_bytes": c.reclaimable_disk_bytes,
+                "kept_back": [readable(k) for k in c.kept_back],
                 "read_only": c.read_only, "client": c.client, "scope": list(c.scope),
                 "live": c.live is not None, "live_why": c.live,
             } for c in self.containers],
@@ -117,14 +122,16 @@ class Plan:
                               inode=f.integer(seen, "inode", sw, optional=True, high=1 << 64),
                               fingerprint=f.text(seen, "fingerprint", sw)),
                     content=f.text(a, "content", aw, optional=True),
-                    evidence=_evidence(f, a, aw)))
+                    evidence=_evidence(f, a, aw),
+                    disk_bytes=f.integer(a, "disk_bytes", aw, optional=True)))
             containers.append(ContainerPlan(
                 root=root, bundle_id=f.text(c, "bundle_id", where, optional=True), form=f.text(c, "form", where),
                 actions=tuple(actions), reclaimable_bytes=f.integer(c, "reclaimable_bytes", where),
                 kept_back=tuple(f.texts(c, "kept_back", where)),
                 read_only=f.text(c, "read_only", where, optional=True),
                 client=f.text(c, "client", where, optional=True),
-                scope=tuple(_scope(f, c, where)), live=f.text(c, "live_why", where, optional=True)))
+                scope=tuple(_scope(f, c, where)), live=f.text(c, "live_why", where, optional=True),
+                reclaimable_disk_bytes=f.integer(c, "reclaimable_disk_bytes", where, optional=True)))
         return cls(path=_path(f, d, "path", "the plan"), created=f.text(d, "created", "the plan"),
                    rules=tuple(f.texts(d, "rules", "the plan")),
                    include_persistent=f.flag(d, "include_persistent", "the plan"), containers=tuple(containers),
@@ -220,14 +227,23 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             if not (outer and p.startswith(outer[-1] + "/")):
                 outer.append(p)
         actions = []
+        blocks = ca.scan.total_disk_bytes is not None
+        inside: dict[str, list] = {p: [] for p in outer}  # each target's artifacts, nested ones too
+        for x in ca.scan.artifacts:
+            parts = x.path.split("/")
+            owner = next((q for q in ("/".join(parts[:i]) for i in range(1, len(parts) + 1)) if q in inside), None)
+            if owner is not None:
+                inside[owner].append(x)
         for p in outer:
             a = by_artifact[p]
             seen = a.state.seen(a.top)  # folded in during the walk: no per-file records were kept
             freed = (a.top.size if a.top.nlink <= 1 else 0) if a.top.type == FILE else a.state.freed
-            actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p), evidence[p]))
+            actions.append(Action(p, freed, chosen[p], a.kind, seen, ca.fingerprints.content.get(p), evidence[p],
+                                  disk_freed(inside[p]) if blocks else None))
         root = c.label if read_only else c.real_root
         containers.append(ContainerPlan(root, c.bundle_id, c.form, tuple(actions), sum(a.bytes for a in actions),
-                                        tuple(kept_back), read_only, c.client_name, tuple(c.scope), c.live_why))
+                                        tuple(kept_back), read_only, c.client_name, tuple(c.scope), c.live_why,
+                                        disk_freed(x for p in outer for x in inside[p]) if blocks else None))
     # Absolute, so `mlcache apply` finds the same container from any working folder.
     return Plan(os.path.realpath(audit.path), datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
                 tuple(sorted(rules)), include_persistent, tuple(containers), discovery=audit.discovery)

@@ -66,19 +66,21 @@ def target_state(top: Entry, below: list[Entry]) -> Seen:
     return acc.seen(top)
 
 
-def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> tuple[Seen, int]:
+def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> tuple[Seen, int, int]:
     """The target's state now, read through the parent's handle that the action will use, and the
-    bytes its removal frees (a file with another link frees nothing; a symlink frees nothing)."""
+    bytes its removal frees, as sizes and as allocated blocks (a file with another link frees
+    nothing; a symlink frees nothing)."""
     from mlcache_audit.sources.folder import entry_from_stat
 
     target = os.readlink(name, dir_fd=parent_fd) if stat.S_ISLNK(st.st_mode) else None
     top = entry_from_stat(name, st, target)
     if top.type != DIR:
-        return target_state(top, []), (top.size if top.type == FILE and top.nlink <= 1 else 0)
+        own = top.type == FILE and top.nlink <= 1
+        return target_state(top, []), (top.size if own else 0), (top.disk or 0 if own else 0)
     fd = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
     try:
         if os.fstat(fd).st_ino != st.st_ino:
-            return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked"), 0
+            return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked"), 0, 0
         problems: list[str] = []
         below = [entry_from_stat(rel, est, tgt)
                  for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what))]
@@ -86,5 +88,6 @@ def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> tuple[Seen, in
         os.close(fd)
     if problems:
         # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
-        return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0]), 0
-    return target_state(top, below), sum(e.size for e in below if e.type == FILE and e.nlink <= 1)
+        return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0]), 0, 0
+    own = [e for e in below if e.type == FILE and e.nlink <= 1]
+    return target_state(top, below), sum(e.size for e in own), sum(e.disk or 0 for e in own)

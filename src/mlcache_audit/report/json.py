@@ -76,6 +76,7 @@ def container_document(ca) -> dict:
 
     scan, fp, dx = ca.scan, ca.fingerprints, ca.diagnosis
     units = units_of(scan.artifacts)
+    blocks = scan.total_disk_bytes is not None
     c = scan.container
     return {
         "bundle_id": c.bundle_id,
@@ -90,6 +91,7 @@ def container_document(ca) -> dict:
         "reclaimable_bytes": dx.reclaimable_bytes,
         "reclaimable_opt_in_bytes": dx.reclaimable_opt_in_bytes,
         "repair_bytes": dx.repair_bytes,
+        **disk_fields(scan, dx),
         "not_observable": list(c.not_observable),
         "bytes_by_kind": scan.bytes_by_kind,
         "other_bytes_by_area": dict(sorted(scan.other_bytes_by_area.items())),
@@ -100,6 +102,7 @@ def container_document(ca) -> dict:
             "kind": a.kind,
             **path_fields(a.path),
             "bytes": a.bytes,
+            "disk_bytes": a.disk_bytes if blocks else None,
             "files": a.files,
             "area": a.area,
             "oldest_mtime": iso_utc(a.oldest_mtime),
@@ -125,6 +128,7 @@ def container_document(ca) -> dict:
             "paths": [readable(p) for p in f.paths],
             "reclaimable_paths": [readable(p) for p in f.reclaimable_paths],
             "reclaimable_bytes": f.reclaimable_bytes,
+            "reclaimable_disk_bytes": f.reclaimable_disk_bytes if blocks else None,
             "opt_in": f.opt_in,
             "evidence": {k: readable(v) if isinstance(v, str) else v for k, v in f.evidence.items()},
             "links": [{**path_fields(p), "evidence": readable_document(ev)} for p, ev in f.links.items()],
@@ -135,9 +139,38 @@ def container_document(ca) -> dict:
     }
 
 
+NO_BLOCKS = "archive members and backup records have no allocated blocks: only file sizes are known"
+
+
+def disk_fields(scan, dx) -> dict:
+    """What the disk holds and gets back (allocated blocks), beside the size figures; null in a store
+    without blocks, with the reason."""
+    from mlcache_audit.clones import clone_sharing, private_bytes
+
+    known = scan.total_disk_bytes is not None
+    sharing = clone_sharing(scan) if known else "unknown"
+    reclaim = dx.reclaimable_disk_bytes if known else None
+    if sharing == "measured":  # blocks shared with clones stay: only private bytes come back
+        paths = sorted({p for f in dx.findings if not f.opt_in for p in f.reclaimable_paths})
+        private = private_bytes(scan.container.real_root, paths)
+        if private is None:
+            sharing = "unknown"
+        else:
+            reclaim = min(reclaim, private)
+    return {
+        "total_disk_bytes": scan.total_disk_bytes,
+        "coreml_disk_bytes": scan.coreml_disk_bytes if known else None,
+        "reclaimable_disk_bytes": reclaim,
+        "disk_bytes_by_kind": scan.disk_bytes_by_kind if known else None,
+        "disk_reason": None if known else NO_BLOCKS,
+        "clone_sharing": sharing,
+    }
+
+
 # -- clean, apply, restore ------------------------------------------------------------------------
 def outcome_document(o) -> dict:
-    return {**path_fields(o.path), "bytes": o.bytes, "rule": o.rule, "status": o.status, "reason": o.reason}
+    return {**path_fields(o.path), "bytes": o.bytes, "disk_bytes": o.disk_bytes, "rule": o.rule, "status": o.status,
+            "reason": o.reason}
 
 
 def apply_document(result) -> dict:
@@ -145,7 +178,8 @@ def apply_document(result) -> dict:
     return {
         "schema": APPLY_SCHEMA, "dry_run": result.dry_run,
         "quarantine": readable(result.quarantine) if result.quarantine else None,
-        "freed_bytes": result.freed_bytes, "would_free_bytes": result.would_free_bytes, "complete": result.complete,
+        "freed_bytes": result.freed_bytes, "freed_disk_bytes": result.freed_disk_bytes,
+        "would_free_bytes": result.would_free_bytes, "complete": result.complete,
         "containers": [{**path_fields(c.root, "root"), "bundle_id": c.bundle_id, "client": c.client,
                         "container_key": c.container_key, "recovered": list(c.recovered),
                         "outcomes": [outcome_document(o) for o in c.outcomes]} for c in result.containers],

@@ -28,7 +28,13 @@ def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
     leading = next((f for f in c["findings"] if f["reclaimable_bytes"] and not f["opt_in"]), None)
     if leading is None:
         leading = next((f for f in c["findings"] if f["severity"] in ("high", "medium")), None)
-    if reclaim:
+    disk = c.get("reclaimable_disk_bytes")
+    if reclaim and disk is not None and disk < 0.9 * reclaim and reclaim - disk >= 1_000_000:
+        # Sparse files and clones: lead with what the disk gets back (an upper bound when sharing is unknown).
+        bound = "" if c.get("clone_sharing") == "measured" else "at most "
+        headline = (f"frees {bound}{format_size(disk)} on disk ({format_size(reclaim)} of file sizes: the files are "
+                    "sparse or share blocks)")
+    elif reclaim:
         headline = f"{format_size(reclaim)} can be freed"
     elif extra:
         headline = f"nothing to free by default; {format_size(extra)} more with --include-persistent"

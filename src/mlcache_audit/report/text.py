@@ -288,7 +288,11 @@ def render_clean(term: Terminal, result: dict, plan: dict, why: bool = False) ->
     else:
         n_fail = sum(o["status"] in ("failed", "skipped") for c in result["containers"] for o in c["outcomes"])
         verb = "Moved aside" if result["quarantine"] else "Freed"
-        out.print(f"[bold]{verb} {format_size(result['freed_bytes'])}.[/bold]" +
+        freed, disk = result["freed_bytes"], result.get("freed_disk_bytes")
+        amount = format_size(freed)
+        if not result["quarantine"] and disk is not None and disk < 0.9 * freed and freed - disk >= 1_000_000:
+            amount = f"{format_size(disk)} on disk ({amount} of file sizes: the files were sparse or shared blocks)"
+        out.print(f"[bold]{verb} {amount}.[/bold]" +
                   (f" {n_fail} entr{'y was' if n_fail == 1 else 'ies were'} not removed (see above)." if n_fail else "")
                   + (f" Restore with `mlcache restore {shlex.quote(result['quarantine'])}`." if result["quarantine"] else ""))
 

@@ -24,7 +24,7 @@ from mlcache_audit.rules.poisoned import poisoned_findings
 from mlcache_audit.rules.respecialization import respecialization_findings
 from mlcache_audit.rules.runtimes import runtime_findings
 from mlcache_audit.rules.scratch import scratch_findings
-from mlcache_audit.scan import ScanResult
+from mlcache_audit.scan import ScanResult, disk_freed
 
 __all__ = ["DEFAULT_RULES", "OFFLINE", "RULES", "Diagnosis", "Evidence", "Finding", "build_order", "diagnose"]
 
@@ -55,4 +55,4 @@ def diagnose(scan: ScanResult, fp: Fingerprints, evidence: Evidence = OFFLINE) -
     opt_in = {p for f in findings if f.opt_in and f.rule not in REPAIR_RULES for p in f.reclaimable_paths} - default
     repair = {p for f in findings if f.rule in REPAIR_RULES for p in f.reclaimable_paths}
     return Diagnosis(findings, sum(by_path[p].bytes for p in default), sum(by_path[p].bytes for p in opt_in),
-                     sum(by_path[p].bytes for p in repair))
+                     sum(by_path[p].bytes for p in repair), disk_freed(by_path[p] for p in default))

@@ -10,7 +10,7 @@ from mlcache_audit.domain import (
     remedy_of,
 )
 from mlcache_audit.safety import is_protected
-from mlcache_audit.scan import Artifact
+from mlcache_audit.scan import Artifact, disk_freed
 
 DAY = 86400.0
 
@@ -56,6 +56,7 @@ class Finding:
     remedy: str = ""
     links: dict[str, dict] = field(default_factory=dict)  # reclaimable path -> the evidence that names it
     repair_bytes: int = 0  # a repair rule's: broken entries deleting repairs, never reclaimable bytes
+    reclaimable_disk_bytes: int = 0  # what removing its reclaimable paths gives back on disk (scan.disk_freed)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Diagnosis:
     reclaimable_bytes: int  # default rules, each byte once
     reclaimable_opt_in_bytes: int  # what the opt-in rules would add
     repair_bytes: int = 0  # broken entries deleting repairs (poisoned-entry): never reclaimable bytes
+    reclaimable_disk_bytes: int = 0  # what the default rules give back on disk (allocated blocks)
 
 
 def make_finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], summary: str,
@@ -80,7 +82,8 @@ def make_finding(rule: str, concerned: list[Artifact], reclaim: list[Artifact], 
     size = sum(a.bytes for a in reclaim_by_path.values())
     return Finding(rule, r.severity, r.title, summary, sorted({a.path for a in concerned}), sorted(reclaim_by_path),
                    0 if r.repair else size, r.opt_in, evidence or {}, explanation, remedy,
-                   {p: links[p] for p in sorted(reclaim_by_path)}, size if r.repair else 0)
+                   {p: links[p] for p in sorted(reclaim_by_path)}, size if r.repair else 0,
+                   0 if r.repair else disk_freed(reclaim_by_path.values()))
 
 
 def link(basis: str, about: dict, **refs) -> dict:

@@ -19,12 +19,12 @@ from mlcache_audit.domain import COREAI_SPECIALIZATION, EXECUTORCH_ASSET, KINDS,
 from mlcache_audit.scan.account import walk_entries
 from mlcache_audit.scan.describe import bundle_key, describe, read_indexes
 from mlcache_audit.scan.identity import artifact_identity
-from mlcache_audit.scan.model import AREAS, Artifact, Part, ScanResult, area_of
+from mlcache_audit.scan.model import AREAS, Artifact, Part, ScanResult, area_of, disk_freed
 from mlcache_audit.scan.split import parallel_parts
 from mlcache_audit.sources.base import Container
-from mlcache_audit.vocab import Stage
+from mlcache_audit.vocab import Form, Stage, StoreKind
 
-__all__ = ["AREAS", "KINDS", "MODEL_KINDS", "Artifact", "Part", "ScanResult", "area_of", "artifact_identity",
+__all__ = ["AREAS", "KINDS", "MODEL_KINDS", "Artifact", "Part", "ScanResult", "area_of", "artifact_identity", "disk_freed",
            "scan_container"]
 
 
@@ -82,8 +82,10 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     reset = times_look_reset(artifacts)
     if reset:
         notes.append(reset)
+    # Archive members and backup records have no blocks (a backup's files are stored under hashed names).
+    has_blocks = container.store.kind == StoreKind.FOLDER and container.form != Form.BACKUP
     return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days),
-                      notes=notes)
+                      notes=notes, total_disk_bytes=sum(p.total_disk for p in parts) if has_blocks else None)
 
 
 RESET_MIN_FILES = 20

@@ -55,6 +55,12 @@ def add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
     if mtime is not None:
         days[int(mtime // 86400)] += e.size
     a.bytes += size
+    a.disk_bytes += (e.disk or 0) if size else 0  # a second link to a counted inode adds no blocks
+    if e.nlink > 1 and e.inode is not None:
+        links, blocks, here = a.linked.get((e.dev, e.inode), (e.nlink, e.disk or 0, 0))
+        a.linked[(e.dev, e.inode)] = (links, blocks, here + 1)
+    else:
+        a.private_disk += e.disk or 0
     a.files += 1
     if mtime is not None:
         if a.oldest_mtime is None or mtime < a.oldest_mtime:
@@ -70,7 +76,7 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
     stack: list[Artifact] = []
     other: dict[str, int] = defaultdict(int)
     days: dict[int, int] = defaultdict(int)
-    total = files = 0
+    total = files = total_disk = 0
     has_version = False
     with collector_paused():
         for e in entries:
@@ -93,6 +99,7 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
                     size = counted_size(e, seen_inodes, part.links)
                     add_member(new, e, size, days)
                     total += size
+                    total_disk += (e.disk or 0) if size else 0
                     files += 1
                 continue
             if e.type != FILE:
@@ -100,10 +107,12 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
             files += 1
             size = counted_size(e, seen_inodes, part.links)
             total += size
+            total_disk += (e.disk or 0) if size else 0
             if stack:
                 add_member(stack[-1], e, size, days)
             else:
                 other[area_of(e.path)] += size
                 has_version = has_version or e.path == EXECUTORCH_VERSION_FILE
     part.total, part.files, part.other, part.days, part.has_version = total, files, dict(other), dict(days), has_version
+    part.total_disk = total_disk
     return part

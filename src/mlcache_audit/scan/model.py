@@ -30,6 +30,19 @@ CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALI
 
 
 
+def disk_freed(artifacts) -> int:
+    """Allocated bytes that removing all of `artifacts` gives back: every file with one link, and a
+    file with several links only when all of its links are among them (counted once)."""
+    total = 0
+    seen: dict[tuple, list] = {}
+    for a in artifacts:
+        total += a.private_disk
+        for key, (links, blocks, here) in a.linked.items():
+            entry = seen.setdefault(key, [links, blocks, 0])
+            entry[2] += here
+    return total + sum(blocks for links, blocks, here in seen.values() if here >= links)
+
+
 def area_of(path: str) -> str:
     """The standard container area a path lies in (`other` for anything outside them)."""
     for area in AREAS:
@@ -47,6 +60,9 @@ class Artifact:
     is_dir: bool
     producer: str | None = None
     bytes: int = 0
+    disk_bytes: int = 0  # allocated bytes (st_blocks), each inode once; meaningful only where the store has blocks
+    private_disk: int = 0  # allocated bytes of its files with one link: what removing it frees on disk for sure
+    linked: dict = field(default_factory=dict)  # (dev, inode) -> (links, allocated, links here) of files with several
     files: int = 0
     oldest_mtime: float | None = None
     newest_mtime: float | None = None
@@ -97,6 +113,18 @@ class ScanResult:
     days: dict[int, int] = field(default_factory=dict)  # ML bytes by UTC day of modification
     layout: dict[str, bool] = field(default_factory=dict)  # facts about stores (ExecuTorch cache version)
     notes: list[str] = field(default_factory=list)  # this stage's own: what the walk and the reads could not
+    total_disk_bytes: int | None = None  # allocated bytes; None where the store has no blocks (archives, backups)
+
+    @property
+    def disk_bytes_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for a in self.artifacts:
+            out[a.kind] += a.disk_bytes
+        return {k: out[k] for k in KINDS if k in out}
+
+    @property
+    def coreml_disk_bytes(self) -> int:
+        return sum(a.disk_bytes for a in self.artifacts)
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:
@@ -121,6 +149,7 @@ class Part:
 
     artifacts: list[Artifact]
     total: int = 0
+    total_disk: int = 0
     files: int = 0
     other: dict[str, int] = field(default_factory=dict)
     days: dict[int, int] = field(default_factory=dict)

@@ -120,6 +120,7 @@ class FolderWalk:
         make = self.store.entry_maker(rel, prefix, self.notes)
         on_error = walk_notes(self.notes)
         total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
+        total_disk = part.total_disk
         ostat, hex_sub = os.stat, HEX_ANY.sub
         stack = [_Folder(top_fd, prefix, fsio.sorted_names(top_fd, prefix, on_error), outer, "")]
         try:
@@ -153,9 +154,14 @@ class FolderWalk:
                                 art.layout.add(form)
                             elif model:
                                 art.members.append(Entry(f"{f.rel}/{name}", FILE, size, st.st_mtime, st.st_ino,
-                                                         st.st_dev, 1, st.st_mtime_ns, None, st.st_ctime_ns, name))
+                                                         st.st_dev, 1, st.st_mtime_ns, None, st.st_ctime_ns, name,
+                                                         st.st_blocks * 512))
                             mtime = st.st_mtime
                             days[int(mtime // 86400)] += size
+                            blocks = st.st_blocks * 512
+                            art.disk_bytes += blocks
+                            art.private_disk += blocks
+                            total_disk += blocks
                             art.bytes += size
                             art.files += 1
                             if art.oldest_mtime is None or mtime < art.oldest_mtime:
@@ -169,6 +175,7 @@ class FolderWalk:
                             other[area] += size
                             files += 1
                             total += size
+                            total_disk += st.st_blocks * 512
                             continue
                     # Everything else takes the per-entry steps of scan._walk_part.
                     path = f"{f.rel}/{name}" if f.rel else name
@@ -190,11 +197,13 @@ class FolderWalk:
                             size = counted_size(e, seen, part.links)
                             add_member(new, e, size, days)
                             total += size
+                            total_disk += (e.disk or 0) if size else 0
                             files += 1
                     elif e.type == FILE:
                         files += 1
                         size = counted_size(e, seen, part.links)
                         total += size
+                        total_disk += (e.disk or 0) if size else 0
                         if art is not None:
                             f.flush()  # this file's line goes after the ones before it
                             add_member(art, e, size, days)
@@ -232,4 +241,4 @@ class FolderWalk:
                     os.close(f.fd)
             os.close(top_fd)
         self.walked = walked
-        part.total, part.files, part.has_version = total, files, has_version
+        part.total, part.files, part.has_version, part.total_disk = total, files, has_version, total_disk

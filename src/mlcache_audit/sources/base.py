@@ -66,6 +66,7 @@ class Entry:
     target: str | None = None  # symlink target, as stored
     ctime_ns: int | None = None  # status change: an in-place edit that kept mtime still changes it
     base: str | None = None  # the last path component, when the walk already had it
+    disk: int | None = None  # allocated bytes (st_blocks x 512) of a file; None where a store has no blocks
 
     @property
     def name(self) -> str:

@@ -108,7 +108,7 @@ class FolderStore:
             mode = st.st_mode
             if stat.S_ISREG(mode):  # the common case first, built in place: the walk is the hot loop
                 e = Entry(path, FILE, st.st_size, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
-                          st.st_mtime_ns, None, st.st_ctime_ns, name)
+                          st.st_mtime_ns, None, st.st_ctime_ns, name, st.st_blocks * 512)
             else:
                 e = entry_from_stat(path, st, target)
                 e.base = name
@@ -168,7 +168,8 @@ def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) ->
     mode = st.st_mode
     kind = DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else SYMLINK if stat.S_ISLNK(mode) else OTHER
     return Entry(path, kind, st.st_size if kind == FILE else 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
-                 st.st_mtime_ns, target if kind == SYMLINK else None, st.st_ctime_ns)
+                 st.st_mtime_ns, target if kind == SYMLINK else None, st.st_ctime_ns,
+                 disk=st.st_blocks * 512 if kind == FILE else 0)
 
 
 def _note_odd_name(name: str, path: str, notes: list[str]) -> None:
