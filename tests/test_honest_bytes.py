@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import build_fixtures as bf
+import pytest
 
 from conftest import run, scan_json
 from mlcache_audit import clones
@@ -78,3 +83,45 @@ def test_clone_sharing_is_measured_only_through_the_one_function(tmp_path, monke
     monkeypatch.setattr(clones, "private_size", lambda path: None)  # the OS cannot say for one file
     (c,) = scan_json(root)["containers"]
     assert c["clone_sharing"] == "unknown" and c["reclaimable_disk_bytes"] > 0
+
+
+LSOF = shutil.which("lsof")
+
+
+@pytest.mark.skipif(LSOF is None, reason="needs Debian's lsof package (apt install lsof): .ci/run installs it")
+def test_deleted_files_held_open_under_the_caches_are_reported_with_process_pid_and_bytes(fx, tmp_path):
+    home = fx("home")
+    scratch = home / "Library/Caches/com.apple.MetalPerformanceShadersGraph-held"
+    scratch.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, sys, time
+        f = open({str(scratch / 'mpsgraph-weights')!r}, "wb")
+        f.write(os.urandom(12_000_000)); f.flush()
+        os.unlink(f.name)
+        print("ready", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        doc = json.loads(run("scan", "--home", home, "--format", "json").stdout)
+        held = doc["held_open"]
+        (proc,) = [p for p in held["processes"] if p["pid"] == holder.pid]
+        assert proc["bytes"] == 12_000_000 and proc["files"] == 1 and proc["process"].startswith("python")
+        text = run("scan", "--home", home).stdout
+        assert "Deleted files still held open" in text and f"(pid {holder.pid})" in text
+        assert "mlcache never kills anything" in text
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_held_open_files_are_counted_once_and_blind_spots_are_named():
+    from mlcache_audit.held import parse_lsof, summarize
+
+    out = "\n".join(["p10", "cANECompilerService", "f5", "D0x1", "s1000", "i7", "n/h/Library/Caches/x/a (deleted)",
+                     "f6", "D0x1", "s1000", "i7", "n/h/Library/Caches/x/a (deleted)",
+                     "p11", "cpython3", "f3", "D0x1", "s1000", "i7", "n/h/Library/Caches/x/a (deleted)",
+                     "f4", "D0x1", "s500", "i8", "n/elsewhere/b (deleted)"])
+    held = summarize(parse_lsof(out), ["/h/Library/Caches"], as_root=False)
+    assert held["bytes"] == 1000 and held["files"] == 1 and [p["pid"] for p in held["processes"]] == [10]
+    assert "sudo lsof -nP -a +L1 -c ANECompiler" in held["note"] and not held["complete"]

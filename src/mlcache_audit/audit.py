@@ -41,6 +41,7 @@ class AuditResult:
     hashes: RunHashes
     discovery: dict | None = None  # {"home", "tmpdir"} when the containers were discovered
     system: list[dict] = field(default_factory=list)  # places shown, never cleaned (the system ANE cache)
+    held: dict | None = None  # with discovery: deleted files running processes hold open there (held.py)
     plan_state: bool = True  # made with what a plan needs (the state below each artifact)
 
 
@@ -71,7 +72,12 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
     found = discover(places, bundle_id=bundle_id)
     result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
                               max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
-    return replace(result, system=found.system, discovery={
+    from mlcache_audit.held import held_open
+
+    looked = [str(places.home / "Library" / sub) for sub in ("Caches", "Containers", "Group Containers",
+                                                             "Developer/CoreSimulator")]
+    looked += [str(places.tmpdir)] if places.tmpdir else []
+    return replace(result, system=found.system, held=held_open(looked), discovery={
         "home": str(places.home), "tmpdir": str(places.tmpdir) if places.tmpdir else None,
         "unreadable": found.unreadable, "skipped": found.skipped})
 

@@ -78,7 +78,7 @@ def iso_utc(ts: float | None) -> str | None:
         return None
 
 
-_IRREGULAR = {"copy": "copies", "entry": "entries", "launch": "launches", "specialization": "specializations"}
+_IRREGULAR = {"copy": "copies", "entry": "entries", "launch": "launches", "process": "processes", "specialization": "specializations"}
 
 
 def plural(n: int, word: str) -> str:

@@ -11,6 +11,7 @@ import json
 
 from mlcache_audit.fsio import path_fields, readable, readable_document
 from mlcache_audit.units import iso_utc
+from mlcache_audit.vocab import Form
 
 SCAN_SCHEMA = "mlcache.scan/3"
 SCAN_CONTAINER_SCHEMA = "mlcache.scan-container/2"  # one line of `scan --format jsonl`
@@ -29,7 +30,7 @@ def dumps(doc: dict) -> str:
 def scan_document(audit) -> dict:
     """`mlcache.scan/3` from an AuditResult."""
     stats = audit.hashes.stats
-    extra = {"discovery": audit.discovery, "system": audit.system} if audit.discovery else {}
+    extra = {"discovery": audit.discovery, "system": audit.system, "held_open": audit.held} if audit.discovery else {}
     return {
         "schema": SCAN_SCHEMA,
         "path": readable(audit.path),
@@ -96,6 +97,7 @@ def container_document(ca) -> dict:
         "bytes_by_kind": scan.bytes_by_kind,
         "other_bytes_by_area": dict(sorted(scan.other_bytes_by_area.items())),
         "info": c.info,
+        "pull_note": pull_note(c),
         "notes": ca.all_notes,
         "timeline": [{"date": d, "bytes": b} for d, b in scan.timeline()],
         "artifacts": [{
@@ -137,6 +139,17 @@ def container_document(ca) -> dict:
             "remedy": f.remedy,
         } for f in dx.findings],
     }
+
+
+def pull_note(c) -> str | None:
+    """For a container copied off a device: what no pull shows (FIELD-EVIDENCE.md, "Bytes that lie")."""
+    if c.form not in (Form.XCAPPDATA, Form.DEVICE_HUB, Form.BACKUP, Form.RAW) or c.live_why is not None:
+        return None
+    return ("Settings' \"Documents & Data\" also counts system caches outside the container (the ANE compiler's "
+            "cache, /var/mobile/Library/Caches/com.apple.aned on the device), so a large figure there with a small "
+            "container is no contradiction. No pull or backup can show them. On a Mac the same cache is "
+            "/Library/Caches/com.apple.aned (`sudo du -sh /Library/Caches/com.apple.aned`); mlcache never reads or "
+            "cleans it.")
 
 
 NO_BLOCKS = "archive members and backup records have no allocated blocks: only file sizes are known"

@@ -67,6 +67,8 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10, why: bool = False) 
     skipped = (doc.get("discovery") or {}).get("skipped", [])
     for place in skipped:
         out.print(f"[yellow]Skipped:[/yellow] {escape(place['path'])}: {escape(place['reason'])}")
+    if doc.get("held_open"):
+        _held(out, doc["held_open"])
     if len(containers) > 1 or doc.get("system") or unreadable or skipped:
         out.print()
     for c in containers:
@@ -101,6 +103,23 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10, why: bool = False) 
             _timeline(out, c["timeline"])
         _notes(out, c["notes"])
         out.print()
+
+
+def _held(out: Console, held: dict) -> None:
+    """Deleted files still held open: space no walk sees, back only when the process lets go."""
+    from mlcache_audit.held import remedy
+
+    if held["processes"]:
+        out.print(f"[red]HIGH  [/red] [bold]Deleted files still held open[/bold]: {format_size(held['bytes'])} in "
+                  f"{plural(held['files'], 'file')}, held by {plural(len(held['processes']), 'process')}")
+        for p in held["processes"]:
+            _para(out, f"- {escape(p['process'])} (pid {p['pid']}): {format_size(p['bytes'])} in "
+                       f"{plural(p['files'], 'file')}; {escape(remedy(p))}", 7)
+    elif held["bytes"] is not None:
+        out.print("No deleted files held open by " + ("any process" if held["complete"] else "this user's processes")
+                  + " were seen below these places.")
+    if held.get("note"):
+        _para(out, f"[dim]{escape(held['note'])}[/dim]", 7)
 
 
 def _clients_table(out: Console, containers: list[dict]) -> None:
@@ -152,6 +171,9 @@ def _container_header(out: Console, c: dict) -> None:
                   "(unknown, not clean)")
     if not c["cleanable"]:
         out.print("  [yellow]read-only evidence:[/yellow] previewed, never cleaned")
+    if c.get("pull_note"):
+        out.print("  [dim]not in any pull: the system ANE cache, which Settings' \"Documents & Data\" also counts "
+                  "(on a Mac: sudo du -sh /Library/Caches/com.apple.aned)[/dim]")
     out.print()
 
 

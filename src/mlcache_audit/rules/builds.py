@@ -49,7 +49,9 @@ def build_findings(artifacts: list[Artifact], ev: Evidence, client: str | None =
          "entries": len(stale)},
         explanation="Core ML's specialization cache and Core AI's cache keep one folder per OS build. After an OS "
                     "update everything is specialized again under the new build, and the old build's folder is "
-                    "never read again (Core AI's cache has kept 22 GB of old builds after an update).",
+                    "never read again (Core AI's cache has kept 22 GB of old builds after an update). Both caches "
+                    "may be purged by the OS under storage pressure, but nothing says when: an old build's folder "
+                    "does not go by itself.",
         remedy="Nothing to change in the app; old build folders can go (they are rebuilt on demand). For Core AI, "
                + remedy_of("Core AI"),
         links={a.path: link(f"cache of OS build {a.detail['build']}, older than this container's current build",

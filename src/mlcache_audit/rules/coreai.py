@@ -42,6 +42,7 @@ def coreai_findings(artifacts: list[Artifact], ev: Evidence) -> list[Finding]:
         explanation="Core AI keys entries by the model's content (main.hash) and options, so they do not leak by "
                     "path. Deleting one costs a re-specialization (minutes for large models), and a missing "
                     "source proves nothing (it usually lives in the app bundle), so they are reported, never "
-                    "reclaimed." + (f" Folders that are not OS builds ({', '.join(not_builds)}) are never "
+                    "reclaimed. Entries made with Policy.default may be purged by the OS under storage pressure "
+                    "(.persistent ones stay until an OS update); no file on disk tells one entry's policy." + (f" Folders that are not OS builds ({', '.join(not_builds)}) are never "
                                     "called old." if not_builds else ""),
         remedy=remedy_of("Core AI"))]

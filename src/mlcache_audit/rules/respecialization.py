@@ -92,7 +92,9 @@ def respecialization_findings(artifacts: list[Artifact], copies: list[list[Artif
              "basis": " and ".join(basis)},
             explanation=WHY_RESPECIALIZE + " Each of these entries was written in the load of a recompiled copy "
                         "of one model in tmp/ (one copy per load, matching input shape), or in a launch "
-                        "`mlcache watch` saw, so they are one model specialized again on every load.",
+                        "`mlcache watch` saw, so they are one model specialized again on every load. The E5RT "
+                        "cache may be purged by the OS under storage pressure, but not before the disk is nearly "
+                        "full, and the leak refills it on the next launches.",
             remedy=remedy_of("Core ML (e5rt)"), links=links))
     if unproven:
         n = sum(len(c) for c in unproven)
