@@ -67,17 +67,24 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
                      max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
                      progress: Callable[[str, int], None] | None = None, plan_state: bool = True) -> AuditResult:
     """Scan every client discovery finds in `places` (sources.discover)."""
+    from mlcache_audit import held
     from mlcache_audit.sources.discover import discover
 
     found = discover(places, bundle_id=bundle_id)
-    result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
-                              max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
-    from mlcache_audit.held import held_open
+    lsof = held.start()  # runs while the walk does
+    try:
+        result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
+                                  max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
+    except BaseException:
+        if not isinstance(lsof, str):
+            lsof.kill()
+            lsof.wait()
+        raise
 
     looked = [str(places.home / "Library" / sub) for sub in ("Caches", "Containers", "Group Containers",
                                                              "Developer/CoreSimulator")]
     looked += [str(places.tmpdir)] if places.tmpdir else []
-    return replace(result, system=found.system, held=held_open(looked), discovery={
+    return replace(result, system=found.system, held=held.held_open(looked, lsof), discovery={
         "home": str(places.home), "tmpdir": str(places.tmpdir) if places.tmpdir else None,
         "unreadable": found.unreadable, "skipped": found.skipped})
 

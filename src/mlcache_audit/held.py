@@ -19,20 +19,32 @@ LSOF_TIMEOUT = 20.0  # seconds; a busy Mac answers in well under that
 SUDO_HINT = "sudo lsof -nP -a +L1 -c ANECompiler"
 
 
-def held_open(places: list[str]) -> dict:
-    """Deleted files held open below `places`, summed per process (a file held by several processes
-    counted once, under the first): {"processes": [...], "bytes", "files", "complete", "note"}."""
+def start() -> subprocess.Popen | str:
+    """Start `lsof +L1` (it runs while the walk does), or say why it cannot run."""
     lsof = shutil.which("lsof")
     if lsof is None:
-        return {"processes": [], "bytes": None, "files": None, "complete": False,
-                "note": "lsof is not installed: deleted files still held open cannot be seen (on Debian: apt "
-                        "install lsof; every Mac has it)"}
+        return ("lsof is not installed: deleted files still held open cannot be seen (on Debian: apt install "
+                "lsof; every Mac has it)")
     try:
-        out = subprocess.run([lsof, "-nP", "+L1", "-F", "pcfDsin"], capture_output=True, timeout=LSOF_TIMEOUT,
-                             stdin=subprocess.DEVNULL, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.Popen([lsof, "-nP", "+L1", "-F", "pcfDsin"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        return f"lsof could not start ({exc.strerror}): held-open files unknown"
+
+
+def held_open(places: list[str], started: subprocess.Popen | str | None = None) -> dict:
+    """Deleted files held open below `places`, summed per process (a file held by several processes
+    counted once, under the first): {"processes": [...], "bytes", "files", "complete", "note"}."""
+    proc = start() if started is None else started
+    if isinstance(proc, str):
+        return {"processes": [], "bytes": None, "files": None, "complete": False, "note": proc}
+    try:
+        out, _ = proc.communicate(timeout=LSOF_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
         return {"processes": [], "bytes": None, "files": None, "complete": False,
-                "note": f"lsof did not answer ({exc.__class__.__name__}): held-open files unknown"}
+                "note": f"lsof did not answer within {LSOF_TIMEOUT:.0f} s: held-open files unknown"}
     return summarize(parse_lsof(out.decode("utf-8", "surrogateescape")), places, os.geteuid() == 0)
 
 
