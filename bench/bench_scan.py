@@ -13,7 +13,8 @@ Targets (issue 13), checked here, never by timed unit tests; the script exits 1 
 - first scan at most 0.5x jdupes at 40k and 160k files;
 - first scan at most 3x `du -sb` at 160k and 320k files;
 - peak memory at most 100 MB at 320k files;
-- duplicate-heavy folder: first scan at most 0.5x jdupes; second scan (hash cache) at least 5x faster.
+- duplicate-heavy folder: first scan at most 0.5x jdupes (the second scan's speed-up is shown, no
+  longer a target: issue 25 withdrew it).
 jdupes is installed with apt-get when it is missing and this runs as root; otherwise its comparisons
 are skipped and said so. `du` is coreutils'.
 
@@ -214,9 +215,9 @@ def main() -> int:
             print(f"\nfirst scan: {first['wall'] / jd['wall']:.2f}x jdupes; ", end="")
             if first["wall"] > 0.5 * jd["wall"]:
                 missed.append(f"duplicates: first scan {first['wall']:.2f} s is over 0.5x jdupes ({jd['wall']:.2f} s)")
+        # Shown, not gated: issue 25 withdrew the 5x target (it measured the first scan's speed-up against
+        # itself); tests/ keep the check that a second scan reads no file content.
         print(f"second scan {speedup:.1f}x faster than the first")
-        if speedup < 5:
-            missed.append(f"duplicates: second scan only {speedup:.1f}x faster than the first")
         if not args.keep:
             shutil.rmtree(root)
     print()
