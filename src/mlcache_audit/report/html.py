@@ -7,7 +7,7 @@ from __future__ import annotations
 from html import escape
 
 from mlcache_audit.domain import KIND
-from mlcache_audit.report.summary import largest, verdict
+from mlcache_audit.report.summary import fates, largest, verdict
 from mlcache_audit.units import format_size, plural
 
 _CSS = """
@@ -60,15 +60,35 @@ def _page(title: str, body: str) -> str:
 def scan_html(doc: dict, *, top: int = 50, why: bool = False) -> str:  # noqa: D401  (why: text and markdown)
     parts = [f"<h1>mlcache scan</h1><p class=muted>of <code>{escape(doc['path'])}</code> "
              f"({len(doc['containers'])} container{'s' if len(doc['containers']) != 1 else ''})</p>"]
+    if len(doc["containers"]) > 1:  # many clients: the overview first, as the text starts
+        parts.append(_overview(doc))
     for i, c in enumerate(doc["containers"]):
         parts.append(_container(c, doc["path"], i, top, doc.get("discovery")))
     return _page(f"mlcache scan of {doc['path']}", "".join(parts))
 
 
+def _overview(doc: dict) -> str:
+    """Every client, largest reclaimable first, with its verdict and a link to its section."""
+    order = sorted(range(len(doc["containers"])), key=lambda i: (-doc["containers"][i]["reclaimable_bytes"], i))
+    total = sum(c["reclaimable_bytes"] for c in doc["containers"])
+    rows = []
+    for i in order:
+        c = doc["containers"][i]
+        v = verdict(c, doc["path"], doc.get("discovery"))
+        name = c["bundle_id"] or c.get("client") or "unknown app"
+        rows.append(f'<tr class=client><td><a href="#c{i}">{escape(name)}</a></td><td>{escape(c["form"])}</td>'
+                    f'<td class=num>{format_size(c["coreml_bytes"])}</td>'
+                    f'<td class=num data-bytes="{c["reclaimable_bytes"]}">{format_size(c["reclaimable_bytes"])}</td>'
+                    f"<td>{escape(v.headline)}</td></tr>")
+    return (f"<section class=overview><h2>{len(doc['containers'])} clients: {format_size(total)} can be freed</h2>"
+            "<table><thead><tr><th>client</th><th>form</th><th class=num>ML caches</th><th class=num>reclaimable"
+            "</th><th>verdict</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>")
+
+
 def _container(c: dict, path: str, index: int, top: int, discovery: dict | None = None) -> str:
     v = verdict(c, path, discovery)
     name = c["bundle_id"] or c.get("client") or "unknown app"
-    out = [f'<section class=container data-index="{index}" data-bundle-id="{escape(str(c["bundle_id"] or ""))}">',
+    out = [f'<section class=container id="c{index}" data-index="{index}" data-bundle-id="{escape(str(c["bundle_id"] or ""))}">',
            f"<h2>{escape(name)} <span class=muted>{escape(c['form'])} ({escape(c['source'])})</span></h2>",
            f"<p class=muted><code>{escape(c['root'])}</code></p>",
            f'<div class="verdict{" free" if v.reclaimable_bytes else ""}" data-reclaimable-bytes="{c["reclaimable_bytes"]}"'
@@ -86,8 +106,9 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
     out.append("<h3>Findings</h3>")
     if not c["findings"]:
         out.append("<p>No findings: nothing here looks like ML cache growth.</p>")
+    fate = fates(c)
     for f in c["findings"]:
-        out.append(_finding(f))
+        out.append(_finding(f, fate))
     rows, n = largest(c["artifacts"], top)
     out.append(f"<h3>Artifacts</h3><p class=muted>{len(c['artifacts'])} artifacts; the largest {len(rows)} of "
                f"{n} rows, identical copies together. Click a heading to sort.</p>")
@@ -106,9 +127,9 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
     return "".join(out)
 
 
-def _finding(f: dict) -> str:
+def _finding(f: dict, fate: dict) -> str:
     reclaim = set(f["reclaimable_paths"])
-    paths = "".join(f"<li><span class=path>{escape(p)}</span>{' <b>(can go)</b>' if p in reclaim else ''}</li>"
+    paths = "".join(f"<li><span class=path>{escape(p)}</span> <b>({escape(fate.get(p, 'kept'))})</b></li>"
                     for p in sorted(f["paths"], key=lambda p: (p not in reclaim, p)))
     extra = f"; {format_size(f['repair_bytes'])} to repair with --only {f['rule']}" if f.get("repair_bytes") else \
         " with --include-persistent" if f["opt_in"] else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlcache_audit.report.summary import (
     budget_actual,
     budget_limit,
+    fates,
     largest,
     launch_rows,
     launch_verdict,
@@ -45,11 +46,11 @@ def scan_markdown(doc: dict, *, top: int = 10, why: bool = False) -> str:
                 lines.append(f"| {f['severity']} | `{f['rule']}` | {format_size(f['reclaimable_bytes'])}{extra} "
                              f"| {_cell(f['summary'])} |")
             lines.append("")
+            fate = fates(c)
             for f in c["findings"]:
                 lines += [f"### {_cell(f['title'])} (`{f['rule']}`)", "", _cell(f["summary"]), "",
                           f"- Why: {_cell(f['explanation'])}", f"- Fix: {_cell(f['remedy'])}"]
-                lines += [f"- {_code(p)}" + (" (can go)" if p in f["reclaimable_paths"] else "")
-                          for p in f["paths"][:20]]
+                lines += [f"- {_code(p)} ({fate.get(p, 'kept')})" for p in f["paths"][:20]]
                 if len(f["paths"]) > 20:
                     lines.append(f"- ... and {len(f['paths']) - 20} more (see `--format json`)")
                 if why and f.get("links"):

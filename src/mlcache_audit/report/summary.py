@@ -149,3 +149,21 @@ def why_text(ev: dict) -> str:
     refs = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, v)) if isinstance(v, list) else v}"
                      for k, v in ev.items() if k not in ("basis", "about", "rule"))
     return ev.get("basis", "") + (f" [{about}]" if about else "") + (f"; {refs}" if refs else "")
+
+
+def fates(c: dict) -> dict[str, str]:
+    """One fate per path in a report: "can go" when a default rule reclaims it (whichever finding
+    lists it), "can go with --include-persistent" when only an opt-in rule does, "to repair" for a
+    repair rule's; every other path is "kept"."""
+    out: dict[str, str] = {}
+    for f in c["findings"]:
+        if f.get("repair_bytes"):
+            fate = f"to repair with --only {f['rule']}"
+        elif f["opt_in"]:
+            fate = "can go with --include-persistent"
+        else:
+            fate = "can go"
+        for p in f["reclaimable_paths"]:
+            if out.get(p) != "can go":
+                out[p] = fate
+    return out

@@ -18,6 +18,7 @@ from mlcache_audit.domain import COREAI_CACHE, E5_CACHE, KIND
 from mlcache_audit.report.summary import (
     budget_actual,
     budget_limit,
+    fates,
     largest,
     launch_rows,
     launch_verdict,
@@ -77,8 +78,9 @@ def render_scan(term: Terminal, doc: dict, *, top: int = 10, why: bool = False) 
         findings = c["findings"]
         if findings:
             out.print("[bold]Findings[/bold] (largest first)")
+            fate = fates(c)
             for f in findings:
-                _finding(out, f, short, why)
+                _finding(out, f, short, why, fate)
         else:
             out.print("[green]No findings:[/green] nothing here looks like ML cache growth.")
         out.print()
@@ -180,7 +182,7 @@ def _container_header(out: Console, c: dict) -> None:
 MAX_PATHS = 6
 
 
-def _finding(out: Console, f: dict, short: bool, why: bool = False) -> None:
+def _finding(out: Console, f: dict, short: bool, why: bool = False, fate: dict | None = None) -> None:
     style = SEVERITY_STYLE.get(f["severity"], "")
     reclaim = f"{format_size(f['repair_bytes'])} to repair with --only {f['rule']}" if f.get("repair_bytes") else \
         f"{format_size(f['reclaimable_bytes'])} reclaimable" + (" with --include-persistent" if f["opt_in"] else "")
@@ -199,11 +201,13 @@ def _finding(out: Console, f: dict, short: bool, why: bool = False) -> None:
         _para(out, f"[dim]Why:[/dim] {escape(f['explanation'])}")
     if f.get("remedy"):
         _para(out, f"[dim]Fix:[/dim] {escape(f['remedy'])}")
+    fate = fate if fate is not None else {}
     reclaimable = set(f["reclaimable_paths"])
-    # Every path the finding concerns, what can go first; long lists end with a count.
+    # Every path the finding concerns, what can go first; long lists end with a count. A path has one
+    # fate in the whole report (summary.fates), whichever finding lists it.
     ordered = sorted(f["paths"], key=lambda p: (p not in reclaimable, p))
     for p in ordered[:MAX_PATHS]:
-        mark = "can go" if p in reclaimable else "kept"
+        mark = fate.get(p, "kept")
         _para(out, f"- {escape(short_path(p) if short else display_path(p))} [dim]({mark})[/dim]", 7)
     if len(ordered) > MAX_PATHS:
         _para(out, f"... and {len(ordered) - MAX_PATHS} more ({sum(p in reclaimable for p in ordered[MAX_PATHS:])} "
