@@ -97,7 +97,8 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
     if v.cause:
         out.append(f"<p><b>Cause:</b> {escape(v.cause)}</p>")
     if v.next_command:
-        out.append(f"<p><b>Next:</b> <code>{escape(v.next_command)}</code></p>")
+        out.append(f"<p><b>Next:</b> <code>{escape(v.next_command)}</code>"
+                   + (f" <span class=muted>({escape(v.next_note)})</span>" if v.next_note else "") + "</p>")
     out.append(f"<p class=muted>{format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; ML caches "
                f"{format_size(c['coreml_bytes'])}.</p></div>")
     out.append("<h3>Where the bytes are</h3>" + _treemap(c))

@@ -35,7 +35,7 @@ def scan_markdown(doc: dict, *, top: int = 10, why: bool = False) -> str:
         lines += [f"## {_cell(c['bundle_id'] or c.get('client') or 'unknown app')} ({c['form']}, {c['source']})", "",
                   f"**Verdict: {v.headline}.**" + (f" {v.cause}" if v.cause else ""), ""]
         if v.next_command:
-            lines += [f"Next: {_code(v.next_command)}", ""]
+            lines += [f"Next: {_code(v.next_command)}" + (f" ({_cell(v.next_note)})" if v.next_note else ""), ""]
         lines += [f"Root: {_code(c['root'])}. {format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; "
                   f"ML caches {format_size(c['coreml_bytes'])}.", ""]
         if c["findings"]:

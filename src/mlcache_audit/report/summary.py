@@ -19,7 +19,8 @@ class Verdict:
     opt_in_bytes: int
     headline: str
     cause: str | None
-    next_command: str | None
+    next_command: str | None  # one shell-quoted command that runs as printed
+    next_note: str | None = None  # what to know about it (prose, never part of the command)
 
 
 def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
@@ -45,19 +46,21 @@ def verdict(c: dict, path: str, discovery: dict | None = None) -> Verdict:
     cause = f"{leading['summary']} ({leading['rule']})." if leading else None
     target = shlex.quote(c.get("source_path") or path)
     if discovery is not None:  # a discovered client is named, not given by path
-        home = discovery.get("home")
-        target = (f"--home {shlex.quote(home)} " if home and home != str(Path.home()) else "") + \
+        home, tmpdir = discovery.get("home"), discovery.get("tmpdir")
+        given = bool(home and home != str(Path.home()))  # --home was given: the scan's places are repeated
+        target = (f"--home {shlex.quote(home)} " if given else "") + \
+            (f"--tmpdir {shlex.quote(tmpdir)} " if given and tmpdir else "") + \
             f"--bundle-id {shlex.quote(c.get('client') or c['bundle_id'] or '')}"
-    if reclaim and c["cleanable"]:
-        command = f"mlcache clean {target}" + ("  (then --all-clients --apply)" if discovery is not None else "")
-    elif reclaim:
-        command = f"mlcache clean {target}  (a preview: this form is read-only evidence)"
-    elif extra:
-        command = f"mlcache clean {target} --include-persistent" + ("" if c["cleanable"] else
-                                                                    "  (a preview: this form is read-only evidence)")
+    note = None
+    if reclaim or extra:
+        command = f"mlcache clean {target}" + ("" if reclaim else " --include-persistent")
+        if not c["cleanable"]:
+            note = "a preview: this form is read-only evidence"
+        elif discovery is not None:
+            note = "to act, add --all-clients --apply"
     else:
         command = None
-    return Verdict(reclaim, extra, headline, cause, command)
+    return Verdict(reclaim, extra, headline, cause, command, note)
 
 
 def _amount(value, unit: str, signed: bool = False) -> str:

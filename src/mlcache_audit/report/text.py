@@ -152,7 +152,8 @@ def _verdict(out: Console, c: dict, path: str, discovery: dict | None = None) ->
     if v.cause:
         _para(out, f"[dim]Cause:[/dim] {escape(v.cause)}", 2)
     if v.next_command:
-        _para(out, f"[dim]Next:[/dim]  {escape(v.next_command)}", 2)
+        _para(out, f"[dim]Next:[/dim]  {escape(v.next_command)}" +
+              (f"  [dim]({escape(v.next_note)})[/dim]" if v.next_note else ""), 2)
     out.print()
 
 
