@@ -357,3 +357,19 @@ def test_a_core_ai_entry_made_from_a_half_copied_package_is_poisoned(fx):
     assert linked and linked <= set(f["reclaimable_paths"])
     assert all(link["evidence"]["source"].endswith("Chat.aimodel") for link in f["links"])
     assert c["reclaimable_bytes"] == before["reclaimable_bytes"] and c["repair_bytes"] > 0
+
+
+def test_a_hostile_assets_db_never_hangs_and_names_no_orphan(tmp_path):
+    made = {}
+    root = container(tmp_path, lambda r: made.update(fl.executorch_store(r)))
+    db = root / "Library/Application Support/executorchcoreml/assets.db"
+    for suffix in ("", "-wal"):
+        (Path(str(db) + suffix)).unlink(missing_ok=True)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE VIEW MODEL_ASSETS_STORE AS WITH RECURSIVE r(ENTRY_KEY) AS "
+                 "(SELECT 1 UNION ALL SELECT ENTRY_KEY + 1 FROM r) SELECT ENTRY_KEY FROM r")
+    conn.commit()
+    conn.close()
+    (c,) = scan_json(root)["containers"]
+    assert "executorch-orphan" not in {f["rule"] for f in c["findings"]}
+    assert any("MODEL_ASSETS_STORE" in n for n in c["notes"])

@@ -138,6 +138,7 @@ def _hash_text(data: bytes | None) -> str | None:
 
 
 _ASSETS_DB = "Library/Application Support/executorchcoreml/assets.db"
+_SQLITE_BUDGET = 20_000  # x 1,000 virtual-machine steps: about a second, far more than any real index needs
 
 
 def read_indexes(container: Container, artifacts: list[Artifact], notes: list[str]) -> dict:
@@ -173,6 +174,18 @@ def read_indexes(container: Container, artifacts: list[Artifact], notes: list[st
         conn = None
         try:
             conn = sqlite3.connect(db)
+            # A container's file is hostile input: a view (a recursive one never ends), a trigger or a
+            # huge table must not hang the scan. Only a real table is read, with a bounded budget.
+            steps = [0]
+
+            def budget() -> int:
+                steps[0] += 1
+                return 1 if steps[0] > _SQLITE_BUDGET else 0
+
+            conn.set_progress_handler(budget, 1000)
+            kind = conn.execute("SELECT type FROM sqlite_master WHERE name = 'MODEL_ASSETS_STORE'").fetchone()
+            if kind is None or kind[0] != "table":
+                raise sqlite3.DatabaseError("not a table")
             keys = {row[0] for row in conn.execute("SELECT ENTRY_KEY FROM MODEL_ASSETS_STORE")}
         except sqlite3.DatabaseError:
             notes.append("ExecuTorch assets.db has no readable MODEL_ASSETS_STORE table: orphaned assets cannot be told")
