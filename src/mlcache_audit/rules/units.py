@@ -10,7 +10,8 @@ one, and the planner (plan.make_plan) refuses every member of a unit that a plan
 - PyTorch's legacy `_coreml` set `<sha256>`, `<sha256>.mlmodelc`, `<sha256>.version` (PTMCoreMLCompiler.mm);
 - an ONNX Runtime ModelCacheDirectory `<key>/` folder (model.txt and its partitions; PR #23065);
 - a WhisperKit-style variant folder: the bundles of one model set (WhisperKit.swift, Models.swift);
-- an ExecuTorch asset: `models/<id>.mlmodelc` with its `<id>.accessed` clock; a Core AI backend key:
+- an ExecuTorch asset: `models/<id>.mlmodelc` (an `<id>.accessed` clock beside it, no artifact, makes it the
+  model cache's, never acted on); a Core AI backend key:
   its bookmark and its staging (executorch backends/apple/coreai/runtime);
 - a Core AI entry `<main.hash>/<options>/`, an E5RT entry (an interrupted write inside it is a unit of
   its own: Core ML renames it into place or abandons it).

@@ -73,11 +73,12 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         # ExecuTorch writes version.txt on every load since April 2026, whichever store is in use: a fact
         # reported, never evidence. Each asset's store is told from its own files (executorch_stores).
         layout["executorch_version_txt"] = any(p.has_version for p in parts)
-        if executorch_stores(artifacts, None):  # some asset may be the asset store's: its index decides
+        clocks = _executorch_clocks(container, artifacts)
+        if executorch_stores(artifacts, None, clocks):  # some asset may be the asset store's: its index decides
             indexes = read_indexes(container, artifacts, notes)
-            executorch_stores(artifacts, indexes.get("executorch_db", False))
+            executorch_stores(artifacts, indexes.get("executorch_db", False), clocks)
         else:
-            executorch_stores(artifacts, False)
+            executorch_stores(artifacts, False, clocks)
     verify_coreai_sources(container, artifacts, notes)
     reset = times_look_reset(artifacts)
     if reset:
@@ -116,18 +117,30 @@ def verify_coreai_sources(container: Container, artifacts: list[Artifact], notes
             a.detail["main_hash_ok"] = h.hexdigest() == a.detail["main_hash"]
 
 
-def executorch_stores(artifacts: list[Artifact], db_exists: bool | None) -> bool:
+def _executorch_clocks(container: Container, artifacts: list[Artifact]) -> set[str]:
+    """Asset ids with an `<id>.accessed` clock beside them (one listing per models folder)."""
+    import posixpath
+
+    folders = {posixpath.dirname(a.path) for a in artifacts
+               if a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml"}
+    out: set[str] = set()
+    for folder in folders:
+        names = container.store.list_dir(posixpath.join(container.root, folder) if container.root else folder) or {}
+        out |= {n.removesuffix(".accessed") for n, is_dir in names.items() if not is_dir and n.endswith(".accessed")}
+    return out
+
+
+def executorch_stores(artifacts: list[Artifact], db_exists: bool | None, clocks: set[str]) -> bool:
     """Which of ExecuTorch's two stores each Core ML asset belongs to, from its own files
     (ETCoreMLModelCache.mm, ETCoreMLAssetManager.mm): an `<id>.accessed` clock beside it means the
     model cache (live, never an orphan); a compute-unit suffix and no clock, the asset store; neither,
     the asset store when assets.db exists, else unknown (nothing is said of it). With `db_exists`
     None (not read yet), says only whether any asset lacks a clock (then the index is worth reading)."""
     ets = [a for a in artifacts if a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml"]
-    clocks = {a.detail["asset_id"] for a in ets if a.detail.get("role") == "clock"}
     if db_exists is None:
         return any(a.detail["asset_id"] not in clocks for a in ets)
     for a in ets:
-        if a.detail.get("role") == "clock" or a.detail["asset_id"] in clocks:
+        if a.detail["asset_id"] in clocks:
             a.detail["store"] = "model_cache"
         elif a.detail.get("compute_units") or db_exists:
             a.detail["store"] = "asset_store"

@@ -229,9 +229,7 @@ def _classify_executorch(e: Entry, parts: list[str], is_dir: bool) -> Artifact |
         return None
     if area == "models":
         if not is_dir and name.endswith(".accessed"):
-            # The model cache's LRU clock (ETCoreMLModelCache.mm): it marks its asset as the model cache's.
-            return Artifact(EXECUTORCH_ASSET, e.path, False, "ExecuTorch",
-                            detail={"backend": "coreml", "asset_id": name.removesuffix(".accessed"), "role": "clock"})
+            return None  # the model cache's LRU clock (scan.executorch_stores reads which assets have one)
         asset_id = name.removesuffix(".mlmodelc")
         detail = {"backend": "coreml", "asset_id": asset_id, "role": "asset"}
         if m := _COMPUTE_UNITS.search(asset_id):
