@@ -289,27 +289,25 @@ def printable(text: str) -> str:
     return "\\x3a" + text[1:] if text.startswith("::") else text
 
 
+def _each_string(value, fn):
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _each_string(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_each_string(v, fn) for v in value]
+    return value
+
+
 def readable_document(value):
     """A document with every string in it `readable` (fit for JSON: undecodable names become text)."""
-    if isinstance(value, str):
-        return readable(value)
-    if isinstance(value, dict):
-        return {k: readable_document(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [readable_document(v) for v in value]
-    return value
+    return _each_string(value, readable)
 
 
 def printable_document(value):
     """A document with every string in it made `printable` (what every text, Markdown and HTML
     renderer reads, so no name from a container reaches a screen raw)."""
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, dict):
-        return {k: printable_document(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [printable_document(v) for v in value]
-    return value
+    return _each_string(value, printable)
 
 
 def is_exact_text(path: str) -> bool:

@@ -115,27 +115,27 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)  # this stage's own: what the walk and the reads could not
     total_disk_bytes: int | None = None  # allocated bytes; None where the store has no blocks (archives, backups)
 
-    @property
-    def disk_bytes_by_kind(self) -> dict[str, int]:
+    def _by_kind(self, figure: str) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
         for a in self.artifacts:
-            out[a.kind] += a.disk_bytes
+            out[a.kind] += getattr(a, figure)
         return {k: out[k] for k in KINDS if k in out}
-
-    @property
-    def coreml_disk_bytes(self) -> int:
-        return sum(a.disk_bytes for a in self.artifacts)
 
     @property
     def bytes_by_kind(self) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for a in self.artifacts:
-            out[a.kind] += a.bytes
-        return {k: out[k] for k in KINDS if k in out}
+        return self._by_kind("bytes")
+
+    @property
+    def disk_bytes_by_kind(self) -> dict[str, int]:
+        return self._by_kind("disk_bytes")
 
     @property
     def coreml_bytes(self) -> int:
         return sum(a.bytes for a in self.artifacts)
+
+    @property
+    def coreml_disk_bytes(self) -> int:
+        return sum(a.disk_bytes for a in self.artifacts)
 
     def timeline(self) -> list[tuple[str, int]]:
         """ML cache bytes added per UTC day, from file modification times."""
