@@ -40,6 +40,11 @@ def _artifact(a) -> tuple:
             a.top.path if a.top else None, structure, sorted(a.layout))
 
 
+def _states(part) -> list:
+    return [(a.path, a.state.seen(a.top), a.state.freed, a.private_disk, sorted(a.linked.items()))
+            for a in part.artifacts]
+
+
 def _summary(part) -> tuple:
     return ([_artifact(a) for a in part.artifacts], part.total, part.files, part.other, part.days,
             part.has_version, part.links, part.notes)
@@ -55,6 +60,12 @@ def assert_same_walks(path: Path) -> int:
         slow = walk_entries(c.store.walk(c.root, slow_notes), False, slow_notes)
         fast = walk_folder(c.store, c.root, [])
         assert _summary(fast) == _summary(slow), c.label
+        # With plan states (clean): the same states, as apply will check them again.
+        slow_notes = []
+        slow = walk_entries(c.store.walk(c.root, slow_notes), True, slow_notes)
+        fast = walk_folder(c.store, c.root, [], plan_state=True)
+        assert _summary(fast) == _summary(slow), c.label
+        assert _states(fast) == _states(slow), c.label
         compared += 1
     return compared
 

@@ -259,10 +259,10 @@ def _remove_tree(parent_fd: int, name: str) -> list[str]:
             except OSError as exc:
                 errors.append(fsio.why(exc))
             continue
+        child, is_dir = child
         try:
-            st = os.stat(child, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                cfd = os.open(child, fsio.DIRFLAGS, dir_fd=fd)
+            if is_dir:
+                cfd = os.open(child, fsio.DIRFLAGS, dir_fd=fd)  # no-follow: a link swapped in fails here
                 stack.append((fd, child, cfd, iter(_names(cfd, errors))))
             else:
                 os.unlink(child, dir_fd=fd)
@@ -271,9 +271,12 @@ def _remove_tree(parent_fd: int, name: str) -> list[str]:
     return errors
 
 
-def _names(fd: int, errors: list[str]) -> list[str]:
+def _names(fd: int, errors: list[str]) -> list[tuple[str, bool]]:
+    """A folder's names, each with whether it is a folder (never following a link), read with the
+    listing itself (d_type) where the file system gives it: no stat per file."""
     try:
-        return os.listdir(fd)
+        with os.scandir(fd) as it:
+            return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
     except OSError as exc:
         errors.append(fsio.why(exc))
         return []

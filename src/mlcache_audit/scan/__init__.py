@@ -39,11 +39,12 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
     notes: list[str] = []  # this stage's, in the order they arise: the walk's, then the reads'
     parts = parallel_parts(container) if not plan_state else None
-    if parts is None and not plan_state and container.is_whole_folder:
+    if parts is None and container.is_whole_folder:
         from mlcache_audit.scan.walk import walk_folder
 
         parts = [walk_folder(container.store, container.root, [],
-                             progress=(lambda n: progress(Stage.WALKED, n)) if progress else None)]
+                             progress=(lambda n: progress(Stage.WALKED, n)) if progress else None,
+                             plan_state=plan_state)]
     if parts is None:
         parts = [walk_entries(container.iter_entries((lambda n: progress(Stage.WALKED, n)) if progress else None,
                                                      notes=notes), plan_state)]

@@ -49,10 +49,15 @@ _S_ISLNK = stat.S_ISLNK
 class _Folder:
     """One open folder of the walk: its sorted names, where the next one is, and what it lies in."""
 
-    __slots__ = ("fd", "rel", "names", "i", "plain", "art", "art_rel", "line_rel", "layout_rel", "area", "pending")
+    __slots__ = ("fd", "rel", "names", "i", "plain", "art", "art_rel", "line_rel", "layout_rel", "area", "pending",
+                 "chain")
 
-    def __init__(self, fd: int, rel: str, names: list[str], art: Artifact | None, art_rel: str):
+    def __init__(self, fd: int, rel: str, names: list[str], art: Artifact | None, art_rel: str,
+                 chain: tuple = ()):
         self.fd, self.rel, self.names, self.i, self.art = fd, rel, names, 0, art
+        # With plan states: every artifact this folder lies in, with the folder's path inside it ("" or
+        # "sub/"), so each entry is folded into every enclosing artifact's state, as walk_entries does.
+        self.chain = chain
         # Every name plain text (ASCII, printable): no name here needs a note (`/` is never in a name).
         joined = "/".join(names)
         self.plain = joined.isascii() and joined.isprintable()
@@ -71,11 +76,11 @@ class _Folder:
 
 
 def walk_folder(store: FolderStore, rel: str, notes: list[str], prefix: str = "",
-                progress: Callable[[int], None] | None = None) -> Part:
+                progress: Callable[[int], None] | None = None, plan_state: bool = False) -> Part:
     """Everything below `rel` in `store` (paths starting with `prefix/` when given), classified and
     summed. `notes` hears what could not be read and what is odd; `progress(n)` of about every
     1,000 entries."""
-    walk = FolderWalk(store, notes, progress)
+    walk = FolderWalk(store, notes, progress, plan_state)
     top_fd = store.open_top(rel, notes)
     if top_fd is not None:
         with collector_paused():
@@ -87,8 +92,9 @@ class FolderWalk:
     """One walk's sums, filled by one or more folders (a worker's share of a split walk: the
     folders of one parent, in order, so a hardlink between them is counted once, as one walk would)."""
 
-    def __init__(self, store: FolderStore, notes: list[str], progress: Callable[[int], None] | None = None):
-        self.store, self.notes, self.progress = store, notes, progress
+    def __init__(self, store: FolderStore, notes: list[str], progress: Callable[[int], None] | None = None,
+                 plan_state: bool = False):
+        self.store, self.notes, self.progress, self.plan_state = store, notes, progress, plan_state
         self.part = Part([], notes=notes)
         self.seen: set[tuple] = set()
         self.other: dict[str, int] = defaultdict(int)
@@ -113,7 +119,7 @@ class FolderWalk:
             self.progress
         outer = classify_entry(top, None) if top is not None else None
         if outer is not None:
-            start_artifact(outer, top, False)
+            start_artifact(outer, top, self.plan_state)
             part.artifacts.append(outer)
         if top_fd is None:
             return
@@ -122,7 +128,9 @@ class FolderWalk:
         total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
         total_disk = part.total_disk
         ostat, hex_sub = os.stat, HEX_ANY.sub
-        stack = [_Folder(top_fd, prefix, fsio.sorted_names(top_fd, prefix, on_error), outer, "")]
+        states = self.plan_state
+        stack = [_Folder(top_fd, prefix, fsio.sorted_names(top_fd, prefix, on_error), outer, "",
+                         ((outer, ""),) if states and outer is not None and outer.is_dir else ())]
         try:
             while stack:
                 f = stack[-1]
@@ -146,6 +154,8 @@ class FolderWalk:
                     if _S_ISREG(mode) and st.st_nlink == 1 and (plain or (name.isascii() and name.isprintable())):
                         size = st.st_size
                         if art is not None:  # as add_member does
+                            for a, pre in f.chain:
+                                a.state.add(pre + name, FILE, size, st.st_mtime_ns, None, 1)
                             pend(f"{line_rel}{name}\0{size}\n")
                             if layout:
                                 form = forms.get(name)
@@ -186,10 +196,12 @@ class FolderWalk:
                         except OSError:
                             target = None
                     e = make(path, name, st, target)
+                    for a, pre in f.chain:  # before the entry may start an artifact: as walk_entries does
+                        a.state.add(pre + name, e.type, e.size, e.mtime_ns, e.target, e.nlink)
                     new = (classify_entry(e, art) if art.kind == SPECIALIZATION else None) if art is not None \
                         else classify_entry(e, None)
                     if new is not None:
-                        start_artifact(new, e, False)
+                        start_artifact(new, e, states)
                         if art is not None:
                             art.detail["interrupted_writes"] = art.detail.get("interrupted_writes", 0) + 1
                         part.artifacts.append(new)
@@ -221,7 +233,12 @@ class FolderWalk:
                         inner, inner_rel = art, f"{f.art_rel}/{name}" if f.art_rel else name
                     else:
                         inner, inner_rel = None, ""
-                    child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel)
+                    chain = ()
+                    if states:
+                        chain = tuple((a, f"{pre}{name}/") for a, pre in f.chain)
+                        if new is not None and new.is_dir:
+                            chain += ((new, ""),)
+                    child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel, chain)
                     break
                 f.i = i
                 walked += i - start
