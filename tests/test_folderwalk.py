@@ -47,7 +47,7 @@ def _states(part) -> list:
 
 def _summary(part) -> tuple:
     return ([_artifact(a) for a in part.artifacts], part.total, part.files, part.other, part.days,
-            part.has_version, part.links, part.notes)
+            part.total_disk, part.links, part.notes)
 
 
 def assert_same_walks(path: Path) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from mlcache_audit.clones import reclaimable_on_disk
 from mlcache_audit.domain import MPSGRAPH_SCRATCH_KIND, SPECIALIZATION_PARTIAL
 from mlcache_audit.fingerprint import DEFAULT_MAX_HASH_BYTES, Fingerprints, RunHashes, fingerprint
 from mlcache_audit.gcpause import collector_paused
@@ -23,6 +24,9 @@ class ContainerAudit:
     fingerprints: Fingerprints
     diagnosis: Diagnosis
     notes: tuple[str, ...] = ()  # the audit's own (the hash cache turned off for the run)
+    # What the default rules give back on disk, and whether clone sharing was measured (clones.py).
+    reclaimable_disk_bytes: int | None = None
+    clone_sharing: str = "unknown"
 
     @property
     def all_notes(self) -> list[str]:
@@ -106,7 +110,8 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
             for c in containers:
                 scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state)
                 fp = fingerprint(scan, run, progress=(lambda n: progress(Stage.HASHED, n)) if progress else None)
-                audits.append(ContainerAudit(scan, fp, diagnose(scan, fp, gather_evidence(scan))))
+                dx = diagnose(scan, fp, gather_evidence(scan))
+                audits.append(ContainerAudit(scan, fp, dx, (), *reclaimable_on_disk(scan, dx)))
     finally:
         if cache is not None:
             cache.close()

@@ -85,6 +85,15 @@ def private_bytes(root: str, rels: list[str]) -> int | None:
     return total
 
 
-def clone_sharing(scan) -> str:
-    """"measured" when the OS tells private bytes here, else "unknown"."""
-    return "measured" if private_size is not None and scan.container.store.kind == "folder" else "unknown"
+def reclaimable_on_disk(scan, diagnosis) -> tuple[int | None, str]:
+    """What removing the default rules' paths gives back on disk, and how sure that is: "measured"
+    when the OS told every target's private bytes (the figure is then the smaller of those and the
+    blocks), else "unknown" (the blocks figure, an upper bound). (None, "unknown") without blocks."""
+    if scan.total_disk_bytes is None:
+        return None, "unknown"
+    blocks = diagnosis.reclaimable_disk_bytes
+    if private_size is None:
+        return blocks, "unknown"
+    paths = sorted({p for f in diagnosis.findings if not f.opt_in for p in f.reclaimable_paths})
+    private = private_bytes(scan.container.real_root, paths)
+    return (blocks, "unknown") if private is None else (min(blocks, private), "measured")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections import defaultdict
 
 LSOF_TIMEOUT = 20.0  # seconds; a busy Mac answers in well under that
 SUDO_HINT = "sudo lsof -nP -a +L1 -c ANECompiler"
@@ -88,12 +87,8 @@ def summarize(files: list[dict], places: list[str], as_root: bool) -> dict:
     procs = sorted(per.values(), key=lambda p: (-p["bytes"], p["pid"]))
     note = None if as_root else ("other users' processes (ANECompilerService runs as root) cannot be seen "
                                  f"without root: run `{SUDO_HINT}` to see what they hold")
-    totals: dict[str, int] = defaultdict(int)
-    for p in procs:
-        totals["bytes"] += p["bytes"]
-        totals["files"] += p["files"]
-    return {"processes": procs, "bytes": totals["bytes"], "files": totals["files"], "complete": as_root,
-            "note": note}
+    return {"processes": procs, "bytes": sum(p["bytes"] for p in procs), "files": sum(p["files"] for p in procs),
+            "complete": as_root, "note": note}
 
 
 def remedy(proc: dict) -> str:

@@ -31,8 +31,8 @@ class Action:
     kind: str
     seen: Seen
     content: str | None = None
-    evidence: dict | None = None
-    disk_bytes: int | None = None  # what removing it gives back on disk (None: the store has no blocks)  # what makes it safe, about this target (rules.model.link); None: a plan/1 action
+    evidence: dict | None = None  # what makes it safe, about this target (rules.model.link); None: a plan/1 action
+    disk_bytes: int | None = None  # what removing it gives back on disk (None: the store has no blocks)
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def container_document(ca) -> dict:
         "reclaimable_bytes": dx.reclaimable_bytes,
         "reclaimable_opt_in_bytes": dx.reclaimable_opt_in_bytes,
         "repair_bytes": dx.repair_bytes,
-        **disk_fields(scan, dx),
+        **disk_fields(ca),
         "not_observable": list(c.not_observable),
         "bytes_by_kind": scan.bytes_by_kind,
         "other_bytes_by_area": dict(sorted(scan.other_bytes_by_area.items())),
@@ -155,28 +155,18 @@ def pull_note(c) -> str | None:
 NO_BLOCKS = "archive members and backup records have no allocated blocks: only file sizes are known"
 
 
-def disk_fields(scan, dx) -> dict:
+def disk_fields(ca) -> dict:
     """What the disk holds and gets back (allocated blocks), beside the size figures; null in a store
     without blocks, with the reason."""
-    from mlcache_audit.clones import clone_sharing, private_bytes
-
+    scan = ca.scan
     known = scan.total_disk_bytes is not None
-    sharing = clone_sharing(scan) if known else "unknown"
-    reclaim = dx.reclaimable_disk_bytes if known else None
-    if sharing == "measured":  # blocks shared with clones stay: only private bytes come back
-        paths = sorted({p for f in dx.findings if not f.opt_in for p in f.reclaimable_paths})
-        private = private_bytes(scan.container.real_root, paths)
-        if private is None:
-            sharing = "unknown"
-        else:
-            reclaim = min(reclaim, private)
     return {
         "total_disk_bytes": scan.total_disk_bytes,
         "coreml_disk_bytes": scan.coreml_disk_bytes if known else None,
-        "reclaimable_disk_bytes": reclaim,
+        "reclaimable_disk_bytes": ca.reclaimable_disk_bytes,
         "disk_bytes_by_kind": scan.disk_bytes_by_kind if known else None,
         "disk_reason": None if known else NO_BLOCKS,
-        "clone_sharing": sharing,
+        "clone_sharing": ca.clone_sharing,
     }
 
 

@@ -19,8 +19,7 @@ from mlcache_audit.scan import ScanResult
 
 def executorch_findings(scan: ScanResult) -> list[Finding]:
     findings = []
-    assets = [a for a in scan.artifacts if a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml"
-              and a.detail.get("role") == "asset"]
+    assets = [a for a in scan.artifacts if a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml"]
     keys = scan.index_keys.get("executorch")
     # Only the asset store indexes its assets in assets.db; the model cache never writes it, so an asset
     # with its own .accessed clock is live, never an orphan (ETCoreMLModelCache.mm). version.txt says

@@ -98,7 +98,7 @@ def link(basis: str, about: dict, **refs) -> dict:
 
 
 # The facts a link may assert of its target; plan.target_facts reads each from the target itself.
-TARGET_FACTS = ("unit", "model", "pid", "asset_id", "store", "build", "client", "shape", "role")
+TARGET_FACTS = ("unit", "model", "pid", "asset_id", "store", "build", "client", "shape")
 
 
 def newest(group: list[Artifact]) -> Artifact:

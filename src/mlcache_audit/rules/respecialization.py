@@ -82,7 +82,7 @@ def respecialization_findings(artifacts: list[Artifact], copies: list[list[Artif
                     else:
                         links[a.path] = link(
                             "written in the load of a recompiled copy of one model", about, **refs,
-                            copy=proof["copies"][i], model=proof["model"], copies=len(proof["copies"]))
+                            copy=proof["copies"][i], model_name=proof["model"], copies=len(proof["copies"]))
         basis = sorted({p["basis"] for _, p in proven})
         findings.append(make_finding(
             "redundant-specialization", concerned, reclaim,

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from mlcache_audit.domain import (
     COMPILE_LEFTOVER,
     COMPILED_MODEL,
+    COREAI_SPECIALIZATION,
+    E5_CACHE,
     EXECUTORCH_ASSET,
     ORT_MODEL_CACHE,
 )
@@ -128,11 +130,11 @@ def model_shapes(a: Artifact) -> frozenset[str]:
 def client_of(a: Artifact, container_client: str | None) -> str | None:
     """Whose cache an artifact is: the folder that holds an E5RT cache, a Core AI entry's client folder,
     else the container's client."""
-    if a.kind == "coreai_specialization":
+    if a.kind == COREAI_SPECIALIZATION:
         return a.detail.get("client")
     parts = a.path.split("/")
-    if "com.apple.e5rt.e5bundlecache" in parts:
-        i = parts.index("com.apple.e5rt.e5bundlecache")
+    if E5_CACHE in parts:
+        i = parts.index(E5_CACHE)
         return parts[i - 1] if i >= 1 and parts[i - 1] != "Caches" else container_client
     return container_client
 
@@ -142,7 +144,7 @@ def target_facts(a: Artifact, unit: Unit, content: str | None, container_client:
     d = a.detail
     return {"unit": unit.key, "model": content, "pid": d.get("pid"), "asset_id": d.get("asset_id"),
             "store": d.get("store"), "build": d.get("build"), "client": client_of(a, container_client),
-            "shape": entry_shapes(a), "role": d.get("role")}
+            "shape": entry_shapes(a)}
 
 
 def link_mismatch(about: dict, facts: dict) -> str | None:

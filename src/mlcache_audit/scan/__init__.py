@@ -68,12 +68,10 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     known = model_cache.get_bundles([k for k in keys.values() if k]) if model_cache is not None else {}
     for a in artifacts:
         describe(container, a, names[id(a)], keys.get(id(a)), known, progress, model_cache)
-    layout = {}
     indexes = {}
     if any(a.kind == EXECUTORCH_ASSET and a.detail.get("backend") == "coreml" for a in artifacts):
-        # ExecuTorch writes version.txt on every load since April 2026, whichever store is in use: a fact
-        # reported, never evidence. Each asset's store is told from its own files (executorch_stores).
-        layout["executorch_version_txt"] = any(p.has_version for p in parts)
+        # Each asset's store is told from its own files (executorch_stores); version.txt is no evidence:
+        # ExecuTorch writes it on every load since April 2026, whichever store is in use.
         clocks = _executorch_clocks(container, artifacts)
         if executorch_stores(artifacts, None, clocks):  # some asset may be the asset store's: its index decides
             indexes = read_indexes(container, artifacts, notes)
@@ -86,7 +84,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         notes.append(reset)
     # Archive members and backup records have no blocks (a backup's files are stored under hashed names).
     has_blocks = container.store.kind == StoreKind.FOLDER and container.form != Form.BACKUP
-    return ScanResult(container, artifacts, total, files, dict(other), indexes, layout=layout, days=dict(days),
+    return ScanResult(container, artifacts, total, files, dict(other), indexes, days=dict(days),
                       notes=notes, total_disk_bytes=sum(p.total_disk for p in parts) if has_blocks else None)
 
 
@@ -99,11 +97,10 @@ def verify_coreai_sources(container: Container, artifacts: list[Artifact], notes
     SHA-256 of its main.mlirb? (A half-copied package poisons its entry.) Read once, streamed; only
     these files, because only they can make an entry poisoned."""
     named = {a.detail.get("main_hash") for a in artifacts if a.kind == COREAI_SPECIALIZATION}
-    for a in artifacts:
-        if a.kind != SOURCE_MODEL or a.detail.get("main_hash") not in named:
-            continue
+    sources = [a for a in artifacts if a.kind == SOURCE_MODEL and a.detail.get("main_hash") in named]
+    if sources:
         import hashlib  # only when a Core AI entry names a source here
-
+    for a in sources:
         rel = f"{a.path}/main.mlirb"
         if not any(e.path == rel for e in a.members):
             a.detail["main_hash_ok"] = False

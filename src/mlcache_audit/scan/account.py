@@ -13,7 +13,7 @@ from mlcache_audit.domain import (
 )
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.classify import HEX_ANY, classify_entry
-from mlcache_audit.scan.model import CACHE_KINDS, EXECUTORCH_VERSION_FILE, Artifact, Part, area_of
+from mlcache_audit.scan.model import CACHE_KINDS, Artifact, Part, area_of
 from mlcache_audit.sources.base import FILE, Entry
 
 
@@ -77,7 +77,6 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
     other: dict[str, int] = defaultdict(int)
     days: dict[int, int] = defaultdict(int)
     total = files = total_disk = 0
-    has_version = False
     with collector_paused():
         for e in entries:
             while stack and not e.path.startswith(stack[-1].prefix):
@@ -112,7 +111,5 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
                 add_member(stack[-1], e, size, days)
             else:
                 other[area_of(e.path)] += size
-                has_version = has_version or e.path == EXECUTORCH_VERSION_FILE
-    part.total, part.files, part.other, part.days, part.has_version = total, files, dict(other), dict(days), has_version
-    part.total_disk = total_disk
+    part.total, part.files, part.other, part.days, part.total_disk = total, files, dict(other), dict(days), total_disk
     return part

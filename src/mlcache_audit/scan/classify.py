@@ -231,7 +231,7 @@ def _classify_executorch(e: Entry, parts: list[str], is_dir: bool) -> Artifact |
         if not is_dir and name.endswith(".accessed"):
             return None  # the model cache's LRU clock (scan.executorch_stores reads which assets have one)
         asset_id = name.removesuffix(".mlmodelc")
-        detail = {"backend": "coreml", "asset_id": asset_id, "role": "asset"}
+        detail = {"backend": "coreml", "asset_id": asset_id}
         if m := _COMPUTE_UNITS.search(asset_id):
             detail["compute_units"] = m.group(1)
         return Artifact(EXECUTORCH_ASSET, e.path, is_dir, "ExecuTorch", detail=detail)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from mlcache_audit.domain import (
     COREAI_SPECIALIZATION,
-    EXECUTORCH_COREML,
     KINDS,
     SPECIALIZATION,
     SPECIALIZATION_PARTIAL,
@@ -19,10 +18,6 @@ from mlcache_audit.vocab import AREAS
 
 if TYPE_CHECKING:  # state.py is imported only when a plan records states (clean)
     from mlcache_audit.state import StateHasher
-
-
-# ExecuTorch's newer model cache writes this and never assets.db (ETCoreMLModelCache.h).
-EXECUTORCH_VERSION_FILE = f"Library/Caches/{EXECUTORCH_COREML}/version.txt"
 
 
 CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION))
@@ -109,9 +104,8 @@ class ScanResult:
     total_bytes: int
     file_count: int
     other_bytes_by_area: dict[str, int]
-    index_keys: dict[str, set[str] | None]  # store name -> keys its index knows (None: unreadable)
+    index_keys: dict  # ExecuTorch's index: {"executorch": its keys (None: unreadable), "executorch_db": present}
     days: dict[int, int] = field(default_factory=dict)  # ML bytes by UTC day of modification
-    layout: dict[str, bool] = field(default_factory=dict)  # facts about stores (ExecuTorch cache version)
     notes: list[str] = field(default_factory=list)  # this stage's own: what the walk and the reads could not
     total_disk_bytes: int | None = None  # allocated bytes; None where the store has no blocks (archives, backups)
 
@@ -153,6 +147,5 @@ class Part:
     files: int = 0
     other: dict[str, int] = field(default_factory=dict)
     days: dict[int, int] = field(default_factory=dict)
-    has_version: bool = False
     links: dict[tuple, int] = field(default_factory=dict)  # (dev, inode) -> size of hardlinked files counted
     notes: list[str] = field(default_factory=list)

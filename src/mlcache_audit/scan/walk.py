@@ -36,7 +36,7 @@ from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.account import add_member, counted_size, start_artifact
 from mlcache_audit.scan.classify import HEX_ANY, classify_entry, file_may_start, quiet_folder
-from mlcache_audit.scan.model import CACHE_KINDS, EXECUTORCH_VERSION_FILE, Artifact, Part, area_of
+from mlcache_audit.scan.model import CACHE_KINDS, Artifact, Part, area_of
 from mlcache_audit.sources.base import FILE, Entry
 from mlcache_audit.sources.folder import FolderStore, walk_notes
 
@@ -125,7 +125,7 @@ class FolderWalk:
             return
         make = self.store.entry_maker(rel, prefix, self.notes)
         on_error = walk_notes(self.notes)
-        total, files, walked, has_version = part.total, part.files, self.walked, part.has_version
+        total, files, walked = part.total, part.files, self.walked
         total_disk = part.total_disk
         ostat, hex_sub = os.stat, HEX_ANY.sub
         states = self.plan_state
@@ -221,7 +221,6 @@ class FolderWalk:
                             add_member(art, e, size, days)
                         else:
                             other[area_of(path)] += size
-                            has_version = has_version or path == EXECUTORCH_VERSION_FILE
                     if not _S_ISDIR(mode):
                         continue
                     sub = fsio.open_subfolder(fd, name, st, path, on_error)
@@ -258,4 +257,4 @@ class FolderWalk:
                     os.close(f.fd)
             os.close(top_fd)
         self.walked = walked
-        part.total, part.files, part.has_version, part.total_disk = total, files, has_version, total_disk
+        part.total, part.files, part.total_disk = total, files, total_disk
