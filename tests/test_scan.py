@@ -228,3 +228,22 @@ def test_a_copy_without_times_gets_one_note_and_no_figure_changes(built, tmp_pat
     assert not any("copied without times" in n for n in a["notes"])
     assert sum("copied without times" in n for n in b["notes"]) == 1
     assert (a["total_bytes"], a["coreml_bytes"]) == (b["total_bytes"], b["coreml_bytes"])
+
+
+def test_a_copy_whose_every_file_was_written_at_its_copy_time_gets_the_note_and_a_live_container_does_not():
+    """The ctime condition: times spread over days (so not the 2 s span), but each file's mtime is
+    its own ctime, as when files are copied one by one without their times. A live container's files
+    written once look the same, so there the condition is not applied."""
+    from mlcache_audit.scan import times_look_reset
+    from mlcache_audit.scan.model import Artifact
+
+    def arts(unkept):
+        return [Artifact("specialization", f"Library/Caches/a/e/{i}", True, files=5, unkept_times=unkept,
+                         oldest_mtime=1_700_000_000 + i * 86400, newest_mtime=1_700_000_100 + i * 86400)
+                for i in range(4)]
+
+    assert "copied without times" in times_look_reset(arts(5), live=False)
+    assert "status change" in times_look_reset(arts(5), live=False)
+    assert times_look_reset(arts(5), live=True) is None
+    assert times_look_reset(arts(4), live=False) is None  # one file kept its time: times were kept
+    assert times_look_reset(arts(5)[:3], live=False) is None  # 15 files: too few to tell

@@ -79,7 +79,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
         else:
             executorch_stores(artifacts, False, clocks)
     verify_coreai_sources(container, artifacts, notes)
-    reset = times_look_reset(artifacts)
+    reset = times_look_reset(artifacts, container.live)
     if reset:
         notes.append(reset)
     # Archive members and backup records have no blocks (a backup's files are stored under hashed names).
@@ -147,14 +147,23 @@ def executorch_stores(artifacts: list[Artifact], db_exists: bool | None, clocks:
     return True
 
 
-def times_look_reset(artifacts: list[Artifact]) -> str | None:
-    """A note when the ML caches' modification times look reset by a copy that did not keep them
-    (at least 20 ML-cache files, all modified within 2 s): growth per day and re-specializations
-    paired with loads rest on those times, so they cannot be judged. No figure changes."""
+def times_look_reset(artifacts: list[Artifact], live: bool) -> str | None:
+    """A note when the ML caches' modification times look reset by a copy that did not keep them:
+    at least 20 ML-cache files, and either all modified within 2 s of each other, or (in a copy, not a
+    live container, where a file written once has its ctime at its mtime) every one modified within 2 s
+    of its own ctime, the moment it was copied. Growth per day and re-specializations paired with loads
+    rest on those times, so they cannot be judged. No figure changes."""
     files = sum(a.files for a in artifacts)
-    times = [t for a in artifacts for t in (a.oldest_mtime, a.newest_mtime) if t is not None]
-    if files < RESET_MIN_FILES or not times or max(times) - min(times) > RESET_SPAN_SECONDS:
+    if files < RESET_MIN_FILES:
         return None
-    return (f"the modification times of all {files} ML-cache files lie within {RESET_SPAN_SECONDS:g} s: this container "
+    times = [t for a in artifacts for t in (a.oldest_mtime, a.newest_mtime) if t is not None]
+    if times and max(times) - min(times) <= RESET_SPAN_SECONDS:
+        why = f"the modification times of all {files} ML-cache files lie within {RESET_SPAN_SECONDS:g} s"
+    elif not live and sum(a.unkept_times for a in artifacts) == files:
+        why = (f"each of the {files} ML-cache files was modified within {RESET_SPAN_SECONDS:g} s of its "
+               "status change (when it was copied here)")
+    else:
+        return None
+    return (f"{why}: this container "
             "may have been copied without times, so time-based evidence (growth per day, re-specializations "
             "paired with loads) is unavailable; copy it with `cp -Rp` or `ditto`, which keep times")

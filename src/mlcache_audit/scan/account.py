@@ -13,7 +13,7 @@ from mlcache_audit.domain import (
 )
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.classify import HEX_ANY, classify_entry
-from mlcache_audit.scan.model import CACHE_KINDS, Artifact, Part, area_of
+from mlcache_audit.scan.model import CACHE_KINDS, UNKEPT_NS, Artifact, Part, area_of
 from mlcache_audit.sources.base import FILE, Entry
 
 
@@ -62,6 +62,8 @@ def add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
     else:
         a.private_disk += e.disk or 0
     a.files += 1
+    if e.mtime_ns is not None and e.ctime_ns is not None and -UNKEPT_NS <= e.mtime_ns - e.ctime_ns <= UNKEPT_NS:
+        a.unkept_times += 1
     if mtime is not None:
         if a.oldest_mtime is None or mtime < a.oldest_mtime:
             a.oldest_mtime = mtime

@@ -16,6 +16,8 @@ from mlcache_audit.domain import (
 from mlcache_audit.sources.base import Container, Entry
 from mlcache_audit.vocab import AREAS
 
+UNKEPT_NS = 2_000_000_000  # an mtime this close to its ctime was (re)written then, as by a copy without times
+
 if TYPE_CHECKING:  # state.py is imported only when a plan records states (clean)
     from mlcache_audit.state import StateHasher
 
@@ -61,6 +63,7 @@ class Artifact:
     files: int = 0
     oldest_mtime: float | None = None
     newest_mtime: float | None = None
+    unkept_times: int = 0  # files whose mtime lies within 2 s of their ctime (as a copy without times leaves them)
     model: dict = field(default_factory=dict)
     detail: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -36,7 +36,7 @@ from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.account import add_member, counted_size, start_artifact
 from mlcache_audit.scan.classify import HEX_ANY, classify_entry, file_may_start, quiet_folder
-from mlcache_audit.scan.model import CACHE_KINDS, Artifact, Part, area_of
+from mlcache_audit.scan.model import CACHE_KINDS, UNKEPT_NS, Artifact, Part, area_of
 from mlcache_audit.sources.base import FILE, Entry
 from mlcache_audit.sources.folder import FolderStore, walk_notes
 
@@ -174,6 +174,8 @@ class FolderWalk:
                             total_disk += blocks
                             art.bytes += size
                             art.files += 1
+                            if -UNKEPT_NS <= st.st_mtime_ns - st.st_ctime_ns <= UNKEPT_NS:
+                                art.unkept_times += 1
                             if art.oldest_mtime is None or mtime < art.oldest_mtime:
                                 art.oldest_mtime = mtime
                             if art.newest_mtime is None or mtime > art.newest_mtime:
