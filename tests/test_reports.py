@@ -19,6 +19,7 @@ import xmlschema
 import yaml
 
 from conftest import ROOT, run, scan_json, schema_of
+from mlcache_audit.report.html import timeline_window
 
 JUNIT = xmlschema.XMLSchema(str(ROOT / "tests" / "data" / "junit-ant.xsd"))
 
@@ -122,7 +123,8 @@ def test_html_numbers_equal_the_json(key, built):
     tiles = [a for t, a in page.tags if t == "g" and "data-bytes" in a]
     assert sum(int(a["data-bytes"]) for a in tiles) == sum(c["total_bytes"] for c in doc["containers"])
     days = [a for t, a in page.tags if t == "rect" and "data-date" in a]
-    assert sum(int(a["data-bytes"]) for a in days) == sum(d["bytes"] for c in doc["containers"] for d in c["timeline"][-90:])
+    assert sum(int(a["data-bytes"]) for a in days) == \
+        sum(d["bytes"] for c in doc["containers"] for d in timeline_window(c["timeline"]))
     findings = [a for t, a in page.tags if t == "div" and "data-rule" in a]
     assert [(a["data-rule"], int(a["data-reclaimable-bytes"])) for a in findings] == \
            [(f["rule"], f["reclaimable_bytes"]) for c in doc["containers"] for f in c["findings"]]
@@ -133,7 +135,7 @@ def test_html_is_self_contained(built):
     page = _page(html)
     assert not [a for t, a in page.tags if t in ("link", "img", "iframe") or (t == "script" and "src" in a)]
     assert "http://" not in html and "https://" not in html.replace("https://json-schema.org", "")
-    assert "<table class=sortable>" in html and "<svg class=treemap" in html and "<svg class=timeline" in html
+    assert '<table class="sortable stack">' in html and "<svg class=treemap" in html and "<svg class=timeline" in html
 
 
 def test_clean_html_and_markdown_preview(built):

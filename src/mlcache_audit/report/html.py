@@ -4,10 +4,11 @@ JavaScript (sorting only; the page reads the same without it). Every number is a
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from html import escape
 
 from mlcache_audit.domain import KIND
-from mlcache_audit.report.summary import fates, largest, verdict
+from mlcache_audit.report.summary import fates, header_facts, largest, verdict
 from mlcache_audit.units import format_size, plural
 
 _CSS = """
@@ -24,10 +25,24 @@ margin:.8rem 0}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid
 th{cursor:pointer;background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;white-space:nowrap}
 svg text{font:11px -apple-system,system-ui,sans-serif}.legend span{display:inline-block;margin-right:1rem}
 .swatch{display:inline-block;width:.8rem;height:.8rem;border-radius:2px;margin-right:.3rem;vertical-align:-1px}
-details>summary{cursor:pointer}ul.paths{margin:.3rem 0 .3rem 1rem;padding:0}
+details>summary{cursor:pointer}ul.paths{margin:.3rem 0 .3rem 1rem;padding:0}body{overflow-wrap:break-word}
+.facts{margin:.2rem 0}.warn{color:#8a5300}.chart{display:flex;gap:.5rem;align-items:stretch}
+.yaxis{display:flex;flex-direction:column;justify-content:space-between;height:160px;font-size:.75rem;color:#6e6e73;
+text-align:right;white-space:nowrap}.plot{flex:1;min-width:0}.plot svg{display:block;width:100%;height:160px}
+.xaxis{display:flex;justify-content:space-between;font-size:.75rem;color:#6e6e73}
+@media (max-width:700px){body{margin:1rem auto;padding:0 .6rem}table.stack thead{display:none}
+table.stack tr{display:block;border-bottom:1px solid #ddd;padding:.35rem 0}table.stack td{display:block;border:0;
+padding:.05rem 0;text-align:left}table.stack td[data-label]::before{content:attr(data-label) ": ";color:#6e6e73}
+svg.treemap text{display:none}}
+@media print{body{margin:0;max-width:none;font-size:11pt}th{position:static;cursor:auto}.verdict,.chart,svg,tr,li{break-inside:avoid}h2,h3{break-after:avoid}
+details>summary{list-style:none}details::details-content{content-visibility:visible;display:contents}
+details>summary::-webkit-details-marker{display:none}}
 """
 
 _SORT_JS = """
+window.addEventListener("beforeprint", function(){
+  document.querySelectorAll("details").forEach(function(d){ d.open = true; });
+});
 document.querySelectorAll("table.sortable th").forEach(function(th, col){
   th.addEventListener("click", function(){
     var table = th.closest("table"), body = table.tBodies[0];
@@ -45,8 +60,31 @@ document.querySelectorAll("table.sortable th").forEach(function(th, col){
 });
 """
 
-_PALETTE = ("#d70015", "#f5a623", "#0a84ff", "#30b158", "#af52de", "#ff9f0a", "#5e5ce6", "#64d2ff", "#bf5af2",
-            "#ffd60a", "#8e8e93", "#a2845e", "#c7c7cc", "#d1d1d6", "#e5e5ea")
+# One colour per tile, none reused: the largest tiles get these, the rest share one grey tile.
+_PALETTE = ("#d70015", "#f5a623", "#0a84ff", "#30b158", "#af52de", "#64d2ff", "#5e5ce6", "#ffd60a", "#a2845e",
+            "#ff6482", "#00a3a3")
+_REST_COLOR = "#8e8e93"
+TIMELINE_DAYS = 90
+
+
+def _luminance(color: str) -> float:
+    """WCAG 2 relative luminance of a #rrggbb colour."""
+    def channel(v: int) -> float:
+        c = v / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours (1 to 21)."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def ink(fill: str) -> str:
+    """Black or white text, whichever reads better on `fill`."""
+    return "#000000" if contrast("#000000", fill) >= contrast("#ffffff", fill) else "#ffffff"
 
 
 def _page(title: str, body: str) -> str:
@@ -62,9 +100,26 @@ def scan_html(doc: dict, *, top: int = 50, why: bool = False) -> str:  # noqa: D
              f"({len(doc['containers'])} container{'s' if len(doc['containers']) != 1 else ''})</p>"]
     if len(doc["containers"]) > 1:  # many clients: the overview first, as the text starts
         parts.append(_overview(doc))
+    parts.append(_places(doc))
     for i, c in enumerate(doc["containers"]):
         parts.append(_container(c, doc["path"], i, top, doc.get("discovery")))
     return _page(f"mlcache scan of {doc['path']}", "".join(parts))
+
+
+def _places(doc: dict) -> str:
+    """The system places discovery looked at, and the folders it could not read or skipped, as the text says them."""
+    out = []
+    for place in doc.get("system", []):
+        size = format_size(place["bytes"]) if place["bytes"] is not None else "size unknown"
+        out.append(f"<li><b>{escape(place['name'])}</b> <span class=path>{escape(place['path'])}</span>: "
+                   f"{'observable' if place['observable'] else 'not observable'} ({size}); {escape(place['reason'])}</li>")
+    for place in (doc.get("discovery") or {}).get("unreadable", []):
+        out.append(f"<li class=warn>Not searched, cannot be read: <span class=path>{escape(place['path'])}</span> "
+                   f"({escape(place['reason'])})</li>")
+    for place in (doc.get("discovery") or {}).get("skipped", []):
+        out.append(f"<li class=warn>Skipped: <span class=path>{escape(place['path'])}</span>: "
+                   f"{escape(place['reason'])}</li>")
+    return "<ul class=places>" + "".join(out) + "</ul>" if out else ""
 
 
 def _overview(doc: dict) -> str:
@@ -76,12 +131,13 @@ def _overview(doc: dict) -> str:
         c = doc["containers"][i]
         v = verdict(c, doc["path"], doc.get("discovery"))
         name = c["bundle_id"] or c.get("client") or "unknown app"
-        rows.append(f'<tr class=client><td><a href="#c{i}">{escape(name)}</a></td><td>{escape(c["form"])}</td>'
-                    f'<td class=num>{format_size(c["coreml_bytes"])}</td>'
-                    f'<td class=num data-bytes="{c["reclaimable_bytes"]}">{format_size(c["reclaimable_bytes"])}</td>'
-                    f"<td>{escape(v.headline)}</td></tr>")
+        rows.append(f'<tr class=client><td data-label=client><a href="#c{i}">{escape(name)}</a></td>'
+                    f'<td data-label=form>{escape(c["form"])}</td>'
+                    f'<td class=num data-label="ML caches">{format_size(c["coreml_bytes"])}</td>'
+                    f'<td class=num data-label=reclaimable data-bytes="{c["reclaimable_bytes"]}">'
+                    f'{format_size(c["reclaimable_bytes"])}</td><td data-label=verdict>{escape(v.headline)}</td></tr>')
     return (f"<section class=overview><h2>{len(doc['containers'])} clients: {format_size(total)} can be freed</h2>"
-            "<table><thead><tr><th>client</th><th>form</th><th class=num>ML caches</th><th class=num>reclaimable"
+            "<table class=stack><thead><tr><th>client</th><th>form</th><th class=num>ML caches</th><th class=num>reclaimable"
             "</th><th>verdict</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>")
 
 
@@ -91,6 +147,8 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
     out = [f'<section class=container id="c{index}" data-index="{index}" data-bundle-id="{escape(str(c["bundle_id"] or ""))}">',
            f"<h2>{escape(name)} <span class=muted>{escape(c['form'])} ({escape(c['source'])})</span></h2>",
            f"<p class=muted><code>{escape(c['root'])}</code></p>",
+           *(f'<p class="facts{" warn" if kind in ("not_observable", "read_only") else ""}" data-fact={kind}>'
+             f"{escape(line)}</p>" for kind, line in header_facts(c)),
            f'<div class="verdict{" free" if v.reclaimable_bytes else ""}" data-reclaimable-bytes="{c["reclaimable_bytes"]}"'
            f' data-total-bytes="{c["total_bytes"]}" data-coreml-bytes="{c["coreml_bytes"]}">',
            f"<p class=big>Verdict: {escape(v.headline)}.</p>"]
@@ -113,13 +171,13 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
     rows, n = largest(c["artifacts"], top)
     out.append(f"<h3>Artifacts</h3><p class=muted>{len(c['artifacts'])} artifacts; the largest {len(rows)} of "
                f"{n} rows, identical copies together. Click a heading to sort.</p>")
-    out.append('<table class=sortable><thead><tr><th class=num>size</th><th class=num>copies</th><th>kind</th>'
+    out.append('<table class="sortable stack"><thead><tr><th class=num>size</th><th class=num>copies</th><th>kind</th>'
                '<th>path</th><th>model / producer</th></tr></thead><tbody>')
     for r in rows:
-        out.append(f'<tr class=artifact><td class=num data-sort="{r.total}" data-bytes="{r.total}">'
-                   f'{format_size(r.total)}</td><td class=num data-sort="{r.copies}">{r.copies}</td>'
-                   f'<td>{escape(r.kind)}</td><td class=path>{escape(r.path)}</td>'
-                   f'<td>{escape(" / ".join(x for x in (r.name, r.producer) if x))}</td></tr>')
+        out.append(f'<tr class=artifact><td class=num data-label=size data-sort="{r.total}" data-bytes="{r.total}">'
+                   f'{format_size(r.total)}</td><td class=num data-label=copies data-sort="{r.copies}">{r.copies}</td>'
+                   f'<td data-label=kind>{escape(r.kind)}</td><td class=path data-label=path>{escape(r.path)}</td>'
+                   f'<td data-label=model>{escape(" / ".join(x for x in (r.name, r.producer) if x))}</td></tr>')
     out.append("</tbody></table>")
     if c["notes"]:
         out.append("<details><summary>Notes (" + str(len(c["notes"])) + ")</summary><ul>"
@@ -143,27 +201,44 @@ def _finding(f: dict, fate: dict) -> str:
 
 
 def _treemap(c: dict, width: float = 1000.0, height: float = 320.0) -> str:
-    """The container's bytes by ML cache kind and by area for other files, as a squarified treemap."""
+    """The container's bytes by ML cache kind and by area for other files, as a squarified treemap.
+    Each tile has its own colour; past the palette, the smallest share one grey tile (named in the
+    legend). A label is drawn only where it fits its tile (narrow screens rely on the legend)."""
     items = [(KIND[k].label if k in KIND else k, n, "kind", k) for k, n in c["bytes_by_kind"].items() if n > 0]
     items += [(f"other files: {a}", n, "area", a) for a, n in c["other_bytes_by_area"].items() if n > 0]
     items.sort(key=lambda x: -x[1])
     total = sum(x[1] for x in items)
     if not total:
         return "<p class=muted>No bytes.</p>"
-    rects = _squarify([x[1] / total * width * height for x in items], 0.0, 0.0, width, height)
+    rest = items[len(_PALETTE):] if len(items) > len(_PALETTE) + 1 else []
+    shown = items[:len(items) - len(rest)]
+    tiles = [(label, n, group, key, color) for (label, n, group, key), color in zip(shown, _PALETTE * 2, strict=False)]
+    if rest:
+        tiles.append((f"{len(rest)} smaller groups", sum(x[1] for x in rest), "rest", "rest", _REST_COLOR))
+    rects = _squarify([t[1] / total * width * height for t in tiles], 0.0, 0.0, width, height)
     svg = [f'<svg class=treemap viewBox="0 0 {width:g} {height:g}" width="100%" role="img" '
            f'aria-label="bytes by kind and area">']
     legend = []
-    for (label, n, group, key), (x, y, w, h), color in zip(items, rects, _PALETTE * 4, strict=False):
+    for (label, n, group, key, color), (x, y, w, h) in zip(tiles, rects, strict=True):
         svg.append(f'<g class=tile data-{group}="{escape(key)}" data-bytes="{n}"><rect x="{x:.1f}" y="{y:.1f}" '
                    f'width="{max(w - 1, 0):.1f}" height="{max(h - 1, 0):.1f}" fill="{color}"><title>{escape(label)}: '
                    f'{format_size(n)}</title></rect>')
-        if w > 90 and h > 28:
-            svg.append(f'<text x="{x + 6:.1f}" y="{y + 16:.1f}" fill="#fff">{escape(label)}</text>'
-                       f'<text x="{x + 6:.1f}" y="{y + 30:.1f}" fill="#fff">{format_size(n)}</text>')
+        size = format_size(n)
+        if h > 36 and label_width(max(label, size, key=len)) + 12 <= w:
+            fg = ink(color)
+            svg.append(f'<text x="{x + 6:.1f}" y="{y + 16:.1f}" fill="{fg}" data-on="{color}">{escape(label)}</text>'
+                       f'<text x="{x + 6:.1f}" y="{y + 30:.1f}" fill="{fg}" data-on="{color}">{size}</text>')
         svg.append("</g>")
-        legend.append(f'<span><i class=swatch style="background:{color}"></i>{escape(label)} {format_size(n)}</span>')
+        named = "; ".join(f"{escape(r[0])} {format_size(r[1])}" for r in rest) if group == "rest" else ""
+        legend.append(f'<span><i class=swatch style="background:{color}"></i>{escape(label)} {size}'
+                      + (f" ({named})" if named else "") + "</span>")
     return "".join(svg) + "</svg><p class=legend>" + "".join(legend) + "</p>"
+
+
+def label_width(text: str, font_px: float = 11.0) -> float:
+    """A generous width of `text` in the treemap's 11 px sans-serif (0.62 em a character, wider
+    than the average of system fonts), so that a label said to fit is never clipped."""
+    return len(text) * font_px * 0.62
 
 
 def _squarify(areas: list[float], x: float, y: float, w: float, h: float) -> list[tuple[float, float, float, float]]:
@@ -203,19 +278,41 @@ def _worst(row: list[float], short: float) -> float:
 
 
 def _timeline(timeline: list[dict], width: float = 1000.0, height: float = 160.0) -> str:
-    days = timeline[-90:]
+    """Bytes added per day over the last 90 calendar days up to the newest write (a day with no writes
+    is an empty slot, so the axis is time), with a value axis and dated ends. The labels are HTML
+    beside the drawing, so they keep their size on any screen."""
+    days = timeline_window(timeline)
+    first, last = date.fromisoformat(days[0]["date"]), date.fromisoformat(days[-1]["date"])
+    slots = (last - first).days + 1
     peak = max(d["bytes"] for d in days) or 1
-    bar = width / len(days)
-    svg = [f'<svg class=timeline viewBox="0 0 {width:g} {height + 20:g}" width="100%" role="img" '
+    bar = width / slots
+    svg = [f'<svg class=timeline viewBox="0 0 {width:g} {height:g}" preserveAspectRatio="none" role="img" '
            'aria-label="bytes added per day">']
-    for i, d in enumerate(days):
+    for frac in (0.0, 0.5, 1.0):  # gridlines at the axis values
+        y = height - frac * height
+        svg.append(f'<line x1="0" x2="{width:g}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d1d1d6" '
+                   'vector-effect="non-scaling-stroke"/>')
+    for d in days:
+        i = (date.fromisoformat(d["date"]) - first).days
         h = d["bytes"] / peak * height
         svg.append(f'<rect class=day data-date="{d["date"]}" data-bytes="{d["bytes"]}" x="{i * bar + 1:.1f}" '
                    f'y="{height - h:.1f}" width="{max(bar - 2, 1):.1f}" height="{h:.1f}" fill="#0a84ff">'
                    f'<title>{d["date"]}: {format_size(d["bytes"])}</title></rect>')
-    svg.append(f'<text x="0" y="{height + 15:g}">{days[0]["date"]}</text>'
-               f'<text x="{width:g}" y="{height + 15:g}" text-anchor="end">{days[-1]["date"]}</text></svg>')
-    return "".join(svg) + f"<p class=muted>ML cache bytes added per day, from modification times; peak {format_size(peak)}.</p>"
+    svg.append("</svg>")
+    ends = [first] + ([first + timedelta(days=slots // 2)] if slots > 2 else []) + ([last] if slots > 1 else [])
+    return (f'<div class=chart><div class=yaxis aria-hidden=true><span>{format_size(peak)}</span>'
+            f'<span>{format_size(peak // 2)}</span><span>0 B</span></div><div class=plot>{"".join(svg)}'
+            '<div class=xaxis>' + "".join(f"<span>{d.isoformat()}</span>" for d in ends) + "</div></div></div>"
+            f"<p class=muted>ML cache bytes added per day, from modification times, over {plural(slots, 'day')} "
+            f"({len(days)} with writes); peak {format_size(peak)} a day.</p>")
+
+
+def timeline_window(timeline: list[dict]) -> list[dict]:
+    """The days the chart shows: the last 90 calendar days up to the newest write."""
+    if not timeline:
+        return []
+    first = date.fromisoformat(timeline[-1]["date"]) - timedelta(days=TIMELINE_DAYS - 1)
+    return [d for d in timeline if date.fromisoformat(d["date"]) >= first]
 
 
 # -- clean ----------------------------------------------------------------------------------------
@@ -234,11 +331,12 @@ def clean_html(apply_doc: dict, *, plan: dict, why: bool = False) -> str:
         if not c["outcomes"]:
             parts.append("<p>Nothing to remove.</p>")
             continue
-        parts.append('<table class=sortable><thead><tr><th>status</th><th class=num>size</th><th>rule</th>'
+        parts.append('<table class="sortable stack"><thead><tr><th>status</th><th class=num>size</th><th>rule</th>'
                      '<th>path</th><th>reason</th></tr></thead><tbody>')
         for o in c["outcomes"]:
-            parts.append(f'<tr class=outcome><td>{escape(o["status"])}</td><td class=num data-sort="{o["bytes"]}" '
-                         f'data-bytes="{o["bytes"]}">{format_size(o["bytes"])}</td><td>{escape(o["rule"])}</td>'
-                         f'<td class=path>{escape(o["path"])}</td><td>{escape(o["reason"])}</td></tr>')
+            parts.append(f'<tr class=outcome><td data-label=status>{escape(o["status"])}</td><td class=num '
+                         f'data-label=size data-sort="{o["bytes"]}" data-bytes="{o["bytes"]}">{format_size(o["bytes"])}'
+                         f'</td><td data-label=rule>{escape(o["rule"])}</td><td class=path data-label=path>'
+                         f'{escape(o["path"])}</td><td data-label=reason>{escape(o["reason"])}</td></tr>')
         parts.append("</tbody></table>")
     return _page(f"mlcache clean of {plan['path']}", "".join(parts))

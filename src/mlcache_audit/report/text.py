@@ -19,6 +19,7 @@ from mlcache_audit.report.summary import (
     budget_actual,
     budget_limit,
     fates,
+    header_facts,
     largest,
     launch_rows,
     launch_verdict,
@@ -160,23 +161,19 @@ def _verdict(out: Console, c: dict, path: str, discovery: dict | None = None) ->
 def _container_header(out: Console, c: dict) -> None:
     out.print(f"[bold]{escape(c['bundle_id'] or c.get('client') or 'unknown bundle id')}[/bold]  {c['form']} "
               f"({c['source']})  {escape(display_path(c['root']))}")
-    info = c.get("info") or {}
-    if info.get("device_name") or info.get("ios_version"):
-        out.print(f"  device: {escape(str(info.get('device_name', '?')))}, iOS {info.get('ios_version', '?')} "
-                  f"({info.get('ios_build', '?')})")
-    if info.get("device") or info.get("runtime"):
-        out.print(f"  simulator: {escape(str(info.get('device', '?')))}, {escape(str(info.get('runtime', '?')))}")
+    facts = header_facts(c)
+    for kind, line in facts:
+        if kind in ("device", "simulator"):
+            out.print(f"  {escape(line)}")
     share = (c["coreml_bytes"] / c["total_bytes"] * 100) if c["total_bytes"] else 0.0
     out.print(f"  {format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; ML caches account for "
               f"{format_size(c['coreml_bytes'])} ({share:.0f}%)")
-    if c["not_observable"]:
-        out.print(f"  [yellow]not observable in this form:[/yellow] {', '.join(c['not_observable'])} "
-                  "(unknown, not clean)")
-    if not c["cleanable"]:
-        out.print("  [yellow]read-only evidence:[/yellow] previewed, never cleaned")
-    if c.get("pull_note"):
-        out.print("  [dim]not in any pull: the system ANE cache, which Settings' \"Documents & Data\" also counts "
-                  "(on a Mac: sudo du -sh /Library/Caches/com.apple.aned)[/dim]")
+    for kind, line in facts:
+        if kind in ("not_observable", "read_only"):
+            head, _, rest = line.partition(": ")
+            out.print(f"  [yellow]{escape(head)}:[/yellow] {escape(rest)}")
+        elif kind == "pull_note":
+            out.print(f"  [dim]{escape(line)}[/dim]")
     out.print()
 
 
