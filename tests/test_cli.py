@@ -22,6 +22,55 @@ def test_every_command_has_help_and_is_in_the_readme():
         assert f"mlcache {name}" in readme, name
 
 
+@pytest.mark.parametrize("name", ["mlcache", *COMMANDS])
+def test_every_help_ends_with_examples_that_parse_as_printed(name):
+    """Each example in --help is a command line click accepts: the command, its options and their
+    values (choices, ranges) as printed. Nothing is run: the examples name folders of the reader's."""
+    import shlex
+
+    from mlcache_audit.helptext import examples
+
+    result = run(*([] if name == "mlcache" else [name]), "--help")
+    assert result.exit_code == 0 and "Examples:" in result.stdout
+    assert "..." not in "".join(line for line in result.stdout.splitlines() if line.startswith("  ") and
+                                line.split()[0] in COMMANDS)  # no summary cut short
+    for line, what in examples(name):
+        assert line in result.stdout and what in result.stdout
+        words = shlex.split(line)
+        assert words[0] == "mlcache"
+        with cli.make_context("mlcache", words[1:] or ["--help"], resilient_parsing=not words[1:]) as ctx:
+            if words[1:]:
+                sub, cmd, rest = cli.resolve_command(ctx, words[1:])
+                cmd.make_context(sub, rest, parent=ctx)
+
+
+def test_every_option_whose_value_is_a_path_completes_as_one():
+    """A path-valued option (its help names a file, folder or home) is a click.Path, which shells
+    with click's completion complete as file names; commands that always take paths offer no
+    --home or --tmpdir (they would be ignored)."""
+    import click
+    from click.shell_completion import CompletionItem
+
+    seen = 0
+    for name, cmd in cli.commands.items():
+        for p in cmd.params:
+            if not isinstance(p, click.Option) or p.is_flag or p.hidden:
+                continue
+            text = (p.help or "").lower()
+            if isinstance(p.type, (click.Choice, click.IntRange, click.FloatRange)) or "bytes" in text or \
+                    "--launch" in p.opts:  # a shell command line, whose help says it is never read from a file
+                continue
+            if any(w in text for w in (" file", "folder", "snapshot", "home")):
+                assert isinstance(p.type, click.Path), f"{name} {p.opts}"
+                items = p.type.shell_complete(click.Context(cmd), p, "")
+                assert items and isinstance(items[0], CompletionItem) and items[0].type in ("file", "dir")
+                seen += 1
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        takes_no_path = any(isinstance(p, click.Argument) and not p.required for p in cmd.params)
+        assert ("--home" in opts) == takes_no_path, name  # discovery options only where PATH may be left out
+    assert seen >= 10
+
+
 def test_every_rule_is_documented_in_the_readme():
     from mlcache_audit.rules import RULES
 

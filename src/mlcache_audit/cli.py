@@ -24,6 +24,7 @@ from mlcache_audit.cli_options import (
 from mlcache_audit.docfields import write_output
 from mlcache_audit.domain import RULES
 from mlcache_audit.errors import BudgetConfigError, ExitCode, MlcacheError
+from mlcache_audit.helptext import RULES_HELP, epilog
 
 
 class _Failure(click.ClickException):
@@ -119,7 +120,7 @@ def _terminal():
     return Terminal(click.get_text_stream("stdout"), click.get_text_stream("stderr"), color=color)
 
 
-@click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MlcacheGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=epilog("mlcache"))
 @click.version_option(__version__, prog_name="mlcache")
 @click.option("--debug", is_flag=True, help="Show a traceback for unexpected errors.")
 @click.option("--color", "color", type=click.Choice(["auto", "always", "never"]), default=None,
@@ -143,7 +144,7 @@ def cli(ctx: click.Context, debug: bool, color: str | None) -> None:
     ctx.with_resource(using(Places.from_environ(stdin=click.get_text_stream("stdin"))))
 
 
-@cli.command(short_help='Show every ML cache artifact, what it costs and why it grew.')
+@cli.command(short_help='Show every ML cache artifact, what it costs and why it grew.', epilog=epilog("scan"))
 @_paths_argument
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "jsonl", "markdown", "html"]), default="text",
               show_default=True, help="text for people, json (mlcache.scan/3) for tools, jsonl to stream one "
@@ -174,17 +175,17 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, why: bool, outpu
     _batch_errors(term, doc)
 
 
-@cli.command(short_help='Preview (default) or carry out the removal of what is safe.')
+@cli.command(short_help='Preview (default) or carry out the removal of what is safe.', epilog=epilog("clean", RULES_HELP))
 @_path_argument("path", required=False)
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
 @click.option("--all-clients", is_flag=True, help="With no PATH: allow --apply to act on every discovered client.")
 @acting_options
-@click.option("--plan-out", callback=_nonempty_file,
+@click.option("--plan-out", type=click.Path(), callback=_nonempty_file,
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
               help="Also remove duplicate and old model copies in persistent places (the newest copy stays).")
 @click.option("--only", multiple=True, type=click.Choice(list(RULES)), metavar="RULE",
-              help="Act only on findings of this rule (repeatable). RULE is one of: " + ", ".join(RULES) + ".")
+              help="Act only on findings of this rule (repeatable; the rules are listed below).")
 @click.option("--keep", multiple=True, type=click.Choice(list(RULES)), metavar="RULE",
               help="Never act on findings of this rule (repeatable; the rules --only lists).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
@@ -221,7 +222,7 @@ def clean(path: str | None, do_apply: bool, all_clients: bool, yes: bool, quaran
     _render_clean(term, outcome, fmt, output, plan_document=not do_apply, why=why)
 
 
-@cli.command(name="apply", short_help='Carry out a plan saved by clean --plan-out.')
+@cli.command(name="apply", short_help='Carry out a plan saved by clean --plan-out.', epilog=epilog("apply"))
 @click.argument("plan_file", type=click.Path(dir_okay=False), callback=_nonempty_file)
 @acting_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
@@ -249,7 +250,7 @@ def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
-@cli.command(short_help='Put back what a --quarantine run moved aside.')
+@cli.command(short_help='Put back what a --quarantine run moved aside.', epilog=epilog("restore"))
 @click.argument("directory", type=click.Path(file_okay=False), callback=_nonempty_file)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def restore(directory: Path, fmt: str) -> None:
@@ -265,7 +266,7 @@ def restore(directory: Path, fmt: str) -> None:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
-@cli.command(short_help='Record a compact JSON snapshot to compare later.')
+@cli.command(short_help='Record a compact JSON snapshot to compare later.', epilog=epilog("snapshot"))
 @_paths_argument
 @output_option
 @source_options
@@ -282,12 +283,12 @@ def snapshot(paths: tuple[str, ...], jobs: int, output: Path | None, source) -> 
     _batch_errors(term, doc)
 
 
-@cli.command(name="diff", short_help='Old, new and delta per artifact kind for one app.')
+@cli.command(name="diff", short_help='Old, new and delta per artifact kind for one app.', epilog=epilog("diff"))
 @_path_argument("old")
 @_path_argument("new")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @output_option
-@source_options
+@source_options(discovery=False)
 def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
     """Old, new and delta per artifact kind for one app; OLD and NEW are snapshots or containers."""
     from mlcache_audit import commands
@@ -300,9 +301,9 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
     emit(term, "diff", fmt, doc, output=output)
 
 
-@cli.command(short_help='The CI gate: budgets in total, since a baseline, per launch.')
+@cli.command(short_help='The CI gate: budgets in total, since a baseline, per launch.', epilog=epilog("check"))
 @_paths_argument
-@click.option("--baseline", callback=_nonempty_file, help="A snapshot to measure growth from.")
+@click.option("--baseline", type=click.Path(), callback=_nonempty_file, help="A snapshot to measure growth from.")
 @click.option("--max-growth", help="Fail when ML caches grew by more than this since the baseline (500KB, 1MB, 2GiB).")
 @click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
 @click.option("--max-total", help="Fail when ML caches use more than this in total.")
@@ -311,7 +312,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
               help="Fail when a finding of this rule reclaims bytes (with --baseline: when they grew). Repeatable.")
 @click.option("--allow-other-app", is_flag=True,
               help="Compare with a baseline of another app (an error otherwise: growth would compare different things).")
-@click.option("--config", callback=_nonempty_file,
+@click.option("--config", type=click.Path(), callback=_nonempty_file,
               help="Budgets file (default: the nearest mlcache.toml, else [tool.mlcache] in pyproject.toml, "
                    "searched upward from the current folder).")
 @click.option("--launch", "launch_cmd", metavar="CMD",
@@ -326,11 +327,11 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
               help="With --launch: seconds one launch may take; past it, exit 2 naming the launch.")
 @click.option("--stability", is_flag=True, help="With --launch: measure how much the container moves on its own "
               "and suggest a --max-growth-per-launch budget (exit 0 unless the command fails).")
-@click.option("--junit", callback=_nonempty_file, help="Write a JUnit XML report here (also when the check fails to run).")
+@click.option("--junit", type=click.Path(), callback=_nonempty_file, help="Write a JUnit XML report here (also when the check fails to run).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("--github-annotations/--no-github-annotations", envvar="GITHUB_ACTIONS", default=False,
               help="Print ::error annotations (on by default under GitHub Actions).")
-@click.option("--step-summary", envvar="GITHUB_STEP_SUMMARY", callback=_nonempty_file,
+@click.option("--step-summary", envvar="GITHUB_STEP_SUMMARY", type=click.Path(), callback=_nonempty_file,
               help="Append a Markdown summary to this file (GITHUB_STEP_SUMMARY under GitHub Actions).")
 @output_option
 @source_options
@@ -377,7 +378,7 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 
 
-@cli.command(short_help='Show what each launch of an app adds.')
+@cli.command(short_help='Show what each launch of an app adds.', epilog=epilog("watch"))
 @_path_argument("path")
 @click.option("--process", help="Watch launches of the process with this name (as ps shows it).")
 @click.option("--launches", type=click.IntRange(1), help="Stop after this many launches.")
@@ -387,7 +388,7 @@ def check(paths: tuple[str, ...], jobs: int, baseline: Path | None, max_growth: 
 @click.option("--poll", type=click.FloatRange(0.01), default=0.2, show_default=True, hidden=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json prints JSON Lines (mlcache.watch/2): one object per launch or interval, then a summary.")
-@source_options
+@source_options(discovery=False)
 def watch(path: str, process: str | None, launches: int | None, interval: float, count: int | None, poll: float,
           fmt: str, source) -> None:
     """Show what each launch of an app adds to PATH (Ctrl-C prints the summary).
@@ -406,7 +407,7 @@ def watch(path: str, process: str | None, launches: int | None, interval: float,
         watch_event(term, fmt, event)
 
 
-@cli.command(short_help="Print the JSON Schema of one of mlcache's documents.")
+@cli.command(short_help="Print the JSON Schema of one of mlcache's documents.", epilog=epilog("schema"))
 @click.argument("name", type=click.Choice(["scan", "scan-container", "scan-error", "plan", "apply", "restore", "snapshot", "diff",
                                           "check", "watch"]))
 def schema(name: str) -> None:

@@ -43,27 +43,20 @@ def _paths_argument(fn):
     return click.argument("paths", metavar="[PATH]...", nargs=-1, type=click.Path(), callback=_nonempty_paths)(fn)
 
 
-def source_options(fn):
-    """Options shared by every command that reads a container; handed on as one SourceOptions."""
-    @click.option("--bundle-id", help="Only the container of this app (a backup or simulator holds many).")
-    @click.option("--no-hash-cache", is_flag=True,
-                  help="Do not read or write the content-hash cache (~/.cache/mlcache, ~/Library/Caches/mlcache "
-                       "on macOS; MLCACHE_CACHE_DIR moves it).")
-    @click.option("--max-archive-members", type=click.IntRange(1), default=1_000_000, show_default=True,
-                  help="Refuse archives with more members than this (zip-bomb guard).")
-    @click.option("--max-archive-bytes", default="256GiB", show_default=True,
-                  help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard).")
-    @click.option("--max-hash-bytes", default="64GiB", show_default=True,
-                  help="Hash at most this many bytes in one run; past it, possible copies are left unjudged.")
-    @click.option("--max-containers", type=click.IntRange(1), default=5_000, show_default=True,
-                  help="Stop the search for containers in one PATH after this many (a note says where it stopped).")
-    @click.option("--home", envvar="MLCACHE_HOME", callback=_nonempty_file,
-                  help="With no PATH: discover in this home folder (a copied one) instead of yours; MLCACHE_HOME.")
-    @click.option("--tmpdir", callback=_nonempty_file,
-                  help="With no PATH: the temp folder holding MPSGraph scratch (default $TMPDIR on your own Mac).")
-    @functools.wraps(fn)
+def _path_option(*names: str, **kw):
+    """An option whose value is a file or folder: never empty, completed as a path by the shell."""
+    return click.option(*names, type=click.Path(), callback=_nonempty_file, **kw)
+
+
+def source_options(fn=None, *, discovery: bool = True):
+    """Options shared by every command that reads a container; handed on as one SourceOptions.
+    `discovery`: the command may run with no PATH, so it takes --home and --tmpdir (a command that
+    always names its paths, diff or watch, does not offer them)."""
+    if fn is None:
+        return functools.partial(source_options, discovery=discovery)
+
     def wrapper(*args, bundle_id, no_hash_cache, max_archive_members, max_archive_bytes, max_hash_bytes,
-                max_containers, home, tmpdir, **kwargs):
+                max_containers, home=None, tmpdir=None, **kwargs):
         from mlcache_audit.commands import SourceOptions
         from mlcache_audit.units import parse_size
 
@@ -71,18 +64,40 @@ def source_options(fn):
                                parse_size(max_hash_bytes), str(home) if home else None, str(tmpdir) if tmpdir else None,
                                max_containers)
         return fn(*args, source=source, **kwargs)
+
+    wrapper = functools.wraps(fn)(wrapper)
+    if discovery:
+        wrapper = _path_option("--tmpdir", help="With no PATH: the temp folder holding MPSGraph scratch (default "
+                                                "$TMPDIR on your own Mac).")(wrapper)
+        wrapper = _path_option("--home", envvar="MLCACHE_HOME", help="With no PATH: discover in this home folder "
+                                                                     "(a copied one) instead of yours; MLCACHE_HOME.")(wrapper)
+    for option in reversed([
+        click.option("--bundle-id", help="Only the container of this app (a backup or simulator holds many)."),
+        click.option("--no-hash-cache", is_flag=True,
+                     help="Do not read or write the content-hash cache (~/.cache/mlcache, ~/Library/Caches/mlcache "
+                          "on macOS; MLCACHE_CACHE_DIR moves it)."),
+        click.option("--max-archive-members", type=click.IntRange(1), default=1_000_000, show_default=True,
+                     help="Refuse archives with more members than this (zip-bomb guard)."),
+        click.option("--max-archive-bytes", default="256GiB", show_default=True,
+                     help="Refuse archives that declare more uncompressed bytes than this (zip-bomb guard)."),
+        click.option("--max-hash-bytes", default="64GiB", show_default=True,
+                     help="Hash at most this many bytes in one run; past it, possible copies are left unjudged."),
+        click.option("--max-containers", type=click.IntRange(1), default=5_000, show_default=True,
+                     help="Stop the search for containers in one PATH after this many (a note says where it stopped)."),
+    ]):
+        wrapper = option(wrapper)
     return wrapper
 
 
 def acting_options(fn):
-    fn = click.option("--quarantine", callback=_nonempty_file, help="Move entries into this folder (on the "
+    fn = _path_option("--quarantine", help="Move entries into this folder (on the "
                       "container's volume, with a manifest) instead of deleting them.")(fn)
     return click.option("--yes", is_flag=True, help="Do not ask; needed to act when standard input is not a "
                         "terminal.")(fn)
 
 
 def output_option(fn):
-    return click.option("-o", "--output", callback=_nonempty_file,
+    return _path_option("-o", "--output",
                         help="Write the document to this file instead of standard output.")(fn)
 
 
