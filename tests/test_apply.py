@@ -308,6 +308,42 @@ def test_apply_journal_records_interrupted_run(fx, monkeypatch):
     assert not list(root.rglob(".mlcache-removing-*")) and not journals[0].exists()
 
 
+def test_a_group_of_begins_is_synced_once_and_a_crash_before_any_rename_recovers(fx, monkeypatch):
+    """BEGINs are written a group at a time and synced once (Journal.write's recovery argument):
+    one fsync per group plus the start, not one per entry; a crash after a group's BEGINs but
+    before any of its entries is touched leaves every entry at its own name, reported as not
+    started, and the next run removes them all."""
+    root = fx("recompile")
+    plan = plan_for(root)
+    n = len(plan.containers[0].actions)
+    assert n > 2
+    syncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(apply_mod, "GROUP", 2)
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd))[1])
+    real_fresh = apply_mod.fresh_state
+
+    def dies_on_first(*args):
+        raise KeyboardInterrupt  # after the first group's BEGINs are on disk, before any re-check
+
+    monkeypatch.setattr(apply_mod, "fresh_state", dies_on_first)
+    with pytest.raises(KeyboardInterrupt):
+        apply_plan(plan)
+    journal = next((Path(os.environ["MLCACHE_STATE_DIR"]) / "journals").glob("*.jsonl"))
+    events = [json.loads(line)["event"] for line in journal.read_text().splitlines()]
+    assert events.count("begin") == 2 and len(syncs) == 2  # the start, then the first group's BEGINs
+    assert not list(root.rglob(".mlcache-removing-*"))
+    monkeypatch.setattr(apply_mod, "fresh_state", real_fresh)
+    syncs.clear()
+    monkeypatch.setattr(apply_mod, "GROUP", 64)
+    result = run("clean", root, "--apply", "--yes", "--format", "json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0 and all(o["status"] == "removed" for c in doc["containers"] for o in c["outcomes"])
+    notes = [r for c in doc["containers"] for r in c["recovered"]]
+    assert sum("had not started removing it; it is still there" in r for r in notes) == 2
+    assert len(syncs) <= 2 + (n + 63) // 64  # start + one per group (+ the recovery run's own journal)
+
+
 def test_cli_interrupt_exits_130(fx, monkeypatch):
     root = fx("recompile")
 

@@ -142,11 +142,11 @@ def test_a_full_disk_on_the_journal_acts_on_nothing_or_says_what_was_done(fx, mo
         root = fx("recompile")
         calls = {"n": 0}
 
-        def write(self, record, real=real, calls=calls, fail_at=fail_at):
+        def write(self, record, sync=True, real=real, calls=calls, fail_at=fail_at):
             calls["n"] += 1
             if calls["n"] >= fail_at:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real(self, record)
+            return real(self, record, sync)
 
         monkeypatch.setattr(journal_mod.Journal, "write", write)
         before = tree_state(root)

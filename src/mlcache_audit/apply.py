@@ -19,15 +19,16 @@ Safety rules, each enforced here and pinned by the test named after it (tests/te
   test_apply_refuses_backups_and_archives: checked before anything is acted on (preflight.py).
 - test_apply_walks_and_removes_iteratively: walks and removals hold one folder handle per level and
   never recurse, so a leftover nested deeper than PATH_MAX or Python's recursion limit is removed.
-- test_apply_reports_os_errors_per_entry: EACCES, EROFS, ENOSPC, ENAMETOOLONG and the like end that
-  entry as failed, with the error; the run goes on with the rest.
+- test_apply_reports_os_errors_per_entry: EACCES, EROFS, ENOSPC, ENAMETOOLONG and the like fail
+  that entry, with the error; the run goes on with the rest.
 - test_quarantine_moves_by_rename_only: quarantine moves an entry by rename through the same handles,
   on the container's volume (another volume is refused before anything is moved); the manifest
   record is written and synced before the move; restore acts only on checked manifest lines, only
   on items inside the quarantine folder, and only into the container the quarantine was made for.
 - test_apply_journal_records_interrupted_run: each entry is renamed aside atomically before it is
-  removed, and a journal (fsynced) records the intent and the result; the next run reports what an
-  interrupted run did and finishes removing what it had already renamed aside.
+  removed, and a journal records the intent (synced, a group of entries at a time, before any of
+  them is touched) and the result; the next run reports what an interrupted run did and finishes
+  removing what it had already renamed aside.
 - test_apply_reports_each_outcome_truthfully: every entry ends as removed, quarantined, skipped (with
   why) or failed (with the error); only removed bytes count as freed.
 """
@@ -39,16 +40,18 @@ import json
 import os
 import re
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from mlcache_audit import fsio
+from mlcache_audit import outcomes as oc
 from mlcache_audit import quarantine as qfmt
 from mlcache_audit.identity import key_of
 from mlcache_audit.journal import Journal, default_state_dir
 from mlcache_audit.locks import holding, state_folder_ready
 from mlcache_audit.outcomes import ApplyResult, ContainerOutcome, Outcome, RestoreResult
 from mlcache_audit.plan import Action, ContainerPlan, Plan
-from mlcache_audit.safety import may_act_on
+from mlcache_audit.safety import may_act_on, refusal
 from mlcache_audit.state import fresh_state
 from mlcache_audit.vocab import DONE, Event, Status
 
@@ -72,7 +75,7 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
         quarantine = preflight.verify_quarantine(plan, quarantine, create=not dry_run)
     if dry_run:
         return ApplyResult(True, str(quarantine) if quarantine else None, tuple(
-            _outcome(cp, tuple(_act(cp, a, True, quarantine, None) for a in cp.actions), (), _key_text(cp))
+            oc.container_outcome(cp, tuple(_act(cp, a, True, quarantine, None) for a in cp.actions), (), oc.plan_key_text(cp))
             for cp in plan.containers))
     preflight.refuse_read_only(plan)
     state = state_dir or default_state_dir()
@@ -81,52 +84,68 @@ def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = N
     with holding(state, list(keys.values()), "apply"):
         refused = preflight.verify_plan_targets(plan, known)
         results = [_apply_container(plan, cp, quarantine, state, refused.get(cp.key),
-                                    keys[cp.key].text if cp.key in keys else _key_text(cp))
+                                    keys[cp.key].text if cp.key in keys else oc.plan_key_text(cp))
                    for cp in plan.containers]
     return ApplyResult(False, str(quarantine) if quarantine else None, tuple(results))
 
 
-def _outcome(cp: ContainerPlan, outcomes: tuple[Outcome, ...], recovered, key: str | None) -> ContainerOutcome:
-    return ContainerOutcome(cp.root, cp.bundle_id, outcomes, tuple(recovered), cp.client or cp.bundle_id, key)
-
-
-def _key_text(cp: ContainerPlan) -> str | None:
-    if cp.read_only:
-        return None
-    key = key_of(cp.root, cp.client if cp.scope else None)
-    return key.text if key else None
-
-
 def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, state: Path,
                      refused: str | None, key: str | None) -> ContainerOutcome:
+    def skip(actions, why: str) -> list[Outcome]:
+        return [Outcome(a.path, 0, a.rule, Status.SKIPPED, why) for a in actions]
+
     if refused:  # a client that is running: every entry skipped, named, and the run exits 1
-        return _outcome(cp, tuple(Outcome(a.path, 0, a.rule, Status.SKIPPED, refused) for a in cp.actions), (), key)
+        return oc.container_outcome(cp, tuple(skip(cp.actions, refused)), (), key)
     journal = Journal(state, cp.root, cp.key)
     recovered = _recover(journal)
     try:
         journal.write({"event": Event.START, "plan_created": plan.created, "entries": len(cp.actions)})
     except OSError as exc:  # a full disk: without its journal nothing is acted on
         journal.close(finished=False)
-        return _outcome(cp, tuple(
-            Outcome(a.path, 0, a.rule, Status.SKIPPED, f"the journal cannot be written ({fsio.why(exc)}); nothing was done")
-            for a in cp.actions), recovered, key)
-    outcomes = []
+        return oc.container_outcome(cp, tuple(skip(cp.actions, f"the journal cannot be written ({fsio.why(exc)}); nothing was "
+                                                   "done")), recovered, key)
     try:
         handles = _root_handles(cp, key)
     except OSError as exc:
         journal.close(finished=False)
-        return _outcome(cp, tuple(Outcome(a.path, 0, a.rule, Status.SKIPPED, str(exc)) for a in cp.actions),
-                        recovered, key)
+        return oc.container_outcome(cp, tuple(skip(cp.actions, str(exc))), recovered, key)
+    outcomes: list[Outcome] = []
     try:
         # Deepest first, so nothing is removed with a parent that was not itself planned.
-        for action in sorted(cp.actions, key=lambda a: (-a.path.count("/"), a.path)):
-            outcomes.append(_act(cp, action, False, quarantine, journal, handles))
+        ordered = sorted(cp.actions, key=lambda a: (-a.path.count("/"), a.path))
+        for start in range(0, len(ordered), GROUP):
+            group = ordered[start:start + GROUP]
+            try:
+                begun = _begin(cp, group, quarantine, journal)
+            except OSError as exc:  # a full disk: no entry is touched before its BEGIN is on disk
+                outcomes += skip(ordered[start:], f"the journal cannot be written ({fsio.why(exc)}); not acted on")
+                break
+            for action in group:
+                outcome = _act(cp, action, False, quarantine, journal, handles, begun.get(action.path))
+                if outcome.status == Status.SKIPPED and action.path in begun:  # begun, then not acted on
+                    _after(journal, {"event": Event.SKIPPED, **fsio.path_fields(action.path)}, outcome)
+                outcomes.append(outcome)
     finally:
         handles.close()
         journal.close(finished=len(outcomes) == len(cp.actions))
     order = {a.path: i for i, a in enumerate(cp.actions)}
     outcomes.sort(key=lambda o: order.get(o.path, 0))
-    return _outcome(cp, tuple(outcomes), recovered, key)
+    return oc.container_outcome(cp, tuple(outcomes), recovered, key)
+
+
+GROUP = 64  # entries whose BEGIN records share one fsync
+
+
+def _begin(cp: ContainerPlan, group: list[Action], quarantine: Path | None, journal) -> dict[str, str]:
+    """The trash name (or quarantine token) of each entry of a group that may be acted on, its BEGIN
+    written and the group's synced once, before any of them is re-checked (Journal.write: why)."""
+    store, names = qfmt.store_name(cp.key), {}
+    for a in group:
+        if refusal(cp.scope, a.path, a.evidence) is None:
+            names[a.path] = qfmt.new_token() if quarantine is not None else TRASH_PREFIX + os.urandom(6).hex()
+    journal.begin({p: {"quarantine": f"{store}/items/{n}"} if quarantine is not None else {"trash": n}
+                   for p, n in names.items()})
+    return names
 
 
 def _root_handles(cp: ContainerPlan, key: str | None) -> fsio.FolderHandles:
@@ -142,7 +161,7 @@ def _root_handles(cp: ContainerPlan, key: str | None) -> fsio.FolderHandles:
 
 
 def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, journal,
-         handles: fsio.FolderHandles | None = None) -> Outcome:
+         handles: fsio.FolderHandles | None = None, begun: str | None = None) -> Outcome:
     measured: list[tuple[int, int]] = []  # what the re-check measured right before acting: the only bytes reported freed
 
     def out(status: str, reason: str = "") -> Outcome:
@@ -152,12 +171,9 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
             freed, disk = measured[0] if status in DONE and measured else (0, 0)
         return Outcome(a.path, freed, a.rule, status, reason, disk)
 
-    if not may_act_on(a.path):
-        return out(Status.SKIPPED, "protected or unsafe path: never acted on")
-    if cp.scope and not any(a.path == sub or a.path.startswith(sub + "/") for sub in cp.scope):
-        return out(Status.SKIPPED, "outside the client's caches: never acted on")
-    if a.evidence is None:  # a plan/1 action the re-plan does not hold (commands._with_evidence)
-        return out(Status.SKIPPED, "no evidence (plan/1)")
+    refused = refusal(cp.scope, a.path, a.evidence)
+    if refused:
+        return out(Status.SKIPPED, refused)
     if dry_run:
         # A preview of a plan just made from this walk: the re-checks run right before acting.
         return out(Status.WOULD_QUARANTINE if quarantine else Status.WOULD_REMOVE)
@@ -179,8 +195,8 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
             return out(Status.SKIPPED, f"changed since plan ({changed})")
         measured.append((freed, freed_disk))
         if quarantine is not None:
-            return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out)
-        return _remove(a, parent_fd, name, st, journal, out)
+            return _quarantine(cp, a, parent_fd, name, st, quarantine, journal, out, begun)
+        return _remove(a, parent_fd, name, st, journal, out, begun)
     except OSError as exc:  # EACCES, EROFS, ENOSPC, ENAMETOOLONG...: this entry's outcome, not the run's
         try:
             journal.write({"event": Event.FAILED, **fsio.path_fields(a.path), "error": fsio.why(exc)})
@@ -189,14 +205,12 @@ def _act(cp: ContainerPlan, a: Action, dry_run: bool, quarantine: Path | None, j
         return out(Status.FAILED, fsio.why(exc))
 
 
-def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out) -> Outcome:
+def _remove(a: Action, parent_fd: int, name: str, st: os.stat_result, journal, out, trash: str) -> Outcome:
+    """Rename a re-checked entry aside to `trash` (its BEGIN is synced), check it, delete it there."""
     if stat.S_ISLNK(st.st_mode):
-        journal.write({"event": Event.BEGIN, **fsio.path_fields(a.path), "trash": None})
         os.unlink(name, dir_fd=parent_fd)  # the link itself, never its target
         return _after(journal, {"event": Event.DONE, **fsio.path_fields(a.path), "bytes": 0},
                       out(Status.REMOVED, "symlink removed as a link"))
-    trash = TRASH_PREFIX + os.urandom(6).hex()
-    journal.write({"event": Event.BEGIN, **fsio.path_fields(a.path), "trash": trash})
     os.rename(name, trash, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     moved = os.stat(trash, dir_fd=parent_fd, follow_symlinks=False)
     if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back
@@ -218,8 +232,6 @@ def _after(journal, record: dict, result: Outcome) -> Outcome:
     try:
         journal.write(record)
     except OSError as exc:
-        from dataclasses import replace
-
         return replace(result, reason=(result.reason + "; " if result.reason else "") +
                        f"the journal could not record it ({fsio.why(exc)})")
     return result
@@ -238,10 +250,9 @@ def _delete_aside(parent_fd: int, trash: str, is_dir: bool) -> str:
 
 
 def _remove_tree(parent_fd: int, name: str) -> list[str]:
-    """Remove the folder `name` in `parent_fd` and all below it: iteratively (no recursion limit),
-    each folder opened relative to its parent with O_NOFOLLOW (no symlink is entered, a link is
-    unlinked as a link), one open handle per level (so paths longer than PATH_MAX are no problem).
-    Errors are collected, and what can be removed still is."""
+    """Remove the folder `name` in `parent_fd` and all below it: iteratively, each folder opened
+    relative to its parent with O_NOFOLLOW (a link is unlinked as a link, never entered), one handle
+    per level (no PATH_MAX limit). Errors are collected, and what can be removed still is."""
     errors: list[str] = []
     try:
         top = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
@@ -301,17 +312,15 @@ def _finish_removal(root: str, parents: list[str], trash: str) -> list[str]:
 
 # -- quarantine ---------------------------------------------------------------------------------
 def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, quarantine: Path, journal,
-                out) -> Outcome:
+                out, token: str) -> Outcome:
     store = qfmt.store_name(cp.key)
     items_fd = _store_items(quarantine, store, cp)
     try:
-        token = qfmt.new_token()
         stored = f"{store}/items/{token}"
         manifest = quarantine / QUARANTINE_MANIFEST
         # The record first, synced: whatever happens next, the manifest knows where the entry may be.
         qfmt.append_line(manifest, qfmt.record_dict(cp.root, cp.bundle_id, a.path, stored, a.bytes, a.rule, qfmt.now(),
                                                 client=cp.client if cp.scope else None))
-        journal.write({"event": Event.BEGIN, **fsio.path_fields(a.path), "quarantine": stored})
         try:
             os.rename(name, token, src_dir_fd=parent_fd, dst_dir_fd=items_fd)
         except OSError as exc:

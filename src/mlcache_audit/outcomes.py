@@ -60,3 +60,16 @@ class RestoreResult:
     @property
     def complete(self) -> bool:
         return all(o.status == Status.RESTORED for o in self.outcomes)
+
+
+def container_outcome(cp, outcomes: tuple[Outcome, ...], recovered, key: str | None) -> ContainerOutcome:
+    """The outcome of one container of a plan (`cp`: its ContainerPlan)."""
+    return ContainerOutcome(cp.root, cp.bundle_id, outcomes, tuple(recovered), cp.client or cp.bundle_id, key)
+
+
+def plan_key_text(cp) -> str | None:
+    """The identity key of a plan's container as it is now (None for read-only evidence)."""
+    from mlcache_audit.identity import key_of
+
+    key = None if cp.read_only else key_of(cp.root, cp.client if cp.scope else None)
+    return key.text if key else None

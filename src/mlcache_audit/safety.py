@@ -41,3 +41,14 @@ def is_protected(path: str) -> bool:
 def may_act_on(path: str) -> bool:
     """The one test every planned path must pass, at plan time and again right before acting."""
     return is_safe_relative(path) and not is_protected(path)
+
+
+def refusal(scope, path: str, evidence) -> str | None:
+    """Why a planned action is never acted on, whatever the disk says, or None: a protected or
+    unsafe path, a path outside a per-process client's scope, or no evidence (a plan/1 action the
+    re-plan does not hold)."""
+    if not may_act_on(path):
+        return "protected or unsafe path: never acted on"
+    if scope and not any(path == sub or path.startswith(sub + "/") for sub in scope):
+        return "outside the client's caches: never acted on"
+    return "no evidence (plan/1)" if evidence is None else None
