@@ -159,3 +159,18 @@ def test_every_text_colour_meets_wcag_aa_on_its_background(built, tmp_path, key)
             if sel.startswith(".swatch") or sel.startswith("svg"):
                 continue
             assert contrast(ink, bg) >= 4.5, f"{ink} on {sel} ({bg}): {contrast(ink, bg):.2f}"
+
+
+def test_no_treemap_reuses_a_colour_however_many_groups_it_has():
+    """Every count of groups from 1 to 30 (the palette's edge, one past it, far past it): each tile
+    its own colour, the tiles' bytes summing to the container's, and every label readable on its tile."""
+    from mlcache_audit.report.html import _treemap
+
+    for n in range(1, 31):
+        c = {"bytes_by_kind": {}, "other_bytes_by_area": {f"area{i}": 1000 * (n - i) for i in range(n)}}
+        parser = _Texts()
+        parser.feed(_treemap(c))
+        fills = parser.tiles[0]
+        assert len(fills) == len(set(fills)), (n, fills)
+        assert all(contrast(f, under) >= 4.5 for f, under in parser.texts), n
+        assert sum(int(b) for b in re.findall(r'data-bytes="(\d+)"', _treemap(c))) == sum(c["other_bytes_by_area"].values())

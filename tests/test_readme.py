@@ -102,7 +102,8 @@ def test_every_readme_console_command_runs_as_shown(tmp_path):
     for i, step in enumerate(steps):  # each command sees the exit status of the one before it (echo $?)
         script.append(f"echo '@@step {i}'\n(exit ${{rc_:-0}})\n{here(step.command)}\nrc_=$?\necho \"@@rc {i} $rc_\"\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLCACHE_HOME", "FORCE_COLOR", "GITHUB_"))}
-    env.update(NO_COLOR="1", PATH=os.defpath if not env.get("PATH") else env["PATH"])
+    env["NO_COLOR"] = "1"
+    env.setdefault("PATH", os.defpath)
     done = subprocess.run(["bash", "--norc", "--noprofile"], input="".join(script), cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
     out = done.stdout

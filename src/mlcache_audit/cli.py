@@ -15,6 +15,7 @@ from mlcache_audit import __version__
 from mlcache_audit.cli_options import (
     _nonempty_file,
     _path_argument,
+    _path_option,
     _paths_argument,
     acting_options,
     output_option,
@@ -180,7 +181,7 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, why: bool, outpu
 @click.option("--apply", "do_apply", is_flag=True, help="Carry out the plan (asks first on a terminal).")
 @click.option("--all-clients", is_flag=True, help="With no PATH: allow --apply to act on every discovered client.")
 @acting_options
-@click.option("--plan-out", type=click.Path(), callback=_nonempty_file,
+@_path_option("--plan-out",
               help="Write the plan (JSON) to this file for review and `mlcache apply`.")
 @click.option("--include-persistent", is_flag=True,
               help="Also remove duplicate and old model copies in persistent places (the newest copy stays).")
@@ -303,7 +304,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
 
 @cli.command(short_help='The CI gate: budgets in total, since a baseline, per launch.', epilog=epilog("check"))
 @_paths_argument
-@click.option("--baseline", type=click.Path(), callback=_nonempty_file, help="A snapshot to measure growth from.")
+@_path_option("--baseline", help="A snapshot to measure growth from.")
 @click.option("--max-growth", help="Fail when ML caches grew by more than this since the baseline (500KB, 1MB, 2GiB).")
 @click.option("--max-growth-pct", type=float, help="Fail when ML caches grew by more than N percent since the baseline.")
 @click.option("--max-total", help="Fail when ML caches use more than this in total.")
@@ -312,7 +313,7 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
               help="Fail when a finding of this rule reclaims bytes (with --baseline: when they grew). Repeatable.")
 @click.option("--allow-other-app", is_flag=True,
               help="Compare with a baseline of another app (an error otherwise: growth would compare different things).")
-@click.option("--config", type=click.Path(), callback=_nonempty_file,
+@_path_option("--config",
               help="Budgets file (default: the nearest mlcache.toml, else [tool.mlcache] in pyproject.toml, "
                    "searched upward from the current folder).")
 @click.option("--launch", "launch_cmd", metavar="CMD",
@@ -327,11 +328,11 @@ def diff_cmd(old: str, new: str, fmt: str, output: Path | None, source) -> None:
               help="With --launch: seconds one launch may take; past it, exit 2 naming the launch.")
 @click.option("--stability", is_flag=True, help="With --launch: measure how much the container moves on its own "
               "and suggest a --max-growth-per-launch budget (exit 0 unless the command fails).")
-@click.option("--junit", type=click.Path(), callback=_nonempty_file, help="Write a JUnit XML report here (also when the check fails to run).")
+@_path_option("--junit", help="Write a JUnit XML report here (also when the check fails to run).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("--github-annotations/--no-github-annotations", envvar="GITHUB_ACTIONS", default=False,
               help="Print ::error annotations (on by default under GitHub Actions).")
-@click.option("--step-summary", envvar="GITHUB_STEP_SUMMARY", type=click.Path(), callback=_nonempty_file,
+@_path_option("--step-summary", envvar="GITHUB_STEP_SUMMARY",
               help="Append a Markdown summary to this file (GITHUB_STEP_SUMMARY under GitHub Actions).")
 @output_option
 @source_options

@@ -108,7 +108,7 @@ class Journal:
     def write(self, record: dict, sync: bool = True) -> None:
         """Append a record. Only the records recovery needs before the disk changes are fsynced: the
         run's start, and the BEGIN of each entry (it names the trash name the next step renames the
-        entry to). BEGINs are written a group at a time (`sync=False`, then one `sync()`), all
+        entry to). BEGINs are written a group at a time (`begin`: `sync=False` each, then one fsync), all
         before any entry of the group is re-checked and acted on: a BEGIN whose entry is then
         skipped, or that a crash keeps from being reached, finds the entry at its own name, which
         recovery reports as not started, exactly as a crash between one BEGIN and its rename always

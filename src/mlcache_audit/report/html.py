@@ -148,7 +148,7 @@ def _container(c: dict, path: str, index: int, top: int, discovery: dict | None 
            f"<h2>{escape(name)} <span class=muted>{escape(c['form'])} ({escape(c['source'])})</span></h2>",
            f"<p class=muted><code>{escape(c['root'])}</code></p>",
            *(f'<p class="facts{" warn" if kind in ("not_observable", "read_only") else ""}" data-fact={kind}>'
-             f"{escape(line)}</p>" for kind, line in header_facts(c)),
+             f"{label}: {escape(text)}</p>" for kind, label, text in header_facts(c)),
            f'<div class="verdict{" free" if v.reclaimable_bytes else ""}" data-reclaimable-bytes="{c["reclaimable_bytes"]}"'
            f' data-total-bytes="{c["total_bytes"]}" data-coreml-bytes="{c["coreml_bytes"]}">',
            f"<p class=big>Verdict: {escape(v.headline)}.</p>"]
@@ -212,7 +212,8 @@ def _treemap(c: dict, width: float = 1000.0, height: float = 320.0) -> str:
         return "<p class=muted>No bytes.</p>"
     rest = items[len(_PALETTE):] if len(items) > len(_PALETTE) + 1 else []
     shown = items[:len(items) - len(rest)]
-    tiles = [(label, n, group, key, color) for (label, n, group, key), color in zip(shown, _PALETTE * 2, strict=False)]
+    colors = _PALETTE if rest else (*_PALETTE, _REST_COLOR)  # one each: at most one tile more than the palette
+    tiles = [(label, n, group, key, color) for (label, n, group, key), color in zip(shown, colors, strict=False)]
     if rest:
         tiles.append((f"{len(rest)} smaller groups", sum(x[1] for x in rest), "rest", "rest", _REST_COLOR))
     rects = _squarify([t[1] / total * width * height for t in tiles], 0.0, 0.0, width, height)

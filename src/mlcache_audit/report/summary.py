@@ -172,26 +172,23 @@ def fates(c: dict) -> dict[str, str]:
     return out
 
 
-PULL_NOTE = ("not in any pull: the system ANE cache, which Settings' \"Documents & Data\" also counts "
-             "(on a Mac: sudo du -sh /Library/Caches/com.apple.aned)")
-
-
-def header_facts(c: dict) -> list[tuple[str, str]]:
-    """What a container's heading says besides its name and sizes, as (kind, text): the device or
-    simulator it came from, the areas its form cannot show, whether it is read-only evidence, and
-    what no pull shows. Text, Markdown and HTML print the same facts."""
+def header_facts(c: dict) -> list[tuple[str, str, str]]:
+    """What a container's heading says besides its name and sizes, as (kind, label, text), printed
+    "label: text": the device or simulator it came from, the areas its form cannot show, whether it
+    is read-only evidence, and what no pull shows. Text and HTML print the same facts."""
     info = c.get("info") or {}
     out = []
     if info.get("device_name") or info.get("ios_version"):
-        out.append(("device", f"device: {info.get('device_name', '?')}, iOS {info.get('ios_version', '?')} "
-                              f"({info.get('ios_build', '?')})"))
+        out.append(("device", "device", f"{info.get('device_name', '?')}, iOS {info.get('ios_version', '?')} "
+                                        f"({info.get('ios_build', '?')})"))
     if info.get("device") or info.get("runtime"):
-        out.append(("simulator", f"simulator: {info.get('device', '?')}, {info.get('runtime', '?')}"))
+        out.append(("simulator", "simulator", f"{info.get('device', '?')}, {info.get('runtime', '?')}"))
     if c["not_observable"]:
-        out.append(("not_observable", f"not observable in this form: {', '.join(c['not_observable'])} "
-                                      "(unknown, not clean)"))
+        out.append(("not_observable", "not observable in this form",
+                    f"{', '.join(c['not_observable'])} (unknown, not clean)"))
     if not c["cleanable"]:
-        out.append(("read_only", "read-only evidence: previewed, never cleaned"))
+        out.append(("read_only", "read-only evidence", "previewed, never cleaned"))
     if c.get("pull_note"):
-        out.append(("pull_note", PULL_NOTE))
+        out.append(("pull_note", "not in any pull", "the system ANE cache, which Settings' \"Documents & Data\" "
+                                                    "also counts (on a Mac: sudo du -sh /Library/Caches/com.apple.aned)"))
     return out

@@ -162,18 +162,17 @@ def _container_header(out: Console, c: dict) -> None:
     out.print(f"[bold]{escape(c['bundle_id'] or c.get('client') or 'unknown bundle id')}[/bold]  {c['form']} "
               f"({c['source']})  {escape(display_path(c['root']))}")
     facts = header_facts(c)
-    for kind, line in facts:
+    for kind, label, text in facts:
         if kind in ("device", "simulator"):
-            out.print(f"  {escape(line)}")
+            out.print(f"  {label}: {escape(text)}")
     share = (c["coreml_bytes"] / c["total_bytes"] * 100) if c["total_bytes"] else 0.0
     out.print(f"  {format_size(c['total_bytes'])} in {plural(c['file_count'], 'file')}; ML caches account for "
               f"{format_size(c['coreml_bytes'])} ({share:.0f}%)")
-    for kind, line in facts:
+    for kind, label, text in facts:
         if kind in ("not_observable", "read_only"):
-            head, _, rest = line.partition(": ")
-            out.print(f"  [yellow]{escape(head)}:[/yellow] {escape(rest)}")
+            out.print(f"  [yellow]{label}:[/yellow] {escape(text)}")
         elif kind == "pull_note":
-            out.print(f"  [dim]{escape(line)}[/dim]")
+            out.print(f"  [dim]{label}: {escape(text)}[/dim]")
     out.print()
 
 

@@ -19,7 +19,7 @@ from mlcache_audit.domain import COREAI_SPECIALIZATION, EXECUTORCH_ASSET, KINDS,
 from mlcache_audit.scan.account import walk_entries
 from mlcache_audit.scan.describe import bundle_key, describe, read_indexes
 from mlcache_audit.scan.identity import artifact_identity
-from mlcache_audit.scan.model import AREAS, Artifact, Part, ScanResult, area_of, disk_freed
+from mlcache_audit.scan.model import AREAS, UNKEPT_NS, Artifact, Part, ScanResult, area_of, disk_freed
 from mlcache_audit.scan.split import parallel_parts
 from mlcache_audit.sources.base import Container
 from mlcache_audit.vocab import Form, Stage, StoreKind
@@ -89,7 +89,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
 
 
 RESET_MIN_FILES = 20
-RESET_SPAN_SECONDS = 2.0
+RESET_SPAN_SECONDS = UNKEPT_NS / 1e9  # the same 2 s as a file's mtime against its ctime
 
 
 def verify_coreai_sources(container: Container, artifacts: list[Artifact], notes: list[str]) -> None:
