@@ -3,7 +3,9 @@
 Hashing is the whole cost, so it is tiered: artifacts are grouped by structure (relative names and
 sizes) first; only groups of two or more get a partial read (first and last 4 KiB of each file); only
 groups still alike after that get a full xxh3-128 hash. A file is hashed at most once per run (memo
-keyed by inode or path) and, in live folders, at most once across runs (the hash cache).
+keyed by inode or path) and, in live folders, at most once across runs (the hash cache). One
+exception to "hash only candidates": a compressed tar's regular files are hashed as its one index
+pass inflates them (sources/tarpass.py says why); only the digests of candidates are used and counted.
 """
 
 from __future__ import annotations
@@ -272,7 +274,13 @@ def _hash_full(c: Container, entries: list[Entry], run: RunHashes, progress, not
             for path, result in zip(paths, results, strict=True):
                 _keep(c, todo[path], path, result, run, progress, notes)
     else:
-        for path, fh in c.stream(paths):
+        rest = []
+        for path in paths:  # a compressed tar's members were hashed as its index pass went by them
+            if (passed := c.passed_digest(path)) is not None:
+                _keep(c, todo[path], path, passed, run, progress, notes)
+            else:
+                rest.append(path)
+        for path, fh in c.stream(rest):
             _keep(c, todo[path], path, _hash_handle(fh), run, progress, notes)
 
 

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
+from mlcache_audit.sources import tarpass
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
@@ -60,7 +61,9 @@ def clean_member_name(raw: str) -> tuple[str | None, str | None]:
     Names are NFC-normalised (macOS writes NFD), `./` prefixes dropped; absolute names and names
     with `..` parts are refused, and macOS Archive Utility's `__MACOSX/` and `._*` entries skipped.
     """
-    name = unicodedata.normalize("NFC", raw.replace("\\", "/"))
+    name = raw.replace("\\", "/")
+    if not name.isascii():
+        name = unicodedata.normalize("NFC", name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return None, "absolute name"
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -84,19 +87,39 @@ class ArchiveStore:
         self.notes: list[str] = []
         self._members: dict[str, _Member] = {}
         self._children: dict[str, dict[str, bool]] = {"": {}}
+        self._handle: zipfile.ZipFile | tarfile.TarFile | None = None
+        self._tar: tarpass.TarPass | None = None  # the one pass over a tar read without tarfile
+        self.compression: str | None = None
+        self.passes = 0  # passes over a tar's bytes (1 for the index; more only for members not kept)
         try:
             if kind == "zip":
                 _check_zip_directory(path, max_members)  # before zipfile reads a million headers
-                self._handle: zipfile.ZipFile | tarfile.TarFile = zipfile.ZipFile(path)
-                raw = self._zip_members(max_members)
+                self._handle = zipfile.ZipFile(path)
+                self._index(self._zip_members(max_members), max_members, max_bytes)
             else:
-                self._handle = tarfile.open(path, "r:*")
-                raw = self._tar_members(max_members)
-            self._index(raw, max_members, max_bytes)
+                self._index_tar(max_members, max_bytes)
         except ArchiveLimitExceeded:
             raise
-        except READ_ERRORS as exc:
+        except (*READ_ERRORS, tarpass.Damaged) as exc:
             raise CorruptInput(f"cannot read archive {path}: {exc}") from None
+
+    def _index_tar(self, max_members: int, max_bytes: int) -> None:
+        """One pass of tarpass; a form it leaves to tarfile is read with tarfile from the start."""
+        self.compression = tarpass.compression_of(self.path)
+        try:
+            with self._open_tar() as stream:
+                self._tar = tarpass.TarPass(stream, seekable=self.compression is None,
+                                            hash_files=self.compression is not None,
+                                            wanted=read_by_name if self.compression else None,
+                                            sha256=_named_by_main_hash if self.compression else None)
+                self._index(self._fast_members(max_members), max_members, max_bytes)
+            if self._tar.damage:
+                self.notes.append(f"archive damaged after {len(self._members)} members ({self._tar.damage}): "
+                                  "the rest is not indexed")
+        except tarpass.Unsupported:
+            self._members, self._children, self.notes, self._tar = {}, {"": {}}, [], None
+            self._handle = tarfile.open(self.path, "r:*")
+            self._index(self._tar_members(max_members), max_members, max_bytes)
 
     # -- index -------------------------------------------------------------------------------
     def _zip_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
@@ -119,6 +142,25 @@ class ArchiveStore:
                 kind = "device"
             mtime = _dos_time(info.date_time)
             yield info.filename, info.file_size, mtime, kind, info
+
+    def _fast_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
+        count = 0
+        for m in self._tar:  # type: ignore[union-attr]
+            count += 1
+            if count > max_members:
+                raise ArchiveLimitExceeded(
+                    f"archive has more than {max_members} members, the cap",
+                    hint="raise --max-archive-members if this archive is trusted")
+            mtime = posix_time(m.mtime)
+            if mtime is None:
+                self.notes.append(f"archive member time {m.mtime!r} is not a valid time; ignored: "
+                                  f"{display_path(m.name)}")
+            yield m.name, m.size, mtime, m.kind, m.offset
+
+    def _open_tar(self) -> BinaryIO:
+        """The tar's uncompressed bytes from the start, as a stream (a new one each call)."""
+        self.passes += 1
+        return tarpass.open_stream(self.path, self.compression)
 
     def _tar_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
         count = 0
@@ -171,14 +213,24 @@ class ArchiveStore:
             self._link(name, is_dir)
 
     def _link(self, name: str, is_dir: bool) -> None:
+        """Enter a member in its folder's listing, and each folder on the way up in its own, up to
+        the first folder already listed (its own way up was entered when it was)."""
+        children = self._children
         parent, _, base = name.rpartition("/")
-        self._children.setdefault(parent, {})[base] = is_dir or self._children.get(parent, {}).get(base, False)
-        if is_dir:
-            self._children.setdefault(name, {})
-        while parent:
+        kids = children.get(parent)
+        fresh = kids is None
+        if kids is None:
+            kids = children[parent] = {}
+        kids[base] = is_dir or kids.get(base, False)
+        if is_dir and name not in children:
+            children[name] = {}
+        while fresh and parent:
             grand, _, pbase = parent.rpartition("/")
-            self._children.setdefault(grand, {})[pbase] = True
-            self._children.setdefault(parent, {})
+            up = children.get(grand)
+            fresh = up is None
+            if up is None:
+                up = children[grand] = {}
+            up[pbase] = True
             parent = grand
 
     # -- Store protocol ----------------------------------------------------------------------
@@ -187,6 +239,9 @@ class ArchiveStore:
         return dict(children) if children is not None else None
 
     def read(self, rel: str, limit: int = 1 << 20) -> bytes | None:
+        m = self._members.get(rel)
+        if m is not None and self._tar is not None and m.ref in self._tar.kept:
+            return self._tar.kept[m.ref][:limit]  # type: ignore[index]
         for _, fh in self.stream([rel]):
             if fh is None:
                 return None
@@ -196,17 +251,34 @@ class ArchiveStore:
                 return None
         return None
 
+    # Entries come out in tree order (a folder, then its subtree, siblings by name), as a folder
+    # store's do: the container need not build and sort a list of every member.
+    sorted_walk = True
+
     def walk(self, rel: str, notes: list[str]) -> Iterator[Entry]:
         notes.extend(self.notes)
+        children, members = self._children, self._members
+        if rel not in children:
+            return
         prefix = rel + "/" if rel else ""
-        for name, m in self._members.items():
-            if not name.startswith(prefix) or name == rel:
+        stack = [iter(sorted(children[rel].items()))]
+        under = [""]
+        while stack:
+            item = next(stack[-1], None)
+            if item is None:
+                stack.pop()
+                under.pop()
                 continue
-            yield Entry(name[len(prefix):], DIR if m.is_dir else FILE, m.size, m.mtime)
-        # Folders implied by member names but not stored as members.
-        for name in self._children:
-            if name and name.startswith(prefix) and name not in self._members:
-                yield Entry(name[len(prefix):], DIR, 0, None)
+            name, is_dir = item
+            path = under[-1] + name
+            m = members.get(prefix + path)
+            if m is None:  # a folder implied by member names but not stored as a member
+                yield Entry(path, DIR, 0, None)
+            else:
+                yield Entry(path, DIR if m.is_dir else FILE, m.size, m.mtime)
+            if is_dir and (inner := children.get(prefix + path)):
+                stack.append(iter(sorted(inner.items())))
+                under.append(path + "/")
 
     def stream(self, rels: list[str]) -> Iterator[tuple[str, BinaryIO | None]]:
         # Archive order: a compressed tar then decompresses once, forwards, whatever is asked.
@@ -214,6 +286,9 @@ class ArchiveStore:
         for r in rels:
             if r not in self._members or self._members[r].is_dir:
                 yield r, None
+        if self._tar is not None:
+            yield from self._stream_tar(known)
+            return
         for _, rel in known:
             ref = self._members[rel].ref
             try:
@@ -230,11 +305,61 @@ class ArchiveStore:
                 if fh is not None:
                     fh.close()
 
+    def _stream_tar(self, known: list[tuple[int, str]]) -> Iterator[tuple[str, BinaryIO | None]]:
+        """Members in archive order, in one forward pass (a seek each in a plain tar)."""
+        if not known:
+            return
+        with self._open_tar() as stream:
+            pos = 0
+            for _, rel in known:
+                m = self._members[rel]
+                offset: int = m.ref  # type: ignore[assignment]
+                try:
+                    tarpass.skip_forward(stream, offset - pos, self.compression is None)
+                except READ_ERRORS:
+                    yield rel, None
+                    continue
+                window = tarpass.Window(stream, m.size)
+                yield rel, window  # type: ignore[misc]
+                pos = offset + m.size - window.left  # what the reader left of it is passed on the way on
+
+    def passed_digest(self, rel: str, kind: str = "xxh3") -> tuple[str, int] | None:
+        """(hex, size) of a member hashed in the index pass of a compressed tar (xxh3-128, or
+        SHA-256 for what Core AI's main.hash names), else None."""
+        m = self._members.get(rel)
+        if m is None or self._tar is None:
+            return None
+        if kind == "sha256":
+            sha = self._tar.sha256.get(m.ref)  # type: ignore[arg-type]
+            return (sha, m.size) if sha is not None else None
+        digest = self._tar.digests.get(m.ref)  # type: ignore[arg-type]
+        return (f"{digest:032x}", m.size) if digest is not None else None
+
     def hash_key(self, entry: Entry) -> tuple | None:
         return None  # archives are read once per run; no cross-run cache
 
     def hash_keys(self, entries: list[Entry]) -> list[tuple] | None:
         return None
+
+
+# The members the scan reads by name (detect, describe, backup): in a compressed tar their bytes are
+# kept from the index pass, so reading one does not inflate the archive again. At most 1 MiB each,
+# a source model (read whole to be parsed) up to 64 MiB, and 64 MiB in all (tarpass.MAX_KEPT): one
+# beyond that is read in a pass of its own, as every member of a plain tar is read in place.
+_READ_NAMES = frozenset({"main.hash", "Manifest.json", "metadata.json", "coremldata.bin", "model.mil",
+                         "Manifest.db", "assets.db", "assets.db-wal"})
+_MAX_READ = 1 << 20
+
+
+def read_by_name(name: str, size: int) -> bool:
+    base = name.rpartition("/")[2]
+    if base.endswith(".mlmodel"):
+        return size <= tarpass.MAX_KEPT
+    return size <= _MAX_READ and (base in _READ_NAMES or base.endswith(".plist"))
+
+
+def _named_by_main_hash(name: str) -> bool:
+    return name.endswith("/main.mlirb")  # a Core AI source's weights, checked against its main.hash
 
 
 # A central-directory header is 46 bytes plus its name, extra field and comment; this allows

@@ -220,6 +220,12 @@ class Container:
         for store_rel, fh in self.store.stream(list(mapping)):
             yield mapping[store_rel], fh
 
+    def passed_digest(self, rel: str, kind: str = "xxh3") -> tuple[str, int] | None:
+        """(hex, size) of a file the store hashed as its one pass went by it (xxh3-128, or SHA-256
+        for what Core AI's main.hash names), else None."""
+        passed = getattr(self.store, "passed_digest", None)
+        return passed(self._store_path(rel), kind) if passed is not None else None
+
     def hash_key(self, entry: Entry) -> tuple | None:
         return self.store.hash_key(entry)
 

@@ -1,0 +1,163 @@
+"""The tar reader of sources/tarpass.py: what tarfile reads, in one pass, and honest about damage."""
+
+import io
+import tarfile
+
+import build_fixtures as bf
+import pytest
+import xxhash
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlcache_audit.audit import audit_containers
+from mlcache_audit.errors import CorruptInput
+from mlcache_audit.sources import tarpass
+from mlcache_audit.sources.archive import ArchiveStore
+from mlcache_audit.sources.detect import open_containers
+
+KINDS = {tarfile.REGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink", tarfile.LNKTYPE: "hardlink",
+         tarfile.FIFOTYPE: "device", tarfile.CHRTYPE: "device"}
+FORMATS = [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]
+COMPRESSION = ["", "gz", "bz2", "xz"]
+
+part = st.text(st.characters(codec="utf-8", exclude_characters="/\0", exclude_categories=["Cs"]), min_size=1, max_size=40)
+member = st.tuples(st.lists(part, min_size=1, max_size=6).map("/".join), st.sampled_from(sorted(KINDS)),
+                   st.binary(max_size=3000), st.one_of(st.integers(0, 2**33), st.floats(0, 2**33, allow_nan=False)))
+
+
+def build(members, fmt, compression="") -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=f"w:{compression}", format=fmt, encoding="utf-8") as t:
+        for name, typ, data, mtime in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.mtime = typ, mtime
+            if typ in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = "elsewhere"
+            if typ == tarfile.REGTYPE:
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+            else:
+                t.addfile(info)
+    return out.getvalue()
+
+
+def stdlib(blob: bytes) -> list[tuple]:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as t:
+        return [(i.name, i.size if i.isreg() else 0, i.mtime, KINDS.get(i.type, "device"),
+                 t.extractfile(i).read() if i.isreg() else b"") for i in t]
+
+
+def ours(blob: bytes, compression: str, hash_files: bool = True):
+    stream = io.BytesIO(blob)
+    if compression:
+        import bz2
+        import gzip
+        import lzma
+
+        stream = gzip.GzipFile(fileobj=stream) if compression == "gz" else \
+            {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[compression](stream)
+    tp = tarpass.TarPass(stream, seekable=not compression, hash_files=hash_files, wanted=lambda name, size: True)
+    got = list(tp)
+    return tp, got
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(member, max_size=12), st.sampled_from(FORMATS), st.sampled_from(COMPRESSION))
+def test_every_member_tarfile_reads_is_read_alike_in_one_pass(members, fmt, compression):
+    """Names (long ones by GNU records, pax records or the ustar prefix), sizes, times and kinds as
+    tarfile reads them; each file's bytes are the kept bytes and its digest the xxh3 of them."""
+    try:
+        blob = build(members, fmt, compression)
+    except ValueError:
+        return  # a name or time this format cannot hold: tarfile refuses to write it
+    expected = stdlib(blob)
+    tp, got = ours(blob, compression)
+    assert tp.damage is None
+    assert [(m.name, m.size, m.mtime, m.kind) for m in got] == [e[:4] for e in expected]
+    for m, e in zip(got, expected, strict=True):
+        if m.kind == "file":
+            assert tp.kept[m.offset] == e[4]
+            assert tp.digests[m.offset] == xxhash.xxh3_128_intdigest(e[4])
+            assert blob_at(blob, compression, m.offset, m.size) == e[4]  # the offset is where its bytes are
+
+
+def blob_at(blob: bytes, compression: str, offset: int, size: int) -> bytes:
+    if compression:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as t:
+            t.fileobj.seek(offset)
+            return t.fileobj.read(size)
+    return blob[offset:offset + size]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(member, min_size=1, max_size=5), st.sampled_from(FORMATS), st.data())
+def test_a_cut_or_damaged_tar_is_refused_or_read_up_to_the_damage(members, fmt, data):
+    """Wherever a tar is cut or a byte is changed, the reader raises Damaged (nothing read), or
+    reads what comes before the damage and says where it stopped; it never hangs or raises
+    anything else, and what it read is what tarfile reads of the same bytes up to there."""
+    try:
+        blob = build(members, fmt)
+    except ValueError:
+        return
+    cut = data.draw(st.integers(0, len(blob) - 1))
+    flip = data.draw(st.booleans())
+    bad = blob[:cut] + (bytes([blob[cut] ^ 0x5A]) + blob[cut + 1:] if flip else b"")
+    try:
+        tp, got = ours(bad, "")
+    except tarpass.Damaged:
+        return
+    except tarpass.Unsupported:
+        return  # a changed type byte: left to tarfile
+    full = stdlib(blob)
+    assert len(got) <= len(full)
+    good = [m for m in got if m.offset + m.size <= cut]
+    assert [(m.name, m.size, m.kind) for m in good] == [e[:2] + (e[3],) for e in full[:len(good)]]
+
+
+def test_a_member_type_it_has_no_word_for_is_read_with_tarfile(tmp_path):
+    path = tmp_path / "odd.tar"
+    blob = build([("app/Documents/a.txt", tarfile.REGTYPE, b"abc", 0)], tarfile.USTAR_FORMAT)
+    info = tarfile.TarInfo("app/odd")
+    info.type = b"Z"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        t.addfile(info)
+        t.addfile(tarfile.TarInfo("app/tmp"))
+    path.write_bytes(blob[:1024] + out.getvalue())
+    store = ArchiveStore(path, "tar")
+    assert store._tar is None  # tarfile read it
+    assert "app/Documents/a.txt" in store._members and "app/tmp" in store._members
+    assert any("device member" in n and "app/odd" in n for n in store.notes)
+
+
+def test_damage_after_the_first_member_is_a_note_and_the_rest_is_kept(tmp_path):
+    blob = build([("app/Documents/a.txt", tarfile.REGTYPE, b"abc", 0),
+                  ("app/tmp/b.bin", tarfile.REGTYPE, b"x" * 600, 0)], tarfile.USTAR_FORMAT)
+    bad = bytearray(blob)
+    bad[1024 + 20] ^= 0xFF  # the second header's name: its checksum no longer matches
+    path = tmp_path / "damaged.tar"
+    path.write_bytes(bytes(bad))
+    store = ArchiveStore(path, "tar")
+    assert list(store._members) == ["app/Documents/a.txt"]
+    assert any("archive damaged after 1 members" in n and "checksum" in n for n in store.notes)
+    with pytest.raises(CorruptInput):
+        path.write_bytes(b"\xff" * 512 + bytes(blob[512:]))
+        ArchiveStore(path, "tar")
+
+
+@pytest.mark.parametrize("name", ["recompile", "studio", "coreai", "llm"])
+def test_a_compressed_tar_is_inflated_once_and_judged_as_its_folder(built, tmp_path, name):
+    """Index, reads by name and hashing take one pass over a .tar.gz; the candidates' digests come
+    from that pass, and what is found is what the folder shows."""
+    tgz = bf.tar_tree(built[name], tmp_path / f"{name}.tar.gz")
+    containers = open_containers(str(tgz))
+    result = audit_containers(str(tgz), containers, hash_cache=False)
+    folder = audit_containers(str(built[name]), open_containers(str(built[name])), hash_cache=False)
+    assert {c.store.passes for c in containers} == {1}
+    assert result.hashes.stats.files_hashed >= folder.hashes.stats.files_hashed  # no partial tier in archives
+    for a, b in zip(result.containers, folder.containers, strict=True):
+        assert [(x.kind, x.path, x.bytes) for x in a.scan.artifacts] == [(x.kind, x.path, x.bytes) for x in b.scan.artifacts]
+        assert sorted(f.rule for f in a.diagnosis.findings) == sorted(f.rule for f in b.diagnosis.findings)
+        both = a.fingerprints.content.keys() & b.fingerprints.content.keys()
+        assert both == b.fingerprints.content.keys()
+        assert {p: a.fingerprints.content[p] for p in both} == b.fingerprints.content
