@@ -112,6 +112,23 @@ def test_a_cut_or_damaged_tar_is_refused_or_read_up_to_the_damage(members, fmt, 
     assert len(got) <= len(full)
     good = [m for m in got if m.offset + m.size <= cut]
     assert [(m.name, m.size, m.kind) for m in good] == [e[:2] + (e[3],) for e in full[:len(good)]]
+    _, whole = ours(blob, "")
+    if not flip and cut < whole[-1].offset + whole[-1].size:  # a member is cut short: never a silent end
+        assert tp.damage is not None
+
+
+def test_the_byte_cap_is_checked_before_a_member_is_inflated():
+    """A member that takes the declared bytes past the cap stops the pass at its header: a small
+    .tar.gz declaring terabytes is refused without inflating them."""
+    blob = build([("app/tmp/a.bin", tarfile.REGTYPE, bytes(200_000), 0),
+                  ("app/tmp/b.bin", tarfile.REGTYPE, bytes(2_000_000), 0)], tarfile.USTAR_FORMAT, "gz")
+    import gzip
+
+    inflated = gzip.GzipFile(fileobj=io.BytesIO(blob))
+    tp = tarpass.TarPass(inflated, seekable=False, hash_files=True, max_bytes=1_000_000)
+    with pytest.raises(tarpass.OverCap):
+        list(tp)
+    assert inflated.tell() < 1_000_000 + 2 * tarpass.CHUNK  # b.bin's 2 MB were never read through
 
 
 def test_a_member_type_it_has_no_word_for_is_read_with_tarfile(tmp_path):

@@ -66,8 +66,10 @@ def clean_member_name(raw: str) -> tuple[str | None, str | None]:
         name = unicodedata.normalize("NFC", name)
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return None, "absolute name"
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p not in ("", ".")]
+    if ".." in parts:
         return None, "name climbs out with '..'"
     if not parts:
         return None, "empty name"
@@ -107,15 +109,18 @@ class ArchiveStore:
         """One pass of tarpass; a form it leaves to tarfile is read with tarfile from the start."""
         self.compression = tarpass.compression_of(self.path)
         try:
-            with self._open_tar() as stream:
+            with self._open_tar(ahead=True) as stream:
                 self._tar = tarpass.TarPass(stream, seekable=self.compression is None,
                                             hash_files=self.compression is not None,
                                             wanted=read_by_name if self.compression else None,
-                                            sha256=_named_by_main_hash if self.compression else None)
+                                            sha256=_named_by_main_hash if self.compression else None,
+                                            max_bytes=max_bytes)
                 self._index(self._fast_members(max_members), max_members, max_bytes)
             if self._tar.damage:
                 self.notes.append(f"archive damaged after {len(self._members)} members ({self._tar.damage}): "
                                   "the rest is not indexed")
+        except tarpass.OverCap as exc:
+            raise ArchiveLimitExceeded(str(exc), hint="raise --max-archive-bytes if this archive is trusted") from None
         except tarpass.Unsupported:
             self._members, self._children, self.notes, self._tar = {}, {"": {}}, [], None
             self._handle = tarfile.open(self.path, "r:*")
@@ -157,10 +162,10 @@ class ArchiveStore:
                                   f"{display_path(m.name)}")
             yield m.name, m.size, mtime, m.kind, m.offset
 
-    def _open_tar(self) -> BinaryIO:
+    def _open_tar(self, ahead: bool = False) -> BinaryIO:
         """The tar's uncompressed bytes from the start, as a stream (a new one each call)."""
         self.passes += 1
-        return tarpass.open_stream(self.path, self.compression)
+        return tarpass.open_stream(self.path, self.compression, ahead=ahead)
 
     def _tar_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
         count = 0

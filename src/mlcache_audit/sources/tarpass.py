@@ -45,6 +45,10 @@ class Unsupported(Exception):
     """A tar form this reader leaves to `tarfile`."""
 
 
+class OverCap(Exception):
+    """The files declared so far pass max_bytes: said before their bytes are inflated or hashed."""
+
+
 class Damaged(Exception):
     """A header that is not one: at the first member the file is not a tar; later, the rest is unread."""
 
@@ -68,9 +72,13 @@ class TarPass:
     `damage` is set (and iteration ends) when a header after the first is not a valid header."""
 
     def __init__(self, stream: BinaryIO, *, seekable: bool, hash_files: bool,
-                 wanted: Callable[[str, int], bool] | None = None, sha256: Callable[[str], bool] | None = None):
+                 wanted: Callable[[str, int], bool] | None = None, sha256: Callable[[str], bool] | None = None,
+                 max_bytes: int | None = None):
         self._f = stream
         self._seekable = seekable
+        self._end = _length(stream) if seekable else None
+        self._max_bytes = max_bytes
+        self.declared = 0  # file bytes declared so far: checked against max_bytes before any is read
         self._hash = hash_files
         self._wanted = wanted
         self._sha256 = sha256
@@ -108,6 +116,8 @@ class TarPass:
             avail = len(self._buf) - self._pos
             if avail == 0:
                 if hasher is None and keep is None and self._seekable:
+                    if self._end is not None and self._base + self._pos + n > self._end:
+                        return False  # a plain tar that ends inside the bytes a header declares
                     self._f.seek(self._base + self._pos + n)
                     self._base += self._pos + n
                     self._buf, self._pos = b"", 0
@@ -206,18 +216,21 @@ class TarPass:
             name = _text(hdr[345:500]) + "/" + name  # the ustar prefix
         if longname is not None:
             name = longname.removesuffix("/") if kind == "dir" else longname  # as tarfile
-        mtime: float | int = _number(hdr[136:148])
         if pax:
             if "path" in pax:
                 name = pax["path"].rstrip("/")
             if "size" in pax:  # as tarfile: a pax number that is not one counts as 0
                 size = _pax_number(pax["size"], int)
-            if "mtime" in pax:
-                mtime = _pax_number(pax["mtime"], float)
+            mtime = _pax_number(pax["mtime"], float) if "mtime" in pax else _number(hdr[136:148])
+        else:
+            mtime = _number(hdr[136:148])
         offset = self._base + self._pos
         if kind == "file":
             if size < 0:
                 raise Damaged(f"a negative size for {name!r}")
+            self.declared += size
+            if self._max_bytes is not None and self.declared > self._max_bytes:
+                raise OverCap(f"archive declares more than {self._max_bytes} uncompressed bytes, the cap")
             self._data(offset, name, size)
         return TarMember(name, size, mtime, kind, offset)
 
@@ -247,6 +260,13 @@ class TarPass:
             self.sha256[offset] = hasher.sha.hexdigest()  # type: ignore[union-attr]
         if pieces is not None:
             self.kept[offset] = b"".join(pieces)
+
+
+def _length(stream: BinaryIO) -> int:
+    here = stream.tell()
+    end = stream.seek(0, 2)
+    stream.seek(here)
+    return end
 
 
 class _Both:
@@ -354,8 +374,9 @@ class _Closing:
         self._raw.close()
 
 
-def open_stream(path: Path, compression: str | None) -> BinaryIO:
-    """A tar's uncompressed bytes from its first, as a stream that closes the file under it."""
+def open_stream(path: Path, compression: str | None, *, ahead: bool = False) -> BinaryIO:
+    """A tar's uncompressed bytes from its first, as a stream that closes the file under it.
+    `ahead`: inflate on a thread of its own while the caller parses (for the index pass)."""
     raw = open(path, "rb")  # noqa: SIM115 - closed with the decompressor that wraps it
     if compression is None:
         return raw
@@ -364,7 +385,74 @@ def open_stream(path: Path, compression: str | None) -> BinaryIO:
     import lzma
 
     opener = {"gz": lambda f: gzip.GzipFile(fileobj=f), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
-    return _Closing(opener[compression](raw), raw)  # type: ignore[return-value]
+    stream = opener[compression](raw)
+    if ahead:
+        return _Ahead(stream, raw, (OSError, EOFError, zlib.error, lzma.LZMAError))  # type: ignore[return-value]
+    return _Closing(stream, raw)  # type: ignore[return-value]
+
+
+class _Ahead:
+    """A decompressing stream read on a thread of its own, at most DEPTH chunks ahead of its reader
+    (4 MiB): zlib, bz2 and lzma let go of the GIL while they inflate, so on two CPUs inflating and
+    parsing overlap (inflating is about a fifth of indexing a .tar.gz, measured). What inflating
+    raises is raised to the reader as `Damaged`, in order; closing stops and joins the thread."""
+
+    DEPTH = 4
+
+    def __init__(self, stream, raw, errors: tuple):
+        import queue
+        import threading
+
+        self._stream, self._raw, self._errors = stream, raw, errors
+        self._queue: queue.Queue = queue.Queue(self.DEPTH)
+        self._full = queue.Full
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="mlcache-inflate", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._stream.read(CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except self._errors as exc:
+            self._put(Damaged(f"the archive cannot be inflated past here ({exc})"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader's thread, raised there
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except self._full:
+                continue
+
+    def read(self, n: int = -1) -> bytes:
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+        return item
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._stream.close()
+        self._raw.close()
 
 
 class Window:
