@@ -127,7 +127,7 @@ def test_a_zip_is_capped_by_what_its_directory_holds_not_what_it_declares(declar
     import tempfile
 
     from mlcache_audit.errors import ArchiveLimitExceeded
-    from mlcache_audit.sources.archive import _check_zip_directory
+    from mlcache_audit.sources.zipdir import check_directory as _check_zip_directory
 
     with tempfile.TemporaryDirectory() as d:
         z = Path(d) / "a.zip"

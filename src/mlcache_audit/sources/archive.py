@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import struct
 import tarfile
 import unicodedata
 import zipfile
@@ -17,7 +16,7 @@ from typing import BinaryIO
 
 from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
-from mlcache_audit.sources import tarpass
+from mlcache_audit.sources import tarpass, zipdir
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
@@ -69,13 +68,14 @@ def clean_member_name(raw: str) -> tuple[str | None, str | None]:
     parts = name.split("/")
     if "" in parts or "." in parts:
         parts = [p for p in parts if p not in ("", ".")]
+        name = "/".join(parts)  # else the name is kept as it came (one string, not two, per member)
     if ".." in parts:
         return None, "name climbs out with '..'"
     if not parts:
         return None, "empty name"
     if parts[0] == "__MACOSX" or parts[-1].startswith("._"):
         return None, ""
-    return "/".join(parts), None
+    return name, None
 
 
 class ArchiveStore:
@@ -95,8 +95,8 @@ class ArchiveStore:
         self.passes = 0  # passes over a tar's bytes (1 for the index; more only for members not kept)
         try:
             if kind == "zip":
-                _check_zip_directory(path, max_members)  # before zipfile reads a million headers
-                self._handle = zipfile.ZipFile(path)
+                zipdir.check_directory(path, max_members)  # before zipfile reads a million headers
+                self._handle = zipdir.LeanZip(path)
                 self._index(self._zip_members(max_members), max_members, max_bytes)
             else:
                 self._index_tar(max_members, max_bytes)
@@ -128,12 +128,13 @@ class ArchiveStore:
 
     # -- index -------------------------------------------------------------------------------
     def _zip_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
-        infos = self._handle.infolist()  # type: ignore[union-attr]
-        if len(infos) > max_members:
-            raise ArchiveLimitExceeded(
-                f"archive has {len(infos)} members, over the cap of {max_members}",
-                hint="raise --max-archive-members if this archive is trusted")
-        for info in infos:
+        count = 0
+        for info in self._handle.directory(self.notes):  # type: ignore[union-attr]
+            count += 1
+            if count > max_members:
+                raise ArchiveLimitExceeded(
+                    f"archive has more than {max_members} members, over the cap of {max_members}",
+                    hint="raise --max-archive-members if this archive is trusted")
             # Many writers (Windows tools, Python's writestr) store permission bits without a file
             # type: no type bits means a regular file.
             ftype = stat.S_IFMT(info.external_attr >> 16)
@@ -214,6 +215,8 @@ class ArchiveStore:
                     raise ArchiveLimitExceeded(
                         f"archive declares more than {max_bytes} uncompressed bytes, the cap",
                         hint="raise --max-archive-bytes if this archive is trusted")
+            if isinstance(ref, zipfile.ZipInfo):  # not kept whole: what opening it needs, packed
+                ref = zipdir.opening(ref, name)
             self._members[name] = _Member(order, 0 if is_dir else size, mtime, is_dir, ref)
             self._link(name, is_dir)
 
@@ -298,7 +301,7 @@ class ArchiveStore:
             ref = self._members[rel].ref
             try:
                 if self.kind == "zip":
-                    fh = self._handle.open(ref)  # type: ignore[arg-type, union-attr]
+                    fh = self._handle.open(zipdir.info_of(ref, rel))  # type: ignore[arg-type, union-attr]
                 else:
                     fh = self._handle.extractfile(ref)  # type: ignore[arg-type, union-attr]
             except READ_ERRORS:
@@ -365,69 +368,6 @@ def read_by_name(name: str, size: int) -> bool:
 
 def _named_by_main_hash(name: str) -> bool:
     return name.endswith("/main.mlirb")  # a Core AI source's weights, checked against its main.hash
-
-
-# A central-directory header is 46 bytes plus its name, extra field and comment; this allows
-# names averaging about 1 KiB before a directory is called too large for its member cap.
-_MAX_DIRECTORY_BYTES_PER_MEMBER = 1024
-
-
-def _check_zip_directory(path: Path, max_members: int) -> None:
-    """Refuse a zip whose central directory holds more members than the cap, before `zipfile`
-    parses every header of it into memory. What the end record declares is not trusted: a zip may
-    declare 10 members and hold millions, so the directory itself is counted, while it is read and
-    stopping at the cap. Cheap for every real archive: a directory too small to hold more than the
-    cap (each header is at least 46 bytes), or with fewer header signatures than the cap, needs no
-    exact count."""
-    try:
-        with open(path, "rb") as fh:
-            end = zipfile._EndRecData(fh)  # noqa: SLF001 - the stdlib's own end-record reader (zip64 aware)
-            if not end:
-                return  # zipfile itself will say the archive is damaged
-            entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
-            if entries > max_members or size > max_members * _MAX_DIRECTORY_BYTES_PER_MEMBER:
-                raise ArchiveLimitExceeded(
-                    f"archive declares {entries} members in a {size}-byte directory, over the cap of {max_members} "
-                    "members", hint="raise --max-archive-members if this archive is trusted")
-            if size // _CENTRAL_HEADER_BYTES <= max_members:
-                return
-            # Where zipfile will read the directory from (an archive may have bytes prepended).
-            start = end[zipfile._ECD_LOCATION] - size  # noqa: SLF001
-            if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # noqa: SLF001
-                start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
-            counted = _count_central_headers(fh, max(0, start), size, max_members)
-    except (AttributeError, OSError, struct.error):
-        return  # no end-record reader in this Python, or unreadable: zipfile will say what is wrong
-    if counted > max_members:
-        raise ArchiveLimitExceeded(
-            f"archive holds more than {max_members} members in its directory (it declares {entries}), over the cap",
-            hint="raise --max-archive-members if this archive is trusted")
-
-
-_CENTRAL_HEADER_BYTES = 46
-_CENTRAL_SIGNATURE = b"PK\x01\x02"
-
-
-def _count_central_headers(fh, start: int, size: int, limit: int) -> int:
-    """Headers in the central directory at `start`, counted up to `limit + 1` (then it stops),
-    reading it in 4 MiB chunks (a header with its name, extra and comment is at most 196,651 bytes)."""
-    fh.seek(start)
-    buf, pos, left, count = b"", 0, size, 0
-    most = _CENTRAL_HEADER_BYTES + 3 * 65535
-    while True:
-        if len(buf) - pos < most and left > 0:
-            chunk = fh.read(min(left, 1 << 22))
-            if not chunk:
-                left = 0
-            left -= len(chunk)
-            buf, pos = buf[pos:] + chunk, 0
-        if len(buf) - pos < _CENTRAL_HEADER_BYTES or buf[pos:pos + 4] != _CENTRAL_SIGNATURE:
-            return count  # the end of the directory, or damage zipfile will report
-        name, extra, comment = struct.unpack_from("<HHH", buf, pos + 28)
-        pos += _CENTRAL_HEADER_BYTES + name + extra + comment
-        count += 1
-        if count > limit:
-            return count
 
 
 def _dos_time(date_time: tuple) -> float | None:
