@@ -234,14 +234,31 @@ def main() -> int:
                     f"{mem:.2f}x peak (target 1.2x) | {'met' if lin_ok else 'MISSED'} |")
         if not lin_ok:
             misses.append("clean linear growth")
+        archives = {}
         for kind, members, limit, target in (("tgz", 40000, 80, 1.5), ("tar", 40000, 80, 1.5), ("zip", 50000, 60, None)):
             if kind == "zip" and not ensure("unzip", "unzip"):
                 continue
-            r = bench_archive(mlcache, work, args.runs, members // scale, kind)
+            r = archives[kind] = bench_archive(mlcache, work, args.runs, members // scale, kind)
             row(f"scan of a .{kind} of {members // scale} members (floor: {'unzip -l' if kind == 'zip' else 'tar t'})",
                 r, target if target else 999, limit)
         h = bench_home(mlcache, work, args.runs, max(1, 40 // scale), 15)
         row(f"scan --home, {max(1, 40 // scale)} devices x 15 apps ({h['files']} files; floor du -sb)", h, 2.5)
+        # Growth with the work, at a tenth of each size: archive members and a home's files.
+        small_tgz = bench_archive(mlcache, work, args.runs, 4000 // scale, "tgz")
+        small_home = bench_home(mlcache, work, args.runs, max(1, 4 // scale), 15)
+        for name, big, little in ((f".tar.gz scan at {4000 // scale} and {40000 // scale} members", archives.get("tgz"),
+                                   small_tgz),
+                                  (f"scan --home at {small_home['files']} and {h['files']} files", h, small_home)):
+            if big is None:
+                continue
+            growth = big["mlcache"]["wall"] / little["mlcache"]["wall"]
+            mem = big["mlcache"]["rss_mb"] / little["mlcache"]["rss_mb"]
+            ok = growth <= 11 and mem <= 1.2
+            rows.append(f"| {name} | {little['mlcache']['wall']:.2f} / {big['mlcache']['wall']:.2f} | | "
+                        f"{growth:.1f}x time (target 11x) | {little['mlcache']['rss_mb']:.0f} / {big['mlcache']['rss_mb']:.0f}"
+                        f" MB, {mem:.2f}x peak (target 1.2x) | {'met' if ok else 'MISSED'} |")
+            if not ok:
+                misses.append(name)
         print("| stage | mlcache s | floor s | ratio | mlcache peak MB | |\n|---|---:|---:|---|---|---|")
         print("\n".join(rows))
         print(f"\n{time.perf_counter() - t0:.0f} s in all; misses: {', '.join(misses) or 'none'}")

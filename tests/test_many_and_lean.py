@@ -130,3 +130,52 @@ def test_parallel_walk_gives_the_same_document_as_one_walk(built, key, monkeypat
         for k in ("total_bytes", "file_count", "coreml_bytes", "reclaimable_bytes", "bytes_by_kind",
                   "other_bytes_by_area", "timeline", "notes", "artifacts", "findings"):
             assert a[k] == b[k], (key, k)
+
+
+@pytest.mark.parametrize("key", ["simulator", "home"])
+def test_many_containers_walked_in_workers_give_the_same_document(built, key, monkeypatch):
+    """A home's many small containers, each walked whole by a forked worker while this process
+    works on the ones before it: the same document as walking them one after another here."""
+    import mlcache_audit.scan.split as split_mod
+    from mlcache_audit import commands
+
+    opts = commands.SourceOptions(hash_cache=False)
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 1)
+    one = commands.scan(str(built[key]), opts).document
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_CONTAINERS", 2)
+    import contextlib
+
+    import mlcache_audit.audit as audit_mod
+
+    walked = []
+    real = split_mod.walking
+
+    @contextlib.contextmanager
+    def spy(containers, plan_state):
+        with real(containers, plan_state) as parts_of:
+            yield lambda c: walked.append(parts_of(c)) or walked[-1]
+
+    monkeypatch.setattr(audit_mod, "walking", spy)
+    many = commands.scan(str(built[key]), opts).document
+    assert len(one["containers"]) >= 2 and any(parts is not None for parts in walked), "no container walked in a worker"
+    for a, b in zip(one["containers"], many["containers"], strict=True):
+        for k in ("root", "total_bytes", "file_count", "reclaimable_bytes", "bytes_by_kind", "other_bytes_by_area",
+                  "timeline", "notes", "artifacts", "findings"):
+            assert a[k] == b[k], (key, k)
+
+
+def test_an_interrupt_while_containers_are_walked_in_workers_ends_every_worker(built, monkeypatch):
+    import psutil
+
+    import mlcache_audit.scan.split as split_mod
+    from mlcache_audit.sources.detect import open_containers
+
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_CONTAINERS", 2)
+    containers = open_containers(str(built["simulator"]))
+    assert len(containers) >= 2
+    with pytest.raises(KeyboardInterrupt), split_mod.walking(containers, plan_state=False) as parts_of:
+        assert parts_of(containers[0]) is not None
+        raise KeyboardInterrupt
+    assert not [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]

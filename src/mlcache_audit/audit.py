@@ -12,6 +12,7 @@ from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.hashcache import HashCache
 from mlcache_audit.rules import OFFLINE, Diagnosis, Evidence, diagnose
 from mlcache_audit.scan import ScanResult, scan_container
+from mlcache_audit.scan.split import walking
 from mlcache_audit.sources import open_containers
 from mlcache_audit.sources.base import Container
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_CONTAINERS, DEFAULT_MAX_MEMBERS
@@ -106,9 +107,10 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     run = RunHashes(cache=cache, max_bytes=max_hash_bytes)
     audits = []
     try:
-        with collector_paused():
+        with collector_paused(), walking(containers, plan_state) as parts_of:
             for c in containers:
-                scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state)
+                scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state,
+                                      parts=parts_of(c))
                 fp = fingerprint(scan, run, progress=(lambda n: progress(Stage.HASHED, n)) if progress else None)
                 dx = diagnose(scan, fp, gather_evidence(scan))
                 audits.append(ContainerAudit(scan, fp, dx, (), *reclaimable_on_disk(scan, dx)))

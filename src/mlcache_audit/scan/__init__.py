@@ -29,7 +29,7 @@ __all__ = ["AREAS", "KINDS", "MODEL_KINDS", "Artifact", "Part", "ScanResult", "a
 
 
 def scan_container(container: Container, progress: Callable[[str, int], None] | None = None,
-                   model_cache=None, plan_state: bool = True) -> ScanResult:
+                   model_cache=None, plan_state: bool = True, parts: list[Part] | None = None) -> ScanResult:
     """Walk the container once, recognise artifacts, and account for every byte. `progress(stage, n)`
     hears of entries walked ("walked", n) and of slow steps by name (n = 0).
 
@@ -38,7 +38,8 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
     back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
     notes: list[str] = []  # this stage's, in the order they arise: the walk's, then the reads'
-    parts = parallel_parts(container) if not plan_state else None
+    if parts is None and not plan_state:  # (parts: walked already, with many others: split.walk_containers)
+        parts = parallel_parts(container)
     if parts is None and container.is_whole_folder:
         from mlcache_audit.scan.walk import walk_folder
 

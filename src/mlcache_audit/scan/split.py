@@ -3,8 +3,10 @@ them within the parallelism budget and ends them with the run), the levels betwe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Callable, Iterator
 
 from mlcache_audit import fsio
 from mlcache_audit.domain import (
@@ -199,3 +201,66 @@ def walk_group(store, root: str, parent: str, names: list[str]) -> Part:
     for a in part.artifacts:  # hashers do not cross processes: send their digests
         a.finish_structure()
     return part
+
+
+PARALLEL_MIN_CONTAINERS = 32  # a home's simulators: each too small to split, together worth two CPUs
+
+
+@contextlib.contextmanager
+def walking(containers: list[Container], plan_state: bool) -> Iterator[Callable[[Container], list[Part] | None]]:
+    """Many whole-folder containers (a home with its simulators' apps) walked in forked workers,
+    a few containers to a task, each whole by one worker. One such container is too small to be
+    worth splitting, and walked one after another they leave every CPU but one idle. Yields
+    `parts_of(container)`: its walked parts, waiting for them (so this process works on the first
+    containers while the workers walk the next), or None for one to walk here: each, when this
+    cannot or should not be done (as parallel_parts; clean keeps every target's state, so it walks
+    in this process)."""
+    from mlcache_audit import workers
+
+    n = WALK_WORKERS if WALK_WORKERS is not None else workers.walk_workers()
+    whole = [c for c in containers if c.is_whole_folder]
+    context = None
+    if not plan_state and n >= 2 and len(whole) >= PARALLEL_MIN_CONTAINERS:
+        import multiprocessing
+
+        try:
+            context = multiprocessing.get_context("fork")
+        except ValueError:
+            context = None
+    if context is None:
+        yield lambda c: None
+        return
+    size = max(1, len(whole) // (8 * n))  # handed out as workers free up
+    groups = [whole[i:i + size] for i in range(0, len(whole), size)]
+    with contextlib.ExitStack() as stack:  # an exception in the caller's loop ends every worker
+        try:
+            pool = stack.enter_context(workers.process_pool(n, context=context, share=1))
+            results = pool.map(walk_wholes, [[(c.store, c.root) for c in g] for g in groups])
+        except (OSError, RuntimeError):  # no processes to be had: each is walked here instead
+            results = None
+        done: dict[int, list[Part]] = {}
+        pending = iter(groups)
+
+        def parts_of(c: Container) -> list[Part] | None:
+            while results is not None and c.is_whole_folder and id(c) not in done:
+                group = next(pending, None)
+                if group is None:
+                    return None
+                for member, part in zip(group, next(results), strict=True):
+                    done[id(member)] = [part]
+            return done.pop(id(c), None)
+
+        yield parts_of
+
+
+def walk_wholes(jobs: list[tuple]) -> list[Part]:
+    """A worker's task: each (store, root) walked whole, into a part of its own."""
+    from mlcache_audit.scan.walk import walk_folder
+
+    parts = []
+    for store, root in jobs:
+        part = walk_folder(store, root, [])
+        for a in part.artifacts:  # hashers do not cross processes: send their digests
+            a.finish_structure()
+        parts.append(part)
+    return parts

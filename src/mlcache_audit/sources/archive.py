@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
-from mlcache_audit.sources import tarpass, zipdir
+from mlcache_audit.sources import tarpass, tarstream, zipdir
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
@@ -107,7 +107,7 @@ class ArchiveStore:
 
     def _index_tar(self, max_members: int, max_bytes: int) -> None:
         """One pass of tarpass; a form it leaves to tarfile is read with tarfile from the start."""
-        self.compression = tarpass.compression_of(self.path)
+        self.compression = tarstream.compression_of(self.path)
         try:
             with self._open_tar(ahead=True) as stream:
                 self._tar = tarpass.TarPass(stream, seekable=self.compression is None,
@@ -166,7 +166,7 @@ class ArchiveStore:
     def _open_tar(self, ahead: bool = False) -> BinaryIO:
         """The tar's uncompressed bytes from the start, as a stream (a new one each call)."""
         self.passes += 1
-        return tarpass.open_stream(self.path, self.compression, ahead=ahead)
+        return tarstream.open_stream(self.path, self.compression, ahead=ahead)
 
     def _tar_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
         count = 0
@@ -323,11 +323,11 @@ class ArchiveStore:
                 m = self._members[rel]
                 offset: int = m.ref  # type: ignore[assignment]
                 try:
-                    tarpass.skip_forward(stream, offset - pos, self.compression is None)
+                    tarstream.skip_forward(stream, offset - pos, self.compression is None)
                 except READ_ERRORS:
                     yield rel, None
                     continue
-                window = tarpass.Window(stream, m.size)
+                window = tarstream.Window(stream, m.size)
                 yield rel, window  # type: ignore[misc]
                 pos = offset + m.size - window.left  # what the reader left of it is passed on the way on
 
