@@ -178,3 +178,28 @@ def test_a_compressed_tar_is_inflated_once_and_judged_as_its_folder(built, tmp_p
         both = a.fingerprints.content.keys() & b.fingerprints.content.keys()
         assert both == b.fingerprints.content.keys()
         assert {p: a.fingerprints.content[p] for p in both} == b.fingerprints.content
+
+
+@pytest.mark.parametrize("mode, suffix", [("w:bz2", ".tar.bz2"), ("w:xz", ".tar.xz"), ("w", ".tar")])
+def test_every_compression_tarfile_reads_is_read_in_one_pass(built, tmp_path, mode, suffix):
+    tarred = bf.tar_tree(built["studio"], tmp_path / f"studio{suffix}", mode)
+    containers = open_containers(str(tarred))
+    result = audit_containers(str(tarred), containers, hash_cache=False)
+    folder = audit_containers(str(built["studio"]), open_containers(str(built["studio"])), hash_cache=False)
+    assert containers[0].store.compression == {"w:bz2": "bz2", "w:xz": "xz", "w": None}[mode]
+    assert {c.store.passes for c in containers} == {1 if containers[0].store.compression else 0}
+    a, b = result.containers[0], folder.containers[0]
+    assert [(x.kind, x.path, x.bytes) for x in a.scan.artifacts] == [(x.kind, x.path, x.bytes) for x in b.scan.artifacts]
+    assert sorted(f.rule for f in a.diagnosis.findings) == sorted(f.rule for f in b.diagnosis.findings)
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_a_fifo_swapped_in_after_detection_is_refused_not_waited_on(tmp_path, kind):
+    """Detection reads a regular file; if a FIFO takes its name before the store opens it, the
+    store refuses it at once (an open without O_NONBLOCK would wait for a writer forever)."""
+    import os
+
+    fifo = tmp_path / f"customer.{kind}"
+    os.mkfifo(fifo)
+    with pytest.raises(CorruptInput):
+        ArchiveStore(fifo, kind)

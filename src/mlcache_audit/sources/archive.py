@@ -108,11 +108,11 @@ class ArchiveStore:
         self._handle: zipfile.ZipFile | tarfile.TarFile | None = None
         self._tar: tarpass.TarPass | None = None  # the one pass over a tar read without tarfile
         self.compression: str | None = None
-        self.passes = 0  # passes over a tar's bytes (1 for the index; more only for members not kept)
+        self.passes = 0  # times a compressed tar is inflated from its start (1 for the index, more only for members not kept)
         try:
             if kind == "zip":
                 zipdir.check_directory(path, max_members)  # before zipfile reads a million headers
-                self._handle = zipdir.LeanZip(path)
+                self._handle = zipdir.LeanZip(tarstream.regular(path))
                 self._index(self._zip_members(max_members), max_members, max_bytes)
             else:
                 self._index_tar(max_members, max_bytes)
@@ -139,7 +139,7 @@ class ArchiveStore:
             raise ArchiveLimitExceeded(str(exc), hint="raise --max-archive-bytes if this archive is trusted") from None
         except tarpass.Unsupported:
             self._files, self._children, self.notes, self._tar, self._count = {}, {"": {}}, [], None, 0
-            self._handle = tarfile.open(self.path, "r:*")
+            self._handle = tarfile.open(fileobj=tarstream.regular(self.path), mode="r:*")
             self._index(self._tar_members(max_members), max_members, max_bytes)
 
     # -- index -------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class ArchiveStore:
 
     def _open_tar(self, ahead: bool = False) -> BinaryIO:
         """The tar's uncompressed bytes from the start, as a stream (a new one each call)."""
-        self.passes += 1
+        self.passes += self.compression is not None  # a plain tar's member is read in place (a seek)
         return tarstream.open_stream(self.path, self.compression, ahead=ahead)
 
     def _tar_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:

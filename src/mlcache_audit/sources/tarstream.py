@@ -6,6 +6,7 @@ later read of a member not kept from that pass opens a stream again and moves fo
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,17 @@ from typing import BinaryIO
 from mlcache_audit.sources.tarpass import CHUNK, Damaged
 
 
+def regular(path: Path) -> BinaryIO:
+    """The archive, as named: a regular file, opened without blocking and without following a final
+    symlink (a FIFO swapped in after detection would hang a plain open)."""
+    from mlcache_audit import fsio
+
+    return os.fdopen(fsio.open_regular(str(path)), "rb")
+
+
 def compression_of(path: Path) -> str | None:
     """gz, bz2, xz (what tarfile's "r:*" reads) by the file's first bytes, or None for a plain tar."""
-    with open(path, "rb") as fh:
+    with regular(path) as fh:
         head = fh.read(6)
     if head.startswith(b"\x1f\x8b"):
         return "gz"
@@ -48,7 +57,7 @@ class _Closing:
 def open_stream(path: Path, compression: str | None, *, ahead: bool = False) -> BinaryIO:
     """A tar's uncompressed bytes from its first, as a stream that closes the file under it.
     `ahead`: inflate on a thread of its own while the caller parses (for the index pass)."""
-    raw = open(path, "rb")  # noqa: SIM115 - closed with the decompressor that wraps it
+    raw = regular(path)  # closed with the decompressor that wraps it
     if compression is None:
         return raw
     import bz2

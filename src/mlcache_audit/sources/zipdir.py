@@ -111,7 +111,9 @@ def check_directory(path: Path, max_members: int) -> None:
     cap (each header is at least 46 bytes), or with fewer header signatures than the cap, needs no
     exact count."""
     try:
-        with open(path, "rb") as fh:
+        from mlcache_audit.sources.tarstream import regular
+
+        with regular(path) as fh:
             end = zipfile._EndRecData(fh)  # noqa: SLF001 - the stdlib's own end-record reader (zip64 aware)
             if not end:
                 return  # zipfile itself will say the archive is damaged
