@@ -80,6 +80,15 @@ def clean_member_name(raw: str) -> tuple[str | None, str | None]:
 _NONE: dict = {}  # a folder without members (never written to)
 
 
+def _capped(members, max_members: int):
+    """The members as they are read, refused past the cap (before the next one is read)."""
+    for count, m in enumerate(members, 1):
+        if count > max_members:
+            raise ArchiveLimitExceeded(f"archive has more members than the cap of {max_members}",
+                                       hint="raise --max-archive-members if this archive is trusted")
+        yield m
+
+
 def _place(ref: object) -> int:
     """Where a member's bytes are in its archive: a tar's offset (ours, or tarfile's TarInfo), a
     zip's local header (its first 8 packed bytes)."""
@@ -144,13 +153,7 @@ class ArchiveStore:
 
     # -- index -------------------------------------------------------------------------------
     def _zip_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
-        count = 0
-        for info in self._handle.directory(self.notes):  # type: ignore[union-attr]
-            count += 1
-            if count > max_members:
-                raise ArchiveLimitExceeded(
-                    f"archive has more than {max_members} members, over the cap of {max_members}",
-                    hint="raise --max-archive-members if this archive is trusted")
+        for info in _capped(self._handle.directory(self.notes), max_members):  # type: ignore[union-attr]
             # Many writers (Windows tools, Python's writestr) store permission bits without a file
             # type: no type bits means a regular file.
             ftype = stat.S_IFMT(info.external_attr >> 16)
@@ -166,13 +169,7 @@ class ArchiveStore:
             yield info.filename, info.file_size, mtime, kind, info
 
     def _fast_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
-        count = 0
-        for m in self._tar:  # type: ignore[union-attr]
-            count += 1
-            if count > max_members:
-                raise ArchiveLimitExceeded(
-                    f"archive has more than {max_members} members, the cap",
-                    hint="raise --max-archive-members if this archive is trusted")
+        for m in _capped(self._tar, max_members):  # type: ignore[arg-type]
             mtime = posix_time(m.mtime)
             if mtime is None:
                 self.notes.append(f"archive member time {m.mtime!r} is not a valid time; ignored: "
@@ -185,13 +182,7 @@ class ArchiveStore:
         return tarstream.open_stream(self.path, self.compression, ahead=ahead)
 
     def _tar_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
-        count = 0
-        for info in self._handle:  # type: ignore[union-attr]
-            count += 1
-            if count > max_members:
-                raise ArchiveLimitExceeded(
-                    f"archive has more than {max_members} members, the cap",
-                    hint="raise --max-archive-members if this archive is trusted")
+        for info in _capped(self._handle, max_members):  # type: ignore[arg-type]
             if info.isdir():
                 kind = "dir"
             elif info.issym() or info.islnk():
