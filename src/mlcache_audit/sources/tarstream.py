@@ -71,7 +71,7 @@ def open_stream(path: Path, compression: str | None, *, ahead: bool = False) -> 
     return _Closing(stream, raw)  # type: ignore[return-value]
 
 
-class _Ahead:
+class _Ahead(_Closing):
     """A decompressing stream read on a thread of its own, at most DEPTH chunks ahead of its reader
     (4 MiB): zlib, bz2 and lzma let go of the GIL while they inflate, so on two CPUs inflating and
     parsing overlap (inflating is about a fifth of indexing a .tar.gz, measured). What inflating
@@ -79,7 +79,7 @@ class _Ahead:
 
     DEPTH = 4
 
-    def __init__(self, stream, raw, errors: tuple):
+    def __init__(self, stream, raw, errors: tuple):  # (not _Closing's: reads come from the queue)
         import queue
         import threading
 
@@ -122,17 +122,10 @@ class _Ahead:
             self._ended = True
         return item
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
-        self._stream.close()
-        self._raw.close()
+        super().close()
 
 
 class Window:
