@@ -48,7 +48,7 @@ def area_of(path: str) -> str:
     return "other"
 
 
-@dataclass
+@dataclass(slots=True)
 class Artifact:
     """One Core ML thing on disk: a bundle, a cache entry, a leftover file."""
 
