@@ -148,14 +148,16 @@ def clean(path: str | None, *, source: SourceOptions = SourceOptions(), selectio
                                "container as PATH")
     plan = make_plan(audit, only=set(selection.only) or None, keep=set(selection.keep),
                      include_persistent=selection.include_persistent)
+    # The containers were detected for this plan a moment ago: apply re-checks each target and runs
+    # the in-use check again (after the confirmation), but does not detect the containers twice.
+    # The plan holds what acting needs; the audit's artifacts go before anything is acted on.
+    known = [ca.container for ca in audit.containers]
+    del audit
     if plan_sink is not None:
         plan_sink(plan)
     if act and confirm is not None and not confirm(plan):
         return CleanOutcome(plan, apply_plan(plan, dry_run=True, quarantine=quarantine), confirmed=False)
-    # The containers were detected for this plan a moment ago: apply re-checks each target and runs
-    # the in-use check again (after the confirmation), but does not detect the containers twice.
-    return CleanOutcome(plan, apply_plan(plan, dry_run=not act, quarantine=quarantine,
-                                         known=[ca.container for ca in audit.containers]))
+    return CleanOutcome(plan, apply_plan(plan, dry_run=not act, quarantine=quarantine, known=known))
 
 
 def apply(plan_file: Path, *, quarantine: Path | None = None,
