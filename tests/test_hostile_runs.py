@@ -127,16 +127,16 @@ def test_a_zip_is_capped_by_what_its_directory_holds_not_what_it_declares(declar
     import tempfile
 
     from mlcache_audit.errors import ArchiveLimitExceeded
-    from mlcache_audit.sources.zipdir import check_directory as _check_zip_directory
+    from mlcache_audit.sources.archive import ArchiveStore
 
     with tempfile.TemporaryDirectory() as d:
         z = Path(d) / "a.zip"
         _lying_zip(z, declared, held)
         if max(declared, held) > cap:
             with pytest.raises(ArchiveLimitExceeded):
-                _check_zip_directory(z, cap)
+                ArchiveStore(z, "zip", max_members=cap)
         else:
-            _check_zip_directory(z, cap)
+            ArchiveStore(z, "zip", max_members=cap)
 
 
 # -- one run per container ------------------------------------------------------------------------

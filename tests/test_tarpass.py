@@ -203,3 +203,16 @@ def test_a_fifo_swapped_in_after_detection_is_refused_not_waited_on(tmp_path, ki
     os.mkfifo(fifo)
     with pytest.raises(CorruptInput):
         ArchiveStore(fifo, kind)
+
+
+@pytest.mark.parametrize("record", [b"30 path", b"x path=a\n", b"99 path=a\n", b"9 patha\n"])
+def test_a_pax_record_that_is_not_one_is_damage(record):
+    """A pax header whose record has no length, a wrong one, or no '=': the archive is refused."""
+    info = tarfile.TarInfo("PaxHeaders/a")
+    info.type, info.size = tarfile.XHDTYPE, len(record)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        t.addfile(info, io.BytesIO(record))
+        t.addfile(tarfile.TarInfo("a"), io.BytesIO(b""))
+    with pytest.raises(tarpass.Damaged):
+        list(tarpass.TarPass(io.BytesIO(out.getvalue()), seekable=True, hash_files=False))

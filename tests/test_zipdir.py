@@ -42,3 +42,28 @@ def test_every_member_zipfile_lists_is_listed_and_read_alike(tmp_path, members, 
     for key, data in expected.items():
         if not store.member(key).is_dir:
             assert store.read(key, 1 << 20) == data
+
+
+def test_a_name_flagged_utf8_that_is_not_is_a_note_and_the_rest_is_read(tmp_path):
+    """A central-directory name whose UTF-8 flag lies is skipped with a note; a local header whose
+    name lies only makes that member unreadable. Neither stops the scan (both once gave an
+    internal error)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in ("app/Documents/a.txt", "app/tmp/b.txt", "app/Library/Caches/c.txt"):
+            z.writestr(name, b"x")
+    data = bytearray(buf.getvalue())
+    central = data.find(b"PK\x01\x02")
+    data[central + 9] |= 0x08  # bit 11 of the flags (0x800): the name is UTF-8
+    at = data.find(b"app/Documents/a.txt", central)
+    data[at + 4] = 0xFF
+    local = data.find(b"PK\x03\x04", data.find(b"PK\x03\x04") + 1)  # the second member's local header
+    data[local + 7] |= 0x08
+    data[data.find(b"app/tmp/b.txt", local) + 4] = 0xFF
+    path = tmp_path / "lying.zip"
+    path.write_bytes(bytes(data))
+    store = ArchiveStore(path, "zip")
+    assert any("not UTF-8, as its flag says" in n for n in store.notes)
+    assert store.member("app/Documents/a.txt") is None
+    assert store.read("app/tmp/b.txt") is None  # its local header's name cannot be decoded: unreadable
+    assert store.read("app/Library/Caches/c.txt") == b"x"

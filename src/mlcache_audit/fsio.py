@@ -20,6 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from typing import BinaryIO
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -48,6 +49,11 @@ def open_regular(path: str | bytes, *, dir_fd: int | None = None) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_regular_file(path: str | bytes) -> BinaryIO:
+    """`open_regular`'s fd as a binary file object (closed with it)."""
+    return os.fdopen(open_regular(path), "rb")
 
 
 def read_regular(path: str | bytes, limit: int = 1 << 20, *, dir_fd: int | None = None) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import tarfile
 import unicodedata
@@ -14,13 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+from mlcache_audit import fsio
 from mlcache_audit.docfields import posix_time
 from mlcache_audit.errors import ArchiveLimitExceeded, CorruptInput
 from mlcache_audit.sources import tarpass, tarstream, zipdir
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
-READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError)
+# UnicodeDecodeError: zipfile decodes a local header's name as UTF-8 when its flag says so.
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError, UnicodeDecodeError)
 
 
 @dataclass(slots=True)
@@ -35,13 +36,11 @@ def is_archive(path: Path) -> str | None:
     """'zip' or 'tar' by content (not by name), else None. Read through a handle opened without
     blocking or following a final symlink and checked to be a regular file (fsio.open_regular), so
     a FIFO or a device named `x.zip` is never read."""
-    from mlcache_audit import fsio
-
     try:
-        fd = fsio.open_regular(str(path))
+        fh = fsio.open_regular_file(str(path))
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as fh:
+    with fh:
         try:
             if zipfile.is_zipfile(fh):
                 return "zip"
@@ -120,8 +119,7 @@ class ArchiveStore:
         self.passes = 0  # times a compressed tar is inflated from its start (1 for the index, more only for members not kept)
         try:
             if kind == "zip":
-                zipdir.check_directory(path, max_members)  # before zipfile reads a million headers
-                self._handle = zipdir.LeanZip(tarstream.regular(path))
+                self._handle = zipdir.LeanZip(fsio.open_regular_file(str(path)), max_members)
                 self._index(self._zip_members(max_members), max_members, max_bytes)
             else:
                 self._index_tar(max_members, max_bytes)
@@ -148,7 +146,7 @@ class ArchiveStore:
             raise ArchiveLimitExceeded(str(exc), hint="raise --max-archive-bytes if this archive is trusted") from None
         except tarpass.Unsupported:
             self._files, self._children, self.notes, self._tar, self._count = {}, {"": {}}, [], None, 0
-            self._handle = tarfile.open(fileobj=tarstream.regular(self.path), mode="r:*")
+            self._handle = tarfile.open(fileobj=fsio.open_regular_file(str(self.path)), mode="r:*")
             self._index(self._tar_members(max_members), max_members, max_bytes)
 
     # -- index -------------------------------------------------------------------------------

@@ -285,10 +285,7 @@ class _Both:
 
 
 def _check(hdr: bytes) -> None:
-    try:
-        stored = int(hdr[148:156].split(b"\0", 1)[0].strip() or b"0", 8)
-    except ValueError:
-        raise Damaged("a header whose checksum is not a number") from None
+    stored = _number(hdr[148:156])
     # The unsigned sum of the header with its checksum field read as spaces, compared modulo 65521:
     # zlib.adler32's low half is 1 + the byte sum modulo 65521, ten times cheaper than sum(); a
     # damaged header passes 1 time in 65,521. The signed sum (old writers) is worked out in full.
@@ -327,12 +324,14 @@ def _pax(data: bytes) -> dict[str, str]:
     pos = 0
     while pos < len(data) and data[pos] != 0:
         sp = data.find(b" ", pos)
+        if sp < 0:
+            raise Damaged("a pax record without a length")
         try:
             length = int(data[pos:sp])
         except ValueError:
             raise Damaged("a pax record without a length") from None
         end = pos + length
-        if sp < 0 or length <= 0 or end > len(data) or data[end - 1:end] != b"\n":
+        if length <= 0 or end > len(data) or data[end - 1:end] != b"\n":
             raise Damaged("a pax record whose length is wrong")
         key, eq, value = data[sp + 1:end - 1].partition(b"=")
         if not eq:

@@ -6,26 +6,17 @@ later read of a member not kept from that pass opens a stream again and moves fo
 
 from __future__ import annotations
 
-import os
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from mlcache_audit import fsio
 from mlcache_audit.sources.tarpass import CHUNK, Damaged
-
-
-def regular(path: Path) -> BinaryIO:
-    """The archive, as named: a regular file, opened without blocking and without following a final
-    symlink (a FIFO swapped in after detection would hang a plain open)."""
-    from mlcache_audit import fsio
-
-    return os.fdopen(fsio.open_regular(str(path)), "rb")
 
 
 def compression_of(path: Path) -> str | None:
     """gz, bz2, xz (what tarfile's "r:*" reads) by the file's first bytes, or None for a plain tar."""
-    with regular(path) as fh:
+    with fsio.open_regular_file(str(path)) as fh:
         head = fh.read(6)
     if head.startswith(b"\x1f\x8b"):
         return "gz"
@@ -57,7 +48,7 @@ class _Closing:
 def open_stream(path: Path, compression: str | None, *, ahead: bool = False) -> BinaryIO:
     """A tar's uncompressed bytes from its first, as a stream that closes the file under it.
     `ahead`: inflate on a thread of its own while the caller parses (for the index pass)."""
-    raw = regular(path)  # closed with the decompressor that wraps it
+    raw = fsio.open_regular_file(str(path))  # closed with the decompressor that wraps it
     if compression is None:
         return raw
     import bz2
@@ -112,6 +103,8 @@ class _Ahead(_Closing):
                 continue
 
     def read(self, n: int = -1) -> bytes:
+        """The next chunk inflated (at most CHUNK bytes, whatever `n` asks: its one reader,
+        TarPass, asks for at least that much and takes what comes)."""
         if self._ended:
             return b""
         item = self._queue.get()
@@ -131,10 +124,9 @@ class _Ahead(_Closing):
 class Window:
     """`size` bytes of `stream` from where it stands: read/readinto for the hashing and reading code."""
 
-    def __init__(self, stream: BinaryIO, size: int, closer: Callable[[], None] | None = None):
+    def __init__(self, stream: BinaryIO, size: int):
         self._f = stream
         self._left = size
-        self._closer = closer
 
     @property
     def left(self) -> int:
@@ -159,11 +151,6 @@ class Window:
             raise EOFError("the archive ends inside a member")
         self._left -= got
         return got
-
-    def close(self) -> None:
-        if self._closer is not None:
-            self._closer()
-            self._closer = None
 
 
 def skip_forward(stream: BinaryIO, n: int, seekable: bool) -> None:

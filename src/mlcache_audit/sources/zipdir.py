@@ -5,6 +5,11 @@ about 40 MB for 55,000 members, measured, on top of the store's own index. `Lean
 directory as zipfile does (the same fields, zip64 extras, bytes prepended to the archive) but hands
 each ZipInfo to the caller and keeps none; the store keeps what opening a member needs (`opening`)
 and makes a ZipInfo again when it is opened (`info_of`), so zipfile still reads every member.
+
+Caps: what the end record declares is refused first (more members than the cap, or a directory too
+large to hold only that many); it is not trusted either, since a zip may declare 10 members and
+hold millions: the directory is read one header at a time, and its reader (the store) stops at the
+cap, so no more than the cap is ever parsed.
 """
 
 from __future__ import annotations
@@ -13,15 +18,25 @@ import io
 import struct
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 
 from mlcache_audit.errors import ArchiveLimitExceeded
+from mlcache_audit.sources.base import display_path
+from mlcache_audit.sources.limits import DEFAULT_MAX_MEMBERS
 
 _MAX_VERSION = getattr(zipfile, "MAX_EXTRACT_VERSION", 63)
 
 
+# A central-directory header is 46 bytes plus its name, extra field and comment; this allows
+# names averaging about 1 KiB before a directory is called too large for its member cap.
+_MAX_DIRECTORY_BYTES_PER_MEMBER = 1024
+
+
 class LeanZip(zipfile.ZipFile):
     """A read-only ZipFile whose members are listed by `directory()` and opened by ZipInfo."""
+
+    def __init__(self, file, max_members: int = DEFAULT_MAX_MEMBERS):
+        self._max_members = max_members
+        super().__init__(file)
 
     def _RealGetContents(self) -> None:  # noqa: N802 - zipfile's own hook, called by its __init__
         fp = self.fp
@@ -32,6 +47,11 @@ class LeanZip(zipfile.ZipFile):
         if not endrec:
             raise zipfile.BadZipFile("File is not a zip file")
         self._size_cd = endrec[zipfile._ECD_SIZE]  # noqa: SLF001
+        entries, cap = endrec[zipfile._ECD_ENTRIES_TOTAL], self._max_members  # noqa: SLF001
+        if entries > cap or self._size_cd > cap * _MAX_DIRECTORY_BYTES_PER_MEMBER:
+            raise ArchiveLimitExceeded(
+                f"archive declares {entries} members in a {self._size_cd}-byte directory, over the cap of {cap} "
+                "members", hint="raise --max-archive-members if this archive is trusted")
         offset_cd = endrec[zipfile._ECD_OFFSET]  # noqa: SLF001
         self._comment = endrec[zipfile._ECD_COMMENT]  # noqa: SLF001
         concat = endrec[zipfile._ECD_LOCATION] - self._size_cd - offset_cd  # noqa: SLF001
@@ -57,10 +77,18 @@ class LeanZip(zipfile.ZipFile):
                 raise zipfile.BadZipFile("Bad magic number for central directory")
             raw = data.read(centdir[zipfile._CD_FILENAME_LENGTH])  # noqa: SLF001
             flags = centdir[zipfile._CD_FLAG_BITS]  # noqa: SLF001
-            name = raw.decode("utf-8") if flags & 0x800 else raw.decode(self.metadata_encoding or "cp437")
-            x = zipfile.ZipInfo(name)
-            x.extra = data.read(centdir[zipfile._CD_EXTRA_FIELD_LENGTH])  # noqa: SLF001
+            extra = data.read(centdir[zipfile._CD_EXTRA_FIELD_LENGTH])  # noqa: SLF001
             data.seek(centdir[zipfile._CD_COMMENT_LENGTH], 1)  # noqa: SLF001 - the comment is not kept
+            total += (zipfile.sizeCentralDir + centdir[zipfile._CD_FILENAME_LENGTH]  # noqa: SLF001
+                      + centdir[zipfile._CD_EXTRA_FIELD_LENGTH] + centdir[zipfile._CD_COMMENT_LENGTH])  # noqa: SLF001
+            try:
+                name = raw.decode("utf-8") if flags & 0x800 else raw.decode(self.metadata_encoding or "cp437")
+            except UnicodeDecodeError:  # flagged UTF-8, and it is not
+                notes.append(f"archive member skipped (its name is not UTF-8, as its flag says): "
+                             f"{display_path(raw.decode('utf-8', 'surrogateescape'))}")
+                continue
+            x = zipfile.ZipInfo(name)
+            x.extra = extra
             x.header_offset = centdir[zipfile._CD_LOCAL_HEADER_OFFSET]  # noqa: SLF001
             (x.create_version, x.create_system, x.extract_version, x.reserved, x.flag_bits, x.compress_type,
              t, d, x.CRC, x.compress_size, x.file_size) = centdir[1:12]
@@ -69,8 +97,6 @@ class LeanZip(zipfile.ZipFile):
             x.date_time = ((d >> 9) + 1980, (d >> 5) & 0xF, d & 0x1F, t >> 11, (t >> 5) & 0x3F, (t & 0x1F) * 2)
             x._decodeExtra()  # noqa: SLF001 - zip64 sizes and offset
             x.header_offset += self._concat
-            total += (zipfile.sizeCentralDir + centdir[zipfile._CD_FILENAME_LENGTH]  # noqa: SLF001
-                      + centdir[zipfile._CD_EXTRA_FIELD_LENGTH] + centdir[zipfile._CD_COMMENT_LENGTH])  # noqa: SLF001
             if x.extract_version > _MAX_VERSION:
                 notes.append(f"archive member skipped (zip version {x.extract_version / 10:.1f} is not "
                              f"supported): {name!r}")
@@ -96,70 +122,3 @@ def info_of(ref: bytes | tuple[bytes, str], name: str) -> zipfile.ZipInfo:
     (x.header_offset, x.compress_size, x.file_size, x.CRC, x.compress_type, x.flag_bits,
      x._raw_time) = _OPENING.unpack(packed)  # noqa: SLF001
     return x
-
-
-# A central-directory header is 46 bytes plus its name, extra field and comment; this allows
-# names averaging about 1 KiB before a directory is called too large for its member cap.
-_MAX_DIRECTORY_BYTES_PER_MEMBER = 1024
-
-
-def check_directory(path: Path, max_members: int) -> None:
-    """Refuse a zip whose central directory holds more members than the cap, before `zipfile`
-    parses every header of it into memory. What the end record declares is not trusted: a zip may
-    declare 10 members and hold millions, so the directory itself is counted, while it is read and
-    stopping at the cap. Cheap for every real archive: a directory too small to hold more than the
-    cap (each header is at least 46 bytes), or with fewer header signatures than the cap, needs no
-    exact count."""
-    try:
-        from mlcache_audit.sources.tarstream import regular
-
-        with regular(path) as fh:
-            end = zipfile._EndRecData(fh)  # noqa: SLF001 - the stdlib's own end-record reader (zip64 aware)
-            if not end:
-                return  # zipfile itself will say the archive is damaged
-            entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # noqa: SLF001
-            if entries > max_members or size > max_members * _MAX_DIRECTORY_BYTES_PER_MEMBER:
-                raise ArchiveLimitExceeded(
-                    f"archive declares {entries} members in a {size}-byte directory, over the cap of {max_members} "
-                    "members", hint="raise --max-archive-members if this archive is trusted")
-            if size // _CENTRAL_HEADER_BYTES <= max_members:
-                return
-            # Where zipfile will read the directory from (an archive may have bytes prepended).
-            start = end[zipfile._ECD_LOCATION] - size  # noqa: SLF001
-            if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # noqa: SLF001
-                start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
-            counted = _count_central_headers(fh, max(0, start), size, max_members)
-    except (AttributeError, OSError, struct.error):
-        return  # no end-record reader in this Python, or unreadable: zipfile will say what is wrong
-    if counted > max_members:
-        raise ArchiveLimitExceeded(
-            f"archive holds more than {max_members} members in its directory (it declares {entries}), over the cap",
-            hint="raise --max-archive-members if this archive is trusted")
-
-
-_CENTRAL_HEADER_BYTES = 46
-_CENTRAL_SIGNATURE = b"PK\x01\x02"
-
-
-def _count_central_headers(fh, start: int, size: int, limit: int) -> int:
-    """Headers in the central directory at `start`, counted up to `limit + 1` (then it stops),
-    reading it in 4 MiB chunks (a header with its name, extra and comment is at most 196,651 bytes)."""
-    fh.seek(start)
-    buf, pos, left, count = b"", 0, size, 0
-    most = _CENTRAL_HEADER_BYTES + 3 * 65535
-    while True:
-        if len(buf) - pos < most and left > 0:
-            chunk = fh.read(min(left, 1 << 22))
-            if not chunk:
-                left = 0
-            left -= len(chunk)
-            buf, pos = buf[pos:] + chunk, 0
-        if len(buf) - pos < _CENTRAL_HEADER_BYTES or buf[pos:pos + 4] != _CENTRAL_SIGNATURE:
-            return count  # the end of the directory, or damage zipfile will report
-        name, extra, comment = struct.unpack_from("<HHH", buf, pos + 28)
-        pos += _CENTRAL_HEADER_BYTES + name + extra + comment
-        count += 1
-        if count > limit:
-            return count
-
-
