@@ -38,8 +38,10 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
     back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
     notes: list[str] = []  # this stage's, in the order they arise: the walk's, then the reads'
-    if parts is None and not plan_state:  # (parts: walked already, with many others: split.walk_containers)
+    if parts is None and not plan_state:  # (parts: walked already, with many others: split.walking)
         parts = parallel_parts(container)
+    if parts is not None and progress:  # walked in workers: their files, heard of at once
+        progress(Stage.WALKED, sum(p.files for p in parts))
     if parts is None and container.is_whole_folder:
         from mlcache_audit.scan.walk import walk_folder
 

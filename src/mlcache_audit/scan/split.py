@@ -37,11 +37,8 @@ def parallel_parts(container: Container) -> list[Part] | None:
     shallow, tasks = split_tasks(container, listed)
     if len(tasks) < 2 or not _worth_forking(store, container.root, tasks, listed):
         return None
-    import multiprocessing
-
-    try:
-        context = multiprocessing.get_context("fork")
-    except ValueError:
+    context = _fork_context()
+    if context is None:
         return None
 
     groups = _groups(tasks, max(1, len(tasks) // (8 * n)))  # handed out as workers free up
@@ -60,6 +57,17 @@ def parallel_parts(container: Container) -> list[Part] | None:
                 return None  # a file hardlinked across parts: one walk counts it once
             links[key] = 1
     return parts
+
+
+def _fork_context():
+    """multiprocessing's fork context (imported only when a walk is worth splitting), or None on a
+    platform without fork."""
+    import multiprocessing
+
+    try:
+        return multiprocessing.get_context("fork")
+    except ValueError:
+        return None
 
 
 def _groups(tasks: list[str], size: int) -> list[tuple[str, list[str]]]:
@@ -219,14 +227,7 @@ def walking(containers: list[Container], plan_state: bool) -> Iterator[Callable[
 
     n = WALK_WORKERS if WALK_WORKERS is not None else workers.walk_workers()
     whole = [c for c in containers if c.is_whole_folder]
-    context = None
-    if not plan_state and n >= 2 and len(whole) >= PARALLEL_MIN_CONTAINERS:
-        import multiprocessing
-
-        try:
-            context = multiprocessing.get_context("fork")
-        except ValueError:
-            context = None
+    context = _fork_context() if not plan_state and n >= 2 and len(whole) >= PARALLEL_MIN_CONTAINERS else None
     if context is None:
         yield lambda c: None
         return

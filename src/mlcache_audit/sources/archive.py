@@ -120,7 +120,7 @@ class ArchiveStore:
         try:
             if kind == "zip":
                 self._handle = zipdir.LeanZip(fsio.open_regular_file(str(path)), max_members)
-                self._index(self._zip_members(max_members), max_members, max_bytes)
+                self._index(self._zip_members(max_members), max_bytes)
             else:
                 self._index_tar(max_members, max_bytes)
         except ArchiveLimitExceeded:
@@ -138,7 +138,7 @@ class ArchiveStore:
                                             wanted=read_by_name if self.compression else None,
                                             sha256=_named_by_main_hash if self.compression else None,
                                             max_bytes=max_bytes)
-                self._index(self._fast_members(max_members), max_members, max_bytes)
+                self._index(self._fast_members(max_members), max_bytes)
             if self._tar.damage:
                 self.notes.append(f"archive damaged after {self._count} members ({self._tar.damage}): "
                                   "the rest is not indexed")
@@ -147,7 +147,7 @@ class ArchiveStore:
         except tarpass.Unsupported:
             self._files, self._children, self.notes, self._tar, self._count = {}, {"": {}}, [], None, 0
             self._handle = tarfile.open(fileobj=fsio.open_regular_file(str(self.path)), mode="r:*")
-            self._index(self._tar_members(max_members), max_members, max_bytes)
+            self._index(self._tar_members(max_members), max_bytes)
 
     # -- index -------------------------------------------------------------------------------
     def _zip_members(self, max_members: int) -> Iterator[tuple[str, int, float | None, str, object]]:
@@ -195,7 +195,7 @@ class ArchiveStore:
                                   f"{display_path(info.name)}")
             yield info.name, info.size, mtime, kind, info
 
-    def _index(self, raw, max_members: int, max_bytes: int) -> None:
+    def _index(self, raw, max_bytes: int) -> None:
         total = 0
         for raw_name, size, mtime, kind, ref in raw:
             name, reason = clean_member_name(raw_name)
