@@ -221,17 +221,21 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
         for p, why in sorted(partial_units(set(chosen), units).items()):
             kept_back.append(f"{p}: {why}")
             del chosen[p]
-        # A target inside another target goes with it: fold it into the outer one.
+        # A target inside another target goes with it: fold it into the outer one. The artifacts are
+        # in tree order (ScanResult), so a target's descendants follow it directly: no sort, no split.
         outer: list[str] = []
-        for p in sorted(chosen, key=lambda x: x.split("/")):  # tree order: descendants follow directly
-            if not (outer and p.startswith(outer[-1] + "/")):
-                outer.append(p)
+        for x in ca.scan.artifacts:
+            if x.path in chosen and not (outer and x.path.startswith(outer[-1] + "/")):
+                outer.append(x.path)
         actions = []
         blocks = ca.scan.total_disk_bytes is not None
         inside: dict[str, list] = {p: [] for p in outer}  # each target's artifacts, nested ones too
+        owner = None
         for x in ca.scan.artifacts:
-            parts = x.path.split("/")
-            owner = next((q for q in ("/".join(parts[:i]) for i in range(1, len(parts) + 1)) if q in inside), None)
+            if x.path in inside:
+                owner = x.path
+            elif owner is not None and not x.path.startswith(owner + "/"):
+                owner = None
             if owner is not None:
                 inside[owner].append(x)
         for p in outer:

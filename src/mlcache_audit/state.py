@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import xxhash
 
 from mlcache_audit import fsio
-from mlcache_audit.sources.base import DIR, FILE, Entry
+from mlcache_audit.sources.base import DIR, FILE, Entry, tree_key
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,19 @@ class Seen:
 class StateHasher:
     """Folds entries below a target, in tree order, into its Seen state and the bytes it would free."""
 
-    __slots__ = ("_h", "size", "files", "newest", "freed")
+    __slots__ = ("_h", "size", "files", "newest", "freed", "_seen")
 
     def __init__(self, top_mtime_ns: int | None):
         self._h = xxhash.xxh3_64()
         self.size = self.files = self.freed = 0
         self.newest = top_mtime_ns
+        self._seen: Seen | None = None
+
+    def close(self, top: Entry) -> None:
+        """Nothing more comes below `top`: keep its Seen state, let the running hash go."""
+        if self._seen is None:
+            self._seen = self.seen(top)
+            self._h = None
 
     def add(self, rel: str, kind: str, size: int, mtime_ns: int | None, target: str | None, nlink: int) -> None:
         self._h.update(f"{rel}\0{kind}\0{size}\0{mtime_ns}\0{target}\n".encode("utf-8", "surrogateescape"))
@@ -51,6 +58,9 @@ class StateHasher:
             self.newest = mtime_ns
 
     def seen(self, top: Entry) -> Seen:
+        """`top`'s state from what was added (once closed, the state it was closed with: the same top)."""
+        if self._seen is not None:
+            return self._seen
         if top.type == FILE:
             h = self._h.copy()
             h.update(f"\0{top.size}\0{top.mtime_ns}".encode())
@@ -61,7 +71,7 @@ class StateHasher:
 def target_state(top: Entry, below: list[Entry]) -> Seen:
     """The Seen state of `top` from entries below it (paths relative to it), taken in tree order."""
     acc = StateHasher(top.mtime_ns)
-    for e in sorted(below, key=lambda x: x.path.split("/")):
+    for e in sorted(below, key=lambda x: tree_key(x.path)):
         acc.add(e.path, e.type, e.size, e.mtime_ns, e.target, e.nlink)
     return acc.seen(top)
 

@@ -21,7 +21,7 @@ from mlcache_audit.scan.describe import bundle_key, describe, read_indexes
 from mlcache_audit.scan.identity import artifact_identity
 from mlcache_audit.scan.model import AREAS, UNKEPT_NS, Artifact, Part, ScanResult, area_of, disk_freed
 from mlcache_audit.scan.split import parallel_parts
-from mlcache_audit.sources.base import Container
+from mlcache_audit.sources.base import Container, tree_key
 from mlcache_audit.vocab import Form, Stage, StoreKind
 
 __all__ = ["AREAS", "KINDS", "MODEL_KINDS", "Artifact", "Part", "ScanResult", "area_of", "artifact_identity", "disk_freed",
@@ -54,7 +54,7 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
     artifacts = [a for part in parts for a in part.artifacts]
     for a in artifacts:
         a.finish_structure()
-    artifacts.sort(key=lambda a: a.path.split("/"))  # tree order, as one walk finds them
+    artifacts.sort(key=lambda a: tree_key(a.path))  # tree order, as one walk finds them
     other: dict[str, int] = defaultdict(int)
     days: dict[int, int] = defaultdict(int)
     for part in parts:

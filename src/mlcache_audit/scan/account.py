@@ -38,6 +38,8 @@ def start_artifact(a: Artifact, top: Entry, plan_state: bool = True) -> None:
     else:
         a.state = None
     a.hasher = xxhash.xxh3_64()
+    if a.kind in CACHE_KINDS:
+        a.layout = set()
 
 
 def add_member(a: Artifact, e: Entry, size: int, days: dict[int, int]) -> None:
@@ -82,7 +84,7 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
     with collector_paused():
         for e in entries:
             while stack and not e.path.startswith(stack[-1].prefix):
-                stack.pop()
+                stack.pop().finish_structure()  # everything below it has passed
             # Only a specialization entry can hold another artifact; inside anything else, nothing to classify.
             new = classify_entry(e, stack[-1]) if stack and stack[-1].kind == SPECIALIZATION else \
                 None if stack else classify_entry(e, None)
@@ -99,6 +101,7 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
                 else:
                     size = counted_size(e, seen_inodes, part.links)
                     add_member(new, e, size, days)
+                    new.finish_structure()
                     total += size
                     total_disk += (e.disk or 0) if size else 0
                     files += 1
@@ -113,5 +116,7 @@ def walk_entries(entries, plan_state: bool, notes: list[str] | None = None) -> P
                 add_member(stack[-1], e, size, days)
             else:
                 other[area_of(e.path)] += size
+        for a in stack:
+            a.finish_structure()
     part.total, part.files, part.other, part.days, part.total_disk = total, files, dict(other), dict(days), total_disk
     return part

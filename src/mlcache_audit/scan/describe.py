@@ -17,7 +17,7 @@ from mlcache_audit.domain import (
 )
 from mlcache_audit.scan.classify import HEX64
 from mlcache_audit.scan.identity import artifact_identity
-from mlcache_audit.scan.model import Artifact
+from mlcache_audit.scan.model import NO_LAYOUT, Artifact
 from mlcache_audit.sources.base import Container
 
 # Files of an E5RT pointer entry (no bundle of its own): FIELD-EVIDENCE.md, "Entry contents vary".
@@ -98,6 +98,7 @@ def describe(container: Container, a: Artifact, names: set[str], key: str | None
                 else "interrupted"
             if a.detail["contents"] == "empty":
                 a.notes.append("no bytes: folders emptied by a purge (APFS keeps them); not corruption")
+        a.layout = NO_LAYOUT  # its names are in detail["layout"] now: the set goes
 
 
 def _bundle_summary(container: Container, a: Artifact, names: set[str]) -> tuple[dict, list[str]]:

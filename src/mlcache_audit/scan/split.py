@@ -16,7 +16,7 @@ from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.account import walk_entries
 from mlcache_audit.scan.classify import classify_entry
 from mlcache_audit.scan.model import Part
-from mlcache_audit.sources.base import Container, Entry
+from mlcache_audit.sources.base import Container, Entry, tree_key
 from mlcache_audit.sources.base import join_rel as join
 
 WALK_WORKERS: int | None = None  # None: the budget's (workers.walk_workers); tests set 1 or 2
@@ -178,7 +178,7 @@ def split_tasks(container: Container, listed: dict[str, int] | None = None) -> t
             return [], []
         finally:
             os.close(fd)
-    shallow.sort(key=lambda e: e.path.split("/"))
+    shallow.sort(key=lambda e: tree_key(e.path))
     return shallow, tasks
 
 

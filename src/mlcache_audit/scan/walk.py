@@ -210,6 +210,7 @@ class FolderWalk:
                         if not new.is_dir:
                             size = counted_size(e, seen, part.links)
                             add_member(new, e, size, days)
+                            new.finish_structure()  # its one file: done with it
                             total += size
                             total_disk += (e.disk or 0) if size else 0
                             files += 1
@@ -227,6 +228,8 @@ class FolderWalk:
                         continue
                     sub = fsio.open_subfolder(fd, name, st, path, on_error)
                     if sub is None:
+                        if new is not None and new.is_dir:
+                            new.finish_structure()  # nothing below it can be walked: done with it
                         continue
                     if new is not None and new.is_dir:
                         inner, inner_rel = new, ""
@@ -251,6 +254,8 @@ class FolderWalk:
                     stack.append(child)
                     continue
                 stack.pop()
+                if art is not None and not f.art_rel:  # the artifact's own folder, walked whole
+                    art.finish_structure()
                 if f.fd != top_fd:
                     os.close(f.fd)
         finally:

@@ -177,7 +177,7 @@ class Container:
         walked = self._walk(sink) if progress is None else _counted(self._walk(sink), progress)
         if self._walk_is_in_tree_order():
             return walked
-        return iter(sorted(walked, key=lambda e: e.path.split("/")))
+        return iter(sorted(walked, key=lambda e: tree_key(e.path)))
 
     def _walk(self, notes: list[str]) -> Iterator[Entry]:
         if not self.scope:
@@ -187,7 +187,7 @@ class Container:
     def _walk_scope(self, notes: list[str]) -> Iterator[Entry]:
         """The folders of the scope (and the folders on the way to them), each walked as the store walks."""
         made: set[str] = set()
-        for sub in sorted(self.scope, key=lambda p: p.split("/")):
+        for sub in sorted(self.scope, key=tree_key):
             parts = sub.split("/")
             for i in range(1, len(parts) + 1):
                 folder = "/".join(parts[:i])
@@ -243,6 +243,15 @@ def _counted(entries: Iterator[Entry], progress: Callable[[int], None], every: i
         yield e
     if n:
         progress(n)
+
+
+def tree_key(path: str) -> str:
+    """A sort key for tree order (a folder, then its subtree; siblings by code point), as
+    `path.split("/")` orders but one string, not a list of them: "/" becomes the lowest character,
+    and the two lowest, should a name hold them, are escaped above it."""
+    if "\0" in path or "\1" in path:
+        path = path.replace("\1", "\1\2").replace("\0", "\1\1")
+    return path.replace("/", "\0")
 
 
 def join_rel(rel: str, name: str) -> str:
