@@ -229,10 +229,12 @@ class Sink:
             pass
 
 
-def write_output(path, text: str, mode: str = "w") -> None:
-    """Write a document mlcache was asked to produce (see open_output and Sink)."""
+def write_output(path, text: str, mode: str = "w", end: str = "") -> None:
+    """Write a document mlcache was asked to produce (see open_output and Sink), then `end`."""
     sink = Sink(path, mode)
     sink.write(text)
+    if end:
+        sink.write(end)
     sink.close()
 
 

@@ -59,8 +59,14 @@ class Terminal:
         return {"no_color": False}  # auto: colour only on a terminal (rich's own detection)
 
     def write(self, text: str) -> None:
-        """A finished document (JSON, Markdown, HTML, XML) to stdout, as it is."""
-        self.stdout.write(text)
+        """A finished document (JSON, Markdown, HTML, XML) to stdout, as it is: a MiB at a time, so a
+        large one is never encoded whole into a second copy (UTF-8 encodes each piece the same)."""
+        step = 1 << 20
+        if len(text) <= step:
+            self.stdout.write(text)
+            return
+        for i in range(0, len(text), step):
+            self.stdout.write(text[i:i + step])
 
     def message(self, text: str) -> None:
         """One line to stderr; what it names is made printable (fsio.printable) on the way."""

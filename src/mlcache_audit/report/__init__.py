@@ -19,6 +19,7 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
 
         doc = printable_document(doc)
         extra = {k: printable_document(v) if isinstance(v, dict | list) else v for k, v in extra.items()}
+    end = ""  # written after the rendering (JSON's newline: a large document is not copied to add it)
     if fmt == "text":
         text = importlib.import_module("mlcache_audit.report.text")
         draw = getattr(text, f"render_{what}")
@@ -33,18 +34,20 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
         draw(Terminal(buffer, term.stderr, color=False), doc, **extra)
         rendered = buffer.getvalue()
     elif fmt == "json":
-        from mlcache_audit.report.json import dumps
+        from mlcache_audit.report.json import encoded
 
-        rendered = dumps(json_doc if json_doc is not None else doc)
+        rendered, end = encoded(json_doc if json_doc is not None else doc), "\n"
     else:
         module = importlib.import_module(f"mlcache_audit.report.{fmt}")
         rendered = getattr(module, f"{what}_{fmt}")(doc, **extra)
     if output is None:
         term.write(rendered)
+        if end:
+            term.write(end)
     else:
         from mlcache_audit.docfields import write_output
 
-        write_output(output, rendered)
+        write_output(output, rendered, end=end)
         term.message(f"Written to {output}")
 
 

@@ -86,6 +86,12 @@ def file_may_start(name: str) -> bool:
         or name.endswith("_mldrift_program_cache.bin")
 
 
+def nests(parent: Artifact, name: str) -> bool:
+    """Can a folder of this name start an artifact inside `parent`? The one nesting allowed: an
+    interrupted write inside a specialization entry."""
+    return parent.kind == SPECIALIZATION and _TMP_BUNDLE.search(name) is not None
+
+
 def classify_entry(e: Entry, parent: Artifact | None) -> Artifact | None:
     """Does this entry start an artifact? Only directories and regular files can."""
     if e.type not in (FILE, DIR):
@@ -93,10 +99,9 @@ def classify_entry(e: Entry, parent: Artifact | None) -> Artifact | None:
     is_dir = e.type == DIR
     name = e.name
     if parent is not None:
-        # The one nesting allowed: an interrupted write inside a specialization entry.
-        if parent.kind == SPECIALIZATION and is_dir and (m := _TMP_BUNDLE.search(name)):
+        if is_dir and nests(parent, name):
             return Artifact(SPECIALIZATION_PARTIAL, e.path, True, "Core ML (e5rt)",
-                            detail={**parent.detail, **_pid_detail(m)})
+                            detail={**parent.detail, **_pid_detail(_TMP_BUNDLE.search(name))})
         return None
     parts = e.path.split("/")
     if E5_CACHE in parts[:-1]:

@@ -35,15 +35,16 @@ from mlcache_audit import fsio
 from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.account import add_member, counted_size, start_artifact
-from mlcache_audit.scan.classify import HEX_ANY, classify_entry, file_may_start, quiet_folder
+from mlcache_audit.scan.classify import HEX_ANY, classify_entry, file_may_start, nests, quiet_folder
 from mlcache_audit.scan.model import CACHE_KINDS, UNKEPT_NS, Artifact, Part, area_of
-from mlcache_audit.sources.base import FILE, Entry
+from mlcache_audit.sources.base import DIR, FILE, Entry
 from mlcache_audit.sources.folder import FolderStore, walk_notes
 
 _MODEL_KINDS = frozenset(MODEL_KINDS)
 _S_ISREG = stat.S_ISREG
 _S_ISDIR = stat.S_ISDIR
 _S_ISLNK = stat.S_ISLNK
+_INF = float("inf")
 
 
 class _Folder:
@@ -127,7 +128,7 @@ class FolderWalk:
         on_error = walk_notes(self.notes)
         total, files, walked = part.total, part.files, self.walked
         total_disk = part.total_disk
-        ostat, hex_sub = os.stat, HEX_ANY.sub
+        ostat, hex_sub, unkept = os.stat, HEX_ANY.sub, UNKEPT_NS
         states = self.plan_state
         stack = [_Folder(top_fd, prefix, fsio.sorted_names(top_fd, prefix, on_error), outer, "",
                          ((outer, ""),) if states and outer is not None and outer.is_dir else ())]
@@ -137,10 +138,13 @@ class FolderWalk:
                 fd, names, i, art, area, plain = f.fd, f.names, f.i, f.art, f.area, f.plain
                 model = art is not None and art.kind in _MODEL_KINDS  # its files are kept, to be compared
                 layout = art is not None and art.kind in CACHE_KINDS  # its files fold into its layout
-                pend, line_rel = f.pending.append, f.line_rel
+                pend, line_rel, chain = f.pending.append, f.line_rel, f.chain
                 forms = layouts.setdefault(f.layout_rel, {}) if layout else None
                 child = None
                 start = i
+                # The run's plain files of `art`, summed here and added to it once (Artifact.add_files).
+                n_run = bytes_run = disk_run = unkept_run = 0
+                lo, hi = _INF, -_INF
                 while i < len(names):  # this folder's names up to its next subfolder
                     name = names[i]
                     i += 1
@@ -154,8 +158,9 @@ class FolderWalk:
                     if _S_ISREG(mode) and st.st_nlink == 1 and (plain or (name.isascii() and name.isprintable())):
                         size = st.st_size
                         if art is not None:  # as add_member does
-                            for a, pre in f.chain:
-                                a.state.add(pre + name, FILE, size, st.st_mtime_ns, None, 1)
+                            if chain:
+                                for a, pre in chain:
+                                    a.state.add(pre + name, FILE, size, st.st_mtime_ns, None, 1)
                             pend(f"{line_rel}{name}\0{size}\n")
                             if layout:
                                 form = forms.get(name)
@@ -168,20 +173,15 @@ class FolderWalk:
                                                          st.st_blocks * 512))
                             mtime = st.st_mtime
                             days[int(mtime // 86400)] += size
-                            blocks = st.st_blocks * 512
-                            art.disk_bytes += blocks
-                            art.private_disk += blocks
-                            total_disk += blocks
-                            art.bytes += size
-                            art.files += 1
-                            if -UNKEPT_NS <= st.st_mtime_ns - st.st_ctime_ns <= UNKEPT_NS:
-                                art.unkept_times += 1
-                            if art.oldest_mtime is None or mtime < art.oldest_mtime:
-                                art.oldest_mtime = mtime
-                            if art.newest_mtime is None or mtime > art.newest_mtime:
-                                art.newest_mtime = mtime
-                            files += 1
-                            total += size
+                            disk_run += st.st_blocks * 512
+                            bytes_run += size
+                            n_run += 1
+                            if -unkept <= st.st_mtime_ns - st.st_ctime_ns <= unkept:
+                                unkept_run += 1
+                            if mtime < lo:
+                                lo = mtime
+                            if mtime > hi:
+                                hi = mtime
                             continue
                         if area is not None and art is None and not file_may_start(name):
                             other[area] += size
@@ -190,40 +190,52 @@ class FolderWalk:
                             total_disk += st.st_blocks * 512
                             continue
                     # Everything else takes the per-entry steps of scan._walk_part.
+                    if n_run:  # the run so far goes into `art` first (add_member may add to it)
+                        art.add_files(n_run, bytes_run, disk_run, unkept_run, lo, hi)
+                        files, total, total_disk = files + n_run, total + bytes_run, total_disk + disk_run
+                        n_run = bytes_run = disk_run = unkept_run = 0
+                        lo, hi = _INF, -_INF
                     path = f"{f.rel}/{name}" if f.rel else name
-                    target = None
-                    if _S_ISLNK(mode):
-                        try:
-                            target = os.readlink(name, dir_fd=fd)
-                        except OSError:
-                            target = None
-                    e = make(path, name, st, target)
-                    for a, pre in f.chain:  # before the entry may start an artifact: as walk_entries does
-                        a.state.add(pre + name, e.type, e.size, e.mtime_ns, e.target, e.nlink)
-                    new = (classify_entry(e, art) if art.kind == SPECIALIZATION else None) if art is not None \
-                        else classify_entry(e, None)
-                    if new is not None:
-                        start_artifact(new, e, states)
-                        if art is not None:
-                            art.detail["interrupted_writes"] = art.detail.get("interrupted_writes", 0) + 1
-                        part.artifacts.append(new)
-                        if not new.is_dir:
+                    new = None
+                    if art is not None and _S_ISDIR(mode) and (plain or (name.isascii() and name.isprintable())) \
+                            and not nests(art, name):
+                        # A plain folder inside the artifact starts nothing (classify_entry) and needs no
+                        # Entry: its state line is the one walk_entries adds.
+                        for a, pre in chain:
+                            a.state.add(pre + name, DIR, 0, st.st_mtime_ns, None, st.st_nlink)
+                    else:
+                        target = None
+                        if _S_ISLNK(mode):
+                            try:
+                                target = os.readlink(name, dir_fd=fd)
+                            except OSError:
+                                target = None
+                        e = make(path, name, st, target)
+                        for a, pre in chain:  # before the entry may start an artifact: as walk_entries does
+                            a.state.add(pre + name, e.type, e.size, e.mtime_ns, e.target, e.nlink)
+                        new = classify_entry(e, art) if art is None or art.kind == SPECIALIZATION else None
+                        if new is not None:
+                            start_artifact(new, e, states)
+                            if art is not None:
+                                art.detail["interrupted_writes"] = art.detail.get("interrupted_writes", 0) + 1
+                            part.artifacts.append(new)
+                            if not new.is_dir:
+                                size = counted_size(e, seen, part.links)
+                                add_member(new, e, size, days)
+                                new.finish_structure()  # its one file: done with it
+                                total += size
+                                total_disk += (e.disk or 0) if size else 0
+                                files += 1
+                        elif e.type == FILE:
+                            files += 1
                             size = counted_size(e, seen, part.links)
-                            add_member(new, e, size, days)
-                            new.finish_structure()  # its one file: done with it
                             total += size
                             total_disk += (e.disk or 0) if size else 0
-                            files += 1
-                    elif e.type == FILE:
-                        files += 1
-                        size = counted_size(e, seen, part.links)
-                        total += size
-                        total_disk += (e.disk or 0) if size else 0
-                        if art is not None:
-                            f.flush()  # this file's line goes after the ones before it
-                            add_member(art, e, size, days)
-                        else:
-                            other[area_of(path)] += size
+                            if art is not None:
+                                f.flush()  # this file's line goes after the ones before it
+                                add_member(art, e, size, days)
+                            else:
+                                other[area_of(path)] += size
                     if not _S_ISDIR(mode):
                         continue
                     sub = fsio.open_subfolder(fd, name, st, path, on_error)
@@ -237,13 +249,16 @@ class FolderWalk:
                         inner, inner_rel = art, f"{f.art_rel}/{name}" if f.art_rel else name
                     else:
                         inner, inner_rel = None, ""
-                    chain = ()
+                    below = ()
                     if states:
-                        chain = tuple((a, f"{pre}{name}/") for a, pre in f.chain)
+                        below = tuple((a, f"{pre}{name}/") for a, pre in chain)
                         if new is not None and new.is_dir:
-                            chain += ((new, ""),)
-                    child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel, chain)
+                            below += ((new, ""),)
+                    child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel, below)
                     break
+                if n_run:
+                    art.add_files(n_run, bytes_run, disk_run, unkept_run, lo, hi)
+                    files, total, total_disk = files + n_run, total + bytes_run, total_disk + disk_run
                 f.i = i
                 walked += i - start
                 if progress is not None and walked >= 1000:
