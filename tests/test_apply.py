@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hostile_corpus
 from conftest import holding_open, run, scan_json, tree_state
 from mlcache_audit import apply as apply_mod
 from mlcache_audit.apply import apply_plan, restore_quarantine
@@ -579,3 +580,65 @@ def test_the_prompt_on_a_real_terminal_lists_what_goes_and_shows_y_n(fx):
     assert "Scanning" not in prompt_line  # the spinner is stopped before asking
     assert proc.returncode == 0 and "Nothing was changed" in text
     assert tree_state(root) == before
+
+
+_kinds = st.recursive(st.sampled_from(["file", "linked", "symlink", "fifo", "empty"]),
+                      lambda inner: st.dictionaries(st.sampled_from(["a", "b", "B", "a.b", "z\u00e9", "\u00e9"]), inner,
+                                                    min_size=1, max_size=4), max_leaves=14)
+
+
+def _grow(path: Path, node, spare: Path) -> None:
+    if node == "file":
+        path.write_bytes(b"x" * (len(path.name) * 37))
+    elif node == "linked":  # a second link to a file outside: frees nothing
+        spare.write_bytes(b"h" * 500) if not spare.exists() else None
+        os.link(spare, path)
+    elif node == "symlink":
+        path.symlink_to("../elsewhere")
+    elif node == "fifo":
+        os.mkfifo(path)
+    elif node == "empty":
+        path.mkdir()
+    else:
+        path.mkdir()
+        for name, child in node.items():
+            _grow(path / name, child, spare)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=st.dictionaries(st.sampled_from(["a", "b", "c.bin", "d"]), _kinds, min_size=1, max_size=4))
+def test_the_recheck_folds_entries_as_they_come_as_the_sorted_records_did(tree, tmp_path_factory):
+    """apply's re-check folds each entry into the state as the walk yields it (no record kept, no
+    sort): the same state and freed bytes as records of every entry, sorted in tree order, give;
+    and the same state the scan's walk recorded for the plan."""
+    from mlcache_audit import fsio
+    from mlcache_audit.scan.walk import walk_folder
+    from mlcache_audit.sources import open_containers
+    from mlcache_audit.sources.folder import entry_from_stat
+    from mlcache_audit.state import fresh_state, target_state
+
+    root = hostile_corpus._container(tmp_path_factory.mktemp("recheck") / "app", "com.example.re")
+    entry = root / "Library" / "Caches" / "com.example.re" / "com.apple.e5rt.e5bundlecache" / "23A344" / ("AB" * 32)
+    entry.mkdir(parents=True)
+    for name, node in tree.items():
+        _grow(entry / name, node, root / "spare.bin")
+    parent_fd = os.open(entry.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st_top = os.stat(entry.name, dir_fd=parent_fd, follow_symlinks=False)
+        got = fresh_state(parent_fd, entry.name, st_top)
+        fd = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent_fd)
+        try:
+            below = [entry_from_stat(rel, est, tgt) for rel, est, tgt in fsio.walk_at(fd, lambda *a: None)]
+        finally:
+            os.close(fd)
+    finally:
+        os.close(parent_fd)
+    own = [e for e in below if e.type == "file" and e.nlink <= 1]
+    want = (target_state(entry_from_stat(entry.name, st_top), below), sum(e.size for e in own),
+            sum(e.disk or 0 for e in own))
+    assert got == want
+    # The scan's walk (with plan states) recorded the very state the re-check reads.
+    (c,) = [c for c in open_containers(str(root)) if c.store.kind == "folder"]
+    part = walk_folder(c.store, c.root, [], plan_state=True)
+    (a,) = [a for a in part.artifacts if a.path.endswith("AB" * 32)]
+    assert a.state.seen(a.top) == got[0]

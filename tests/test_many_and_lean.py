@@ -165,6 +165,43 @@ def test_many_containers_walked_in_workers_give_the_same_document(built, key, mo
             assert a[k] == b[k], (key, k)
 
 
+@pytest.mark.parametrize("key", ["simulator", "home"])
+def test_plans_from_containers_walked_in_workers_equal_the_plan_of_one_walk(built, key, monkeypatch):
+    """clean's walk of many containers in workers: every action's recorded state, freed bytes and
+    evidence are those one walk in this process records, since apply holds the target to that
+    state. The states cross processes closed (a Seen and its freed bytes), as each walk closes them
+    on leaving an artifact."""
+    import contextlib
+
+    import mlcache_audit.audit as audit_mod
+    import mlcache_audit.scan.split as split_mod
+    from mlcache_audit import commands
+
+    opts = commands.SourceOptions(hash_cache=False)
+
+    def plan() -> dict:
+        doc = commands.clean(str(built[key]), source=opts).plan.to_dict()
+        doc.pop("created")
+        return doc
+
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 1)
+    one = plan()
+    assert any(c["actions"] for c in one["containers"]), "nothing planned: the comparison would prove nothing"
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_CONTAINERS", 2)
+    walked = []
+    real = split_mod.walking
+
+    @contextlib.contextmanager
+    def spy(containers, plan_state):
+        with real(containers, plan_state) as parts_of:
+            yield lambda c: walked.append(parts_of(c)) or walked[-1]
+
+    monkeypatch.setattr(audit_mod, "walking", spy)
+    assert plan() == one
+    assert any(parts is not None for parts in walked), "no container was walked in a worker"
+
+
 def test_an_interrupt_while_containers_are_walked_in_workers_ends_every_worker(built, monkeypatch):
     import psutil
 

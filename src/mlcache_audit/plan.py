@@ -210,8 +210,9 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
                     continue
                 # The evidence must name this very target: its model, client, unit, pid, store or build.
                 ev = f.links.get(p)
-                facts = target_facts(by_artifact[p], units[p], ca.fingerprints.content.get(p), c.client)
-                wrong = "no evidence names it" if ev is None else link_mismatch(ev["about"], facts)
+                wrong = "no evidence names it" if ev is None else link_mismatch(
+                    ev["about"], target_facts(by_artifact[p], units[p], ca.fingerprints.content.get(p), c.client,
+                                              asserted=ev["about"]))
                 if wrong:
                     kept_back.append(f"{p}: {wrong}")
                     continue

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import xxhash
 
 from mlcache_audit import fsio
-from mlcache_audit.sources.base import DIR, FILE, Entry, tree_key
+from mlcache_audit.sources.base import DIR, FILE, SYMLINK, Entry, kind_of, tree_key
 
 
 @dataclass(frozen=True)
@@ -88,16 +88,26 @@ def fresh_state(parent_fd: int, name: str, st: os.stat_result) -> tuple[Seen, in
         own = top.type == FILE and top.nlink <= 1
         return target_state(top, []), (top.size if own else 0), (top.disk or 0 if own else 0)
     fd = os.open(name, fsio.DIRFLAGS, dir_fd=parent_fd)
+    acc = StateHasher(top.mtime_ns)
+    freed = freed_disk = 0
     try:
         if os.fstat(fd).st_ino != st.st_ino:
             return Seen(top.type, -1, -1, None, st.st_ino, "swapped while being checked"), 0, 0
         problems: list[str] = []
-        below = [entry_from_stat(rel, est, tgt)
-                 for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what))]
+        # walk_at comes in tree order, as target_state sorts: each entry is folded in as it comes
+        # (what entry_from_stat would record), with no record kept of it.
+        for rel, est, tgt in fsio.walk_at(fd, lambda rel, what, detail: problems.append(what)):
+            kind = kind_of(est.st_mode)
+            if kind == FILE:
+                acc.add(rel, FILE, est.st_size, est.st_mtime_ns, None, est.st_nlink)
+                if est.st_nlink <= 1:
+                    freed += est.st_size
+                    freed_disk += est.st_blocks * 512
+            else:
+                acc.add(rel, kind, 0, est.st_mtime_ns, tgt if kind == SYMLINK else None, est.st_nlink)
     finally:
         os.close(fd)
     if problems:
         # Something below could not be read: the state cannot be confirmed, so it is not the plan's.
         return Seen(top.type, -1, -1, None, st.st_ino, "unreadable: " + problems[0]), 0, 0
-    own = [e for e in below if e.type == FILE and e.nlink <= 1]
-    return target_state(top, below), sum(e.size for e in own), sum(e.disk or 0 for e in own)
+    return acc.seen(top), freed, freed_disk

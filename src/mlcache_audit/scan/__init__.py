@@ -35,8 +35,10 @@ def scan_container(container: Container, progress: Callable[[str, int], None] | 
 
     The walk is streamed: an entry outside every artifact is counted into its area and dropped, so
     memory grows with the artifacts (what the output holds), not with the files. Without plan states
-    (scan, snapshot, check) a folder's top-level parts are walked in two forked processes, which send
-    back only their artifacts and sums; clean walks in one, keeping each artifact's state."""
+    (scan, snapshot, check) a large folder's top-level parts are walked in two forked processes,
+    which send back only their artifacts and sums. clean walks one container here: its 15,000
+    targets sent back at once cost 8 MB more at the peak for 0.08 s less (measured), and its peak
+    has a target. Many containers (split.walking) are walked in workers for clean too."""
     notes: list[str] = []  # this stage's, in the order they arise: the walk's, then the reads'
     if parts is None and not plan_state:  # (parts: walked already, with many others: split.walking)
         parts = parallel_parts(container)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO, Protocol
@@ -10,6 +11,11 @@ from typing import BinaryIO, Protocol
 from mlcache_audit.vocab import LIVE_FORMS, Form, StoreKind
 
 FILE, DIR, SYMLINK, OTHER = "file", "dir", "symlink", "other"
+
+
+def kind_of(mode: int) -> str:
+    """An lstat mode's entry type: what the scan records and apply's re-check reads again."""
+    return DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else SYMLINK if stat.S_ISLNK(mode) else OTHER
 
 
 # Where apps run against their containers: a folder whose real root lies below one of these is live,

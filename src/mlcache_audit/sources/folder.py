@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mlcache_audit import fsio
-from mlcache_audit.sources.base import DIR, FILE, OTHER, SYMLINK, Entry, display_path
+from mlcache_audit.sources.base import FILE, OTHER, SYMLINK, Entry, display_path, kind_of
 
 _KEY_FIELDS = attrgetter("dev", "inode", "size", "mtime_ns", "ctime_ns")
 
@@ -165,8 +165,7 @@ def walk_notes(notes: list[str]):
 
 def entry_from_stat(path: str, st: os.stat_result, target: str | None = None) -> Entry:
     """The one way an lstat result becomes an Entry: the scan and apply's re-check must agree."""
-    mode = st.st_mode
-    kind = DIR if stat.S_ISDIR(mode) else FILE if stat.S_ISREG(mode) else SYMLINK if stat.S_ISLNK(mode) else OTHER
+    kind = kind_of(st.st_mode)
     return Entry(path, kind, st.st_size if kind == FILE else 0, st.st_mtime, st.st_ino, st.st_dev, st.st_nlink,
                  st.st_mtime_ns, target if kind == SYMLINK else None, st.st_ctime_ns,
                  disk=st.st_blocks * 512 if kind == FILE else 0)
