@@ -139,20 +139,62 @@ def test_exdev_at_the_move_leaves_the_entry_and_a_cancelled_record(tmp_path, mon
     assert restore_quarantine(q).outcomes == ()
 
 
-def test_manifest_record_is_written_before_the_move(tmp_path, monkeypatch):
+def test_manifest_record_is_synced_before_the_move(tmp_path, monkeypatch):
+    """Each move finds its own record (its token) in the manifest, synced, before it happens: a
+    group's records share one write and one fsync, all before any move of the group."""
     root = leak_container(tmp_path)
     q = tmp_path / "q"
-    real_rename = os.rename
-    seen_records = []
+    real_rename, real_fsync = os.rename, os.fsync
+    synced: list[int] = []  # the manifest's length at each sync
+    missing = []
+
+    def syncing(fd):
+        real_fsync(fd)
+        manifest = q / "manifest.jsonl"
+        if manifest.exists() and os.fstat(fd).st_ino == manifest.stat().st_ino:  # the manifest's own sync
+            synced.append(os.fstat(fd).st_size)
 
     def watching(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
-        seen_records.append(len((q / "manifest.jsonl").read_text().splitlines()))
+        text = (q / "manifest.jsonl").read_bytes()
+        if f'/items/{dst}"'.encode() not in text[:max(synced, default=0)]:
+            missing.append(dst)
         return real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
     monkeypatch.setattr(apply_mod.os, "rename", watching)
+    monkeypatch.setattr(os, "fsync", syncing)
     outcome = apply_plan(plan_for(root), quarantine=q)
-    assert outcome.complete
-    assert seen_records == list(range(1, len(seen_records) + 1))  # each move found its record already there
+    assert outcome.complete and sum(o.status == "quarantined" for c in outcome.containers for o in c.outcomes) >= 2
+    assert not missing, "moved before its record was synced"
+
+
+def test_a_crash_between_a_groups_records_and_its_moves_loses_nothing(tmp_path, monkeypatch):
+    """The run dies after its group's records are synced, two moves in: restore puts back the two,
+    passes over the records whose entries never moved (still in the container), and nothing is lost."""
+    root = leak_container(tmp_path)
+    before = tree_state(root)
+    q = tmp_path / "q"
+    real_rename = os.rename
+    moves = []
+
+    def dying(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        if len(moves) == 2:
+            raise SystemExit(137)  # as a kill: nothing after this line of the run happens
+        moves.append(dst)
+        return real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(apply_mod.os, "rename", dying)
+    with pytest.raises(SystemExit):
+        apply_plan(plan_for(root), quarantine=q)
+    monkeypatch.setattr(apply_mod.os, "rename", real_rename)
+    records, finished, damaged = read_manifest(str(q))
+    assert len(records) > 2 and not finished and not damaged  # the whole group announced, none cancelled
+    result = restore_quarantine(q)
+    statuses = sorted(o.status for o in result.outcomes)
+    assert statuses.count("restored") == 2 and statuses.count("skipped") == len(records) - 2
+    assert all("never moved" in o.reason for o in result.outcomes if o.status == "skipped")
+    after = tree_state(root)  # every file where it was, as it was (folders' own times move with a rename)
+    assert {p: s for p, s in after.items() if not (root / p).is_dir()} == \
+           {p: s for p, s in before.items() if not (root / p).is_dir()}
 
 
 def _hostile_lines(good: dict, other: Path) -> list:

@@ -231,12 +231,60 @@ def validate(directory: str, records: list[Record], damaged: list[tuple[int, str
 
 
 def append_line(path, record: dict) -> None:
-    """One manifest record, written and synced before the move it announces (or after, to end it)."""
+    """One manifest record, written and synced (to end a move: its `cancelled` line)."""
+    append_lines(path, [record])
+
+
+def append_lines(path, records: list[dict]) -> None:
+    """Manifest records, appended in one write and synced once: a group's records before any of
+    its moves (apply._begin), so the manifest knows where each entry may be whatever happens next.
+    A crash before the sync returns has moved none of them (restore skips a record whose entry
+    never arrived, and a torn last line is that crash); one after it finds all of them on disk."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW, 0o644)
     with os.fdopen(fd, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write("".join(json.dumps(r) + "\n" for r in records))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def announce(quarantine, root: str, bundle_id: str | None, client: str | None, store: str,
+             entries: list[tuple[str, str, int, str]]) -> None:
+    """The records of a group of moves about to begin ((path, token, bytes, rule) each), synced
+    together before the first of them (append_lines: why that holds)."""
+    at = now()
+    append_lines(os.path.join(quarantine, MANIFEST), [
+        record_dict(root, bundle_id, path, f"{store}/items/{token}", nbytes, rule, at, client=client)
+        for path, token, nbytes, rule in entries])
+
+
+def cancel(quarantine, store: str, tokens: list[str]) -> None:
+    """The records of entries announced and then not moved, ended (restore passes over them). A
+    crash before this leaves them standing: restore finds nothing there and skips them, never moved."""
+    at = now()
+    try:
+        append_lines(os.path.join(quarantine, MANIFEST), [{"cancelled": f"{store}/items/{t}", "at": at} for t in tokens])
+    except OSError:
+        pass  # a full disk: restore still passes over an entry that is not there
+
+
+def store_items(quarantine, store: str, cp) -> int:
+    """The fd of `<quarantine>/<store>/items` for the container of plan `cp`, made with its
+    container.json (synced) on first use: a store's records are only ever written after it."""
+    store_fd = fsio.open_under(str(quarantine), [store], create=True)
+    try:
+        try:
+            fd = os.open(STORE_INFO, os.O_WRONLY | os.O_CREAT | os.O_EXCL | fsio.NOFOLLOW, 0o644, dir_fd=store_fd)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                identity = key_of(cp.root, cp.client if cp.scope else None)
+                fh.write(json.dumps(store_info(cp.root, cp.bundle_id, cp.form, cp.client, cp.scope, identity)) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return fsio.open_under(str(quarantine), [store, "items"], create=True)
+    finally:
+        os.close(store_fd)
 
 
 def now() -> str:
