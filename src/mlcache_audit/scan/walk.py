@@ -18,10 +18,10 @@ structure lines are hashed a folder's run at a time (in tree order: the hash is 
 layout names are shared strings, so a worker of a split walk sends back little.
 
 Same order (a folder, then its subtree; siblings by name), same notes, same results as
-`walk_entries(store.walk(...))`: tests/test_folderwalk.py compares the two on every fixture, the
-hostile corpus and random trees. Used for scans without plan states (scan, snapshot, check), in
-one process or in each worker of a split walk (`FolderWalk` takes several folders of one parent);
-`clean` keeps the per-entry walk, which records each artifact's state.
+`walk_entries(store.walk(...))`, plan states included: tests/test_folderwalk.py compares the two on
+every fixture, the hostile corpus and random trees. Used for every whole folder, in one process or
+in each worker of a split walk (`FolderWalk` takes several folders of one parent). An artifact's
+running hashes (its structure id, its plan state) are closed as the walk leaves its folder.
 """
 
 from __future__ import annotations
