@@ -132,6 +132,28 @@ def test_parallel_walk_gives_the_same_document_as_one_walk(built, key, monkeypat
             assert a[k] == b[k], (key, k)
 
 
+def _walked_in_workers(monkeypatch) -> list:
+    """From here on, many containers (two and more) are walked in two workers; the list returned
+    hears what each container's walk gave (None: walked in this process)."""
+    import contextlib
+
+    import mlcache_audit.audit as audit_mod
+    import mlcache_audit.scan.split as split_mod
+
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_CONTAINERS", 2)
+    walked: list = []
+    real = split_mod.walking
+
+    @contextlib.contextmanager
+    def spy(containers, plan_state):
+        with real(containers, plan_state) as parts_of:
+            yield lambda c: walked.append(parts_of(c)) or walked[-1]
+
+    monkeypatch.setattr(audit_mod, "walking", spy)
+    return walked
+
+
 @pytest.mark.parametrize("key", ["simulator", "home"])
 def test_many_containers_walked_in_workers_give_the_same_document(built, key, monkeypatch):
     """A home's many small containers, each walked whole by a forked worker while this process
@@ -142,21 +164,7 @@ def test_many_containers_walked_in_workers_give_the_same_document(built, key, mo
     opts = commands.SourceOptions(hash_cache=False)
     monkeypatch.setattr(split_mod, "WALK_WORKERS", 1)
     one = commands.scan(str(built[key]), opts).document
-    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
-    monkeypatch.setattr(split_mod, "PARALLEL_MIN_CONTAINERS", 2)
-    import contextlib
-
-    import mlcache_audit.audit as audit_mod
-
-    walked = []
-    real = split_mod.walking
-
-    @contextlib.contextmanager
-    def spy(containers, plan_state):
-        with real(containers, plan_state) as parts_of:
-            yield lambda c: walked.append(parts_of(c)) or walked[-1]
-
-    monkeypatch.setattr(audit_mod, "walking", spy)
+    walked = _walked_in_workers(monkeypatch)
     many = commands.scan(str(built[key]), opts).document
     assert len(one["containers"]) >= 2 and any(parts is not None for parts in walked), "no container walked in a worker"
     for a, b in zip(one["containers"], many["containers"], strict=True):
@@ -171,9 +179,6 @@ def test_plans_from_containers_walked_in_workers_equal_the_plan_of_one_walk(buil
     evidence are those one walk in this process records, since apply holds the target to that
     state. The states cross processes closed (a Seen and its freed bytes), as each walk closes them
     on leaving an artifact."""
-    import contextlib
-
-    import mlcache_audit.audit as audit_mod
     import mlcache_audit.scan.split as split_mod
     from mlcache_audit import commands
 
@@ -187,17 +192,7 @@ def test_plans_from_containers_walked_in_workers_equal_the_plan_of_one_walk(buil
     monkeypatch.setattr(split_mod, "WALK_WORKERS", 1)
     one = plan()
     assert any(c["actions"] for c in one["containers"]), "nothing planned: the comparison would prove nothing"
-    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
-    monkeypatch.setattr(split_mod, "PARALLEL_MIN_CONTAINERS", 2)
-    walked = []
-    real = split_mod.walking
-
-    @contextlib.contextmanager
-    def spy(containers, plan_state):
-        with real(containers, plan_state) as parts_of:
-            yield lambda c: walked.append(parts_of(c)) or walked[-1]
-
-    monkeypatch.setattr(audit_mod, "walking", spy)
+    walked = _walked_in_workers(monkeypatch)
     assert plan() == one
     assert any(parts is not None for parts in walked), "no container was walked in a worker"
 
