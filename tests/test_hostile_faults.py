@@ -237,6 +237,35 @@ def test_one_hostile_manifest_line_means_nothing_is_restored(which, tmp_path):
     assert not any(n.startswith(("F38A", "escape")) for n in os.listdir(other / "tmp"))
 
 
+def test_a_full_disk_at_the_manifest_moves_nothing_and_leaves_no_torn_line(tmp_path, monkeypatch):
+    """The quarantine's manifest cannot be synced (a full disk): the group's records are taken
+    back, nothing is moved, each entry says why, and a later run into the same folder appends to a
+    manifest with no damaged line (restore refuses one that is not the last)."""
+    root = leak_container(tmp_path)
+    before = tree_state(root)
+    q = tmp_path / "q"
+    real_fsync = os.fsync
+
+    def full(fd):
+        if (q / "manifest.jsonl").exists() and os.fstat(fd).st_ino == (q / "manifest.jsonl").stat().st_ino:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    outcome = apply_plan(plan_for(root), quarantine=q)
+    reasons = {o.reason for c in outcome.containers for o in c.outcomes}
+    assert {o.status for c in outcome.containers for o in c.outcomes} == {"skipped"}
+    assert all("manifest cannot be written" in r and "not acted on" in r for r in reasons), reasons
+    assert tree_state(root) == before
+    assert (q / "manifest.jsonl").read_bytes() == b""  # taken back whole: no torn line
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    again = apply_plan(plan_for(root), quarantine=q)
+    moved = sum(o.status == "quarantined" for c in again.containers for o in c.outcomes)
+    records, finished, damaged = read_manifest(str(q))
+    assert moved and not damaged and len(records) == moved
+    assert sum(o.status == "restored" for o in restore_quarantine(q).outcomes) == moved
+
+
 def test_a_torn_last_manifest_line_is_the_crash_it_records_and_the_rest_is_restored(tmp_path):
     root = leak_container(tmp_path)
     q = tmp_path / "q"

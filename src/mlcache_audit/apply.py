@@ -123,8 +123,9 @@ def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, sta
                 break
             try:
                 begun = _begin(cp, group, quarantine, journal)
-            except OSError as exc:  # a full disk: no entry is touched before its BEGIN is on disk
-                outcomes += skip(ordered[start:], f"the journal cannot be written ({fsio.why(exc)}); not acted on")
+            except OSError as exc:  # a full disk: no entry is touched before its BEGIN (and record) is on disk
+                what = "the quarantine's manifest" if isinstance(exc, _Unannounced) else "the journal"
+                outcomes += skip(ordered[start:], f"{what} cannot be written ({fsio.why(exc)}); not acted on")
                 break
             ended = []  # quarantine records of entries begun and then not moved: cancelled once, together
             for action in group:
@@ -161,9 +162,16 @@ def _begin(cp: ContainerPlan, group: list[Action], quarantine: Path | None, jour
                    for p, n in names.items()})
     if quarantine is not None and names:
         by_path = {a.path: a for a in group}
-        qfmt.announce(quarantine, cp.root, cp.bundle_id, cp.client if cp.scope else None, store,
-                      [(p, n, by_path[p].bytes, by_path[p].rule) for p, n in names.items()])
+        try:
+            qfmt.announce(quarantine, cp.root, cp.bundle_id, cp.client if cp.scope else None, store,
+                          [(p, n, by_path[p].bytes, by_path[p].rule) for p, n in names.items()])
+        except OSError as exc:
+            raise _Unannounced(exc.errno, exc.strerror) from None
     return names
+
+
+class _Unannounced(OSError):
+    """The quarantine manifest could not take a group's records: none of the group is moved."""
 
 
 def _root_handles(cp: ContainerPlan, key: str | None) -> fsio.FolderHandles:

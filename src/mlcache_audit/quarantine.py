@@ -14,6 +14,7 @@ is a torn last line without its newline: the run died writing it, before the mov
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -239,12 +240,34 @@ def append_lines(path, records: list[dict]) -> None:
     """Manifest records, appended in one write and synced once: a group's records before any of
     its moves (apply._begin), so the manifest knows where each entry may be whatever happens next.
     A crash before the sync returns has moved none of them (restore skips a record whose entry
-    never arrived, and a torn last line is that crash); one after it finds all of them on disk."""
+    never arrived, and a torn last line is that crash); one after it finds all of them on disk.
+    A write or sync that fails (a full disk) is taken back to the manifest's size before it, so no
+    torn line is left for a later run to append after (restore refuses a damaged line that is not
+    the last); the manifest is locked while it is appended to, so what is taken back is only ours
+    (two runs may quarantine into one folder)."""
+    import fcntl
+
+    data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW, 0o644)
-    with os.fdopen(fd, "a", encoding="utf-8") as fh:
-        fh.write("".join(json.dumps(r) + "\n" for r in records))
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # a file system without locks: appended all the same, never taken back
+            locked = False
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            if locked:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)  # the lock goes with it
 
 
 def announce(quarantine, root: str, bundle_id: str | None, client: str | None, store: str,
