@@ -266,6 +266,33 @@ def test_a_full_disk_at_the_manifest_moves_nothing_and_leaves_no_torn_line(tmp_p
     assert sum(o.status == "restored" for o in restore_quarantine(q).outcomes) == moved
 
 
+def test_a_full_disk_at_restores_marks_keeps_what_was_put_back_and_says_so(tmp_path, monkeypatch):
+    """restore records what it put back a group at a time, after the moves: a manifest that cannot
+    take those lines undoes nothing; each such outcome says so, and a later restore passes over them."""
+    root = leak_container(tmp_path)
+    before = tree_state(root)
+    q = tmp_path / "q"
+    apply_plan(plan_for(root), quarantine=q)
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.fstat(fd).st_ino == (q / "manifest.jsonl").stat().st_ino:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    first = restore_quarantine(q)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert first.outcomes and {o.status for o in first.outcomes} == {"restored"}
+    assert all("could not record it" in o.reason for o in first.outcomes)
+    after = tree_state(root)
+    assert {p: v for p, v in after.items() if not (root / p).is_dir()} == \
+           {p: v for p, v in before.items() if not (root / p).is_dir()}
+    second = restore_quarantine(q)
+    assert {o.status for o in second.outcomes} == {"skipped"} and all("never moved, or restored already" in o.reason
+                                                                      for o in second.outcomes)
+
+
 def test_a_torn_last_manifest_line_is_the_crash_it_records_and_the_rest_is_restored(tmp_path):
     root = leak_container(tmp_path)
     q = tmp_path / "q"

@@ -55,7 +55,6 @@ from mlcache_audit.vocab import DONE, Event, Status
 
 TRASH_PREFIX = ".mlcache-removing-"
 _TRASH = re.compile(r"^\.mlcache-removing-[0-9a-f]{12}$")  # short: fits 255 bytes whatever the entry's name
-QUARANTINE_MANIFEST = qfmt.MANIFEST
 
 
 def apply_plan(plan: Plan, *, dry_run: bool = False, quarantine: Path | None = None,
@@ -124,17 +123,17 @@ def _apply_container(plan: Plan, cp: ContainerPlan, quarantine: Path | None, sta
             try:
                 begun = _begin(cp, group, quarantine, journal)
             except OSError as exc:  # a full disk: no entry is touched before its BEGIN (and record) is on disk
-                what = "the quarantine's manifest" if isinstance(exc, _Unannounced) else "the journal"
+                what = "the quarantine's manifest" if isinstance(exc, qfmt.Unannounced) else "the journal"
                 outcomes += skip(ordered[start:], f"{what} cannot be written ({fsio.why(exc)}); not acted on")
                 break
-            ended = []  # quarantine records of entries begun and then not moved: cancelled once, together
+            ended = []  # quarantine tokens of entries begun and not moved: their records cancelled together
             for action in group:
                 outcome = _act(cp, action, False, quarantine, journal, handles, begun.get(action.path), items)
                 if outcome.status == Status.SKIPPED and action.path in begun:  # begun, then not acted on
                     _after(journal, {"event": Event.SKIPPED, **fsio.path_fields(action.path)}, outcome)
                     ended.append(begun[action.path])
                 outcomes.append(outcome)
-            if quarantine is not None and ended:
+            if quarantine is not None:
                 qfmt.cancel(quarantine, qfmt.store_name(cp.key), ended)
     finally:
         handles.close()
@@ -161,17 +160,9 @@ def _begin(cp: ContainerPlan, group: list[Action], quarantine: Path | None, jour
     journal.begin({p: {"quarantine": f"{store}/items/{n}"} if quarantine is not None else {"trash": n}
                    for p, n in names.items()})
     if quarantine is not None and names:
-        by_path = {a.path: a for a in group}
-        try:
-            qfmt.announce(quarantine, cp.root, cp.bundle_id, cp.client if cp.scope else None, store,
-                          [(p, n, by_path[p].bytes, by_path[p].rule) for p, n in names.items()])
-        except OSError as exc:
-            raise _Unannounced(exc.errno, exc.strerror) from None
+        qfmt.announce(quarantine, cp.root, cp.bundle_id, cp.client if cp.scope else None, store,
+                      [(a.path, names[a.path], a.bytes, a.rule) for a in group if a.path in names])
     return names
-
-
-class _Unannounced(OSError):
-    """The quarantine manifest could not take a group's records: none of the group is moved."""
 
 
 def _root_handles(cp: ContainerPlan, key: str | None) -> fsio.FolderHandles:
@@ -341,12 +332,11 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
                 out, token: str, items_fd: int) -> Outcome:
     """Move a re-checked entry into the store's items folder (`items_fd`), under the token its
     record in the manifest, synced with its group's (_begin), already names."""
-    stored = f"{qfmt.store_name(cp.key)}/items/{token}"
-    manifest = quarantine / QUARANTINE_MANIFEST
+    store = qfmt.store_name(cp.key)
     try:
         os.rename(name, token, src_dir_fd=parent_fd, dst_dir_fd=items_fd)
     except OSError as exc:
-        qfmt.append_line(manifest, {"cancelled": stored, "at": qfmt.now()})
+        qfmt.cancel(quarantine, store, [token])  # not moved: its record ends (best effort; restore skips it anyway)
         if exc.errno == errno.EXDEV:
             raise OSError(exc.errno, "the quarantine folder is on another volume; nothing was moved") from None
         raise
@@ -354,9 +344,9 @@ def _quarantine(cp: ContainerPlan, a: Action, parent_fd: int, name: str, st, qua
     if moved.st_ino != st.st_ino:  # swapped between the check and the rename: put it back (its record is cancelled)
         os.rename(token, name, src_dir_fd=items_fd, dst_dir_fd=parent_fd)
         return out(Status.SKIPPED, "changed while being moved")
-    result = out(Status.QUARANTINED, f"to {fsio.readable(str(quarantine / stored))}")
+    result = out(Status.QUARANTINED, f"to {fsio.readable(str(quarantine / store / 'items' / token))}")
     return _after(journal, {"event": Event.DONE, **fsio.path_fields(a.path), "bytes": result.bytes,
-                            "quarantine": stored}, result)
+                            "quarantine": f"{store}/items/{token}"}, result)
 
 
 # -- journal ------------------------------------------------------------------------------------
@@ -401,15 +391,31 @@ def restore_quarantine(directory: Path, state_dir: Path | None = None) -> Restor
         return RestoreResult(())
     state = state_dir or default_state_dir()
     with holding(state, [c.key for c in checked], "restore"):
-        outcomes = []
-        for c in checked:
-            rec = c.record
+        outcomes: list[Outcome] = []
+        marked = 0  # outcomes whose `restored` lines are written
+        try:
+            for c in checked:
+                rec = c.record
 
-            def out(status: str, reason: str = "", rec=rec) -> Outcome:
-                return Outcome(rec.path, rec.bytes if status == Status.RESTORED else 0, rec.rule, status, reason)
+                def out(status: str, reason: str = "", rec=rec) -> Outcome:
+                    return Outcome(rec.path, rec.bytes if status == Status.RESTORED else 0, rec.rule, status, reason)
 
-            outcomes.append(_restore_one(qdir, rec, out))
+                outcomes.append(_restore_one(qdir, rec, out))
+                if len(outcomes) - marked >= GROUP:
+                    marked = _mark_restored(qdir, checked, outcomes, marked)
+        finally:  # an interrupted restore still records what it put back
+            _mark_restored(qdir, checked, outcomes, marked)
     return RestoreResult(tuple(outcomes))
+
+
+def _mark_restored(qdir: str, checked: list, outcomes: list[Outcome], marked: int) -> int:
+    """outcomes[marked:]'s `restored` lines (quarantine.mark_restored); a failure there says so."""
+    done = [i for i in range(marked, len(outcomes)) if outcomes[i].status == Status.RESTORED]
+    why = qfmt.mark_restored(qdir, [checked[i].record.stored for i in done])
+    for i in done if why else ():
+        outcomes[i] = replace(outcomes[i], reason=f"{outcomes[i].reason}; the quarantine's manifest could not record "
+                                                  f"it ({why}): a later restore passes over it")
+    return len(outcomes)
 
 
 def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
@@ -441,5 +447,4 @@ def _restore_one(qdir: str, rec: qfmt.Record, out) -> Outcome:
             os.close(fd)
     finally:
         os.close(items_fd)
-    qfmt.append_line(Path(qdir) / QUARANTINE_MANIFEST, {"restored": rec.stored, "at": qfmt.now()})
-    return out(Status.RESTORED, f"to {fsio.readable(os.path.join(rec.root, rec.path))}")
+    return out(Status.RESTORED, f"to {fsio.readable(os.path.join(rec.root, rec.path))}")  # its line: _mark_restored

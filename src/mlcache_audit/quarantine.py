@@ -231,11 +231,6 @@ def validate(directory: str, records: list[Record], damaged: list[tuple[int, str
     return out
 
 
-def append_line(path, record: dict) -> None:
-    """One manifest record, written and synced (to end a move: its `cancelled` line)."""
-    append_lines(path, [record])
-
-
 def append_lines(path, records: list[dict]) -> None:
     """Manifest records, appended in one write and synced once: a group's records before any of
     its moves (apply._begin), so the manifest knows where each entry may be whatever happens next.
@@ -270,19 +265,41 @@ def append_lines(path, records: list[dict]) -> None:
         os.close(fd)  # the lock goes with it
 
 
+class Unannounced(OSError):
+    """The manifest could not take a group's records: none of the group is moved."""
+
+
 def announce(quarantine, root: str, bundle_id: str | None, client: str | None, store: str,
              entries: list[tuple[str, str, int, str]]) -> None:
     """The records of a group of moves about to begin ((path, token, bytes, rule) each), synced
     together before the first of them (append_lines: why that holds)."""
     at = now()
-    append_lines(os.path.join(quarantine, MANIFEST), [
-        record_dict(root, bundle_id, path, f"{store}/items/{token}", nbytes, rule, at, client=client)
-        for path, token, nbytes, rule in entries])
+    try:
+        append_lines(os.path.join(quarantine, MANIFEST), [
+            record_dict(root, bundle_id, path, f"{store}/items/{token}", nbytes, rule, at, client=client)
+            for path, token, nbytes, rule in entries])
+    except OSError as exc:
+        raise Unannounced(exc.errno, exc.strerror) from None
+
+
+def mark_restored(directory: str, stored: list[str]) -> str | None:
+    """The `restored` lines of entries put back, synced once, after their moves (a line lost to a
+    crash only makes a later restore pass over an entry that is not there); why not, if not."""
+    if not stored:
+        return None
+    at = now()
+    try:
+        append_lines(os.path.join(directory, MANIFEST), [{"restored": s, "at": at} for s in stored])
+    except OSError as exc:
+        return fsio.why(exc)
+    return None
 
 
 def cancel(quarantine, store: str, tokens: list[str]) -> None:
     """The records of entries announced and then not moved, ended (restore passes over them). A
     crash before this leaves them standing: restore finds nothing there and skips them, never moved."""
+    if not tokens:
+        return
     at = now()
     try:
         append_lines(os.path.join(quarantine, MANIFEST), [{"cancelled": f"{store}/items/{t}", "at": at} for t in tokens])
