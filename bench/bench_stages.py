@@ -186,13 +186,6 @@ def bench_home(mlcache, work: Path, runs: int, devices: int, apps: int) -> dict:
     return {"mlcache": scan, "floor": floor, "ratio": scan["wall"] / floor["wall"], "files": files}
 
 
-def cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def most_processes(cmd: list[str]) -> tuple[int, int]:
     """(the most worker processes below `cmd`'s own alive at once while it runs, the most other
     processes), sampled every 2 ms. A worker runs the same executable as mlcache (a forked or a
@@ -295,6 +288,8 @@ def main() -> int:
         row(f"clean --apply --quarantine, {1500 // scale} targets (floor: scan + mv)", q, 1.5, 80)
         small = bench_apply(mlcache, work, args.runs, 150 // scale, 40, False)
         growth_row(f"clean --apply at {150 // scale} and {1500 // scale} targets", a1, small)
+        from mlcache_audit.workers import cpus  # the budget mlcache itself keeps to
+
         n = cpus()
         bases = [str(work / f"base-{t}-{f}" / BID) for t, f in ((150 // scale, 40), (1500 // scale, 40),
                                                                   (15000 // scale, 4))]

@@ -212,7 +212,7 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
                 ev = f.links.get(p)
                 wrong = "no evidence names it" if ev is None else link_mismatch(
                     ev["about"], target_facts(by_artifact[p], units[p], ca.fingerprints.content.get(p), c.client,
-                                              asserted=ev["about"]))
+                                              ev["about"]))
                 if wrong:
                     kept_back.append(f"{p}: {wrong}")
                     continue
@@ -224,21 +224,19 @@ def make_plan(audit: AuditResult, *, only: set[str] | None = None, keep: set[str
             del chosen[p]
         # A target inside another target goes with it: fold it into the outer one. The artifacts are
         # in tree order (ScanResult), so a target's descendants follow it directly: no sort, no split.
-        outer: list[str] = []
-        for x in ca.scan.artifacts:
-            if x.path in chosen and not (outer and x.path.startswith(outer[-1] + "/")):
-                outer.append(x.path)
-        actions = []
-        blocks = ca.scan.total_disk_bytes is not None
-        inside: dict[str, list] = {p: [] for p in outer}  # each target's artifacts, nested ones too
+        inside: dict[str, list] = {}  # each outer target's artifacts, nested ones (and targets) too
         owner = None
         for x in ca.scan.artifacts:
-            if x.path in inside:
-                owner = x.path
-            elif owner is not None and not x.path.startswith(owner + "/"):
+            if owner is not None and not x.path.startswith(owner + "/"):
                 owner = None
+            if owner is None and x.path in chosen:
+                owner = x.path
+                inside[owner] = []
             if owner is not None:
                 inside[owner].append(x)
+        outer = list(inside)
+        actions = []
+        blocks = ca.scan.total_disk_bytes is not None
         for p in outer:
             a = by_artifact[p]
             seen = a.state.seen(a.top)  # folded in during the walk: no per-file records were kept

@@ -146,14 +146,14 @@ def client_of(a: Artifact, container_client: str | None) -> str | None:
 
 
 def target_facts(a: Artifact, unit: Unit, content: str | None, container_client: str | None,
-                 asserted=None) -> dict:
+                 asserted: dict) -> dict:
     """What a target says of itself, for the planner to compare with what its evidence link asserts
-    (`asserted`: the facts the link asserts, when only those are needed; its input shapes are read
-    from every layout name, so only a link about a shape pays for them)."""
+    (`asserted`); its input shapes are read from every layout name, so only a link about a shape
+    pays for them."""
     d = a.detail
     return {"unit": unit.key, "model": content, "pid": d.get("pid"), "asset_id": d.get("asset_id"),
             "store": d.get("store"), "build": d.get("build"), "client": client_of(a, container_client),
-            "shape": entry_shapes(a) if asserted is None or "shape" in asserted else None}
+            "shape": entry_shapes(a) if "shape" in asserted else None}
 
 
 def link_mismatch(about: dict, facts: dict) -> str | None:

@@ -78,19 +78,6 @@ class Artifact:
     layout: set[str] | frozenset[str] = NO_LAYOUT  # a set of its own for a cache entry (start_artifact)
     identity: str | None = None  # see artifact_identity ("" when the store has no such keys)
 
-    def add_files(self, n: int, size: int, disk: int, unkept: int, oldest: float, newest: float) -> None:
-        """`n` plain files of one link each, summed by the walk (`size` bytes, `disk` allocated, `unkept`
-        of them with unkept times, mtimes from `oldest` to `newest`), as n calls of add_member would."""
-        self.bytes += size
-        self.files += n
-        self.disk_bytes += disk
-        self.private_disk += disk
-        self.unkept_times += unkept
-        if self.oldest_mtime is None or oldest < self.oldest_mtime:
-            self.oldest_mtime = oldest
-        if self.newest_mtime is None or newest > self.newest_mtime:
-            self.newest_mtime = newest
-
     def finish_structure(self) -> None:
         """The walk is done with this artifact: its structure id is final (a string, which crosses
         processes; the running hasher does not), and so is its plan state. Each walk calls this as it

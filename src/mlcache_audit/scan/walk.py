@@ -44,7 +44,6 @@ _MODEL_KINDS = frozenset(MODEL_KINDS)
 _S_ISREG = stat.S_ISREG
 _S_ISDIR = stat.S_ISDIR
 _S_ISLNK = stat.S_ISLNK
-_INF = float("inf")
 
 
 class _Folder:
@@ -142,9 +141,6 @@ class FolderWalk:
                 forms = layouts.setdefault(f.layout_rel, {}) if layout else None
                 child = None
                 start = i
-                # The run's plain files of `art`, summed here and added to it once (Artifact.add_files).
-                n_run = bytes_run = disk_run = unkept_run = 0
-                lo, hi = _INF, -_INF
                 while i < len(names):  # this folder's names up to its next subfolder
                     name = names[i]
                     i += 1
@@ -173,15 +169,20 @@ class FolderWalk:
                                                          st.st_blocks * 512))
                             mtime = st.st_mtime
                             days[int(mtime // 86400)] += size
-                            disk_run += st.st_blocks * 512
-                            bytes_run += size
-                            n_run += 1
+                            blocks = st.st_blocks * 512
+                            art.disk_bytes += blocks
+                            art.private_disk += blocks
+                            total_disk += blocks
+                            art.bytes += size
+                            art.files += 1
                             if -unkept <= st.st_mtime_ns - st.st_ctime_ns <= unkept:
-                                unkept_run += 1
-                            if mtime < lo:
-                                lo = mtime
-                            if mtime > hi:
-                                hi = mtime
+                                art.unkept_times += 1
+                            if art.oldest_mtime is None or mtime < art.oldest_mtime:
+                                art.oldest_mtime = mtime
+                            if art.newest_mtime is None or mtime > art.newest_mtime:
+                                art.newest_mtime = mtime
+                            files += 1
+                            total += size
                             continue
                         if area is not None and art is None and not file_may_start(name):
                             other[area] += size
@@ -190,11 +191,6 @@ class FolderWalk:
                             total_disk += st.st_blocks * 512
                             continue
                     # Everything else takes the per-entry steps of scan._walk_part.
-                    if n_run:  # the run so far goes into `art` first (add_member may add to it)
-                        art.add_files(n_run, bytes_run, disk_run, unkept_run, lo, hi)
-                        files, total, total_disk = files + n_run, total + bytes_run, total_disk + disk_run
-                        n_run = bytes_run = disk_run = unkept_run = 0
-                        lo, hi = _INF, -_INF
                     path = f"{f.rel}/{name}" if f.rel else name
                     new = None
                     if art is not None and _S_ISDIR(mode) and (plain or (name.isascii() and name.isprintable())) \
@@ -256,9 +252,6 @@ class FolderWalk:
                             below += ((new, ""),)
                     child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel, below)
                     break
-                if n_run:
-                    art.add_files(n_run, bytes_run, disk_run, unkept_run, lo, hi)
-                    files, total, total_disk = files + n_run, total + bytes_run, total_disk + disk_run
                 f.i = i
                 walked += i - start
                 if progress is not None and walked >= 1000:
