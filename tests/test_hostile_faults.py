@@ -266,6 +266,28 @@ def test_a_full_disk_at_the_manifest_moves_nothing_and_leaves_no_torn_line(tmp_p
     assert sum(o.status == "restored" for o in restore_quarantine(q).outcomes) == moved
 
 
+@pytest.mark.parametrize("reader", [False, True], ids=["fifo", "fifo-with-a-reader"])
+def test_a_fifo_for_a_manifest_neither_blocks_nor_moves_anything(tmp_path, reader):
+    """A FIFO where the quarantine's manifest should be: opened without blocking and refused on its
+    handle (with or without a reader at its other end), so nothing is moved and the run ends."""
+    root = leak_container(tmp_path)
+    before = tree_state(root)
+    q = tmp_path / "q"
+    q.mkdir()
+    os.mkfifo(q / "manifest.jsonl")
+    held = os.open(q / "manifest.jsonl", os.O_RDONLY | os.O_NONBLOCK) if reader else None
+    try:
+        with time_limit(30):
+            result = run("clean", root, "--apply", "--yes", "--quarantine", q, "--format", "json")
+    finally:
+        if held is not None:
+            os.close(held)
+    assert_clean_output(result)
+    statuses = {o["status"] for c in json_doc(result)["containers"] for o in c["outcomes"]}
+    assert statuses == {"skipped"}
+    assert tree_state(root) == before
+
+
 def test_a_full_disk_at_restores_marks_keeps_what_was_put_back_and_says_so(tmp_path, monkeypatch):
     """restore records what it put back a group at a time, after the moves: a manifest that cannot
     take those lines undoes nothing; each such outcome says so, and a later restore passes over them."""

@@ -15,10 +15,12 @@ is a torn last line without its newline: the run died writing it, before the mov
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -243,8 +245,12 @@ def append_lines(path, records: list[dict]) -> None:
     import fcntl
 
     data = "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | fsio.NOFOLLOW | fsio.NONBLOCK, 0o644)
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO put there would block the run; a device is no manifest
+            raise fsio.NotRegularFile(errno.EINVAL, f"the manifest is not a regular file ({fsio.file_type(mode)})")
+        os.set_blocking(fd, True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             locked = True
