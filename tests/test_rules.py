@@ -175,3 +175,27 @@ def test_build_order_is_a_total_order_on_builds(parts):
         assert build_order(x) <= build_order(y)
         if int(x[:2]) < int(y[:2]):
             assert build_order(x) < build_order(y)
+
+
+_COMPONENT = st.sampled_from(["Library", "Caches", "com.apple.e5rt.e5bundlecache", "com.apple.e5rt.e5bundlecachex",
+                              "xcom.apple.e5rt.e5bundlecache", "23A344", "a/b", ""]).filter(lambda s: "/" not in s)
+
+
+@given(st.lists(_COMPONENT, max_size=6), st.lists(_COMPONENT, max_size=4))
+def test_cache_of_is_the_path_up_to_the_first_component_named_e5_cache(before, after):
+    """cache_of cuts at a whole component (never inside a longer name), the first one, as splitting does."""
+    from mlcache_audit.domain import E5_CACHE
+    from mlcache_audit.rules.model import cache_of
+    from mlcache_audit.scan import Artifact
+
+    parts = [*before, E5_CACHE, *after]
+    a = Artifact("specialization", "/".join(parts), True)
+    assert cache_of(a) == "/".join(parts[: parts.index(E5_CACHE) + 1])
+
+
+def test_poisoned_memo_tells_a_layout_with_resources_from_one_without():
+    from mlcache_audit.rules.poisoned import _without_resources
+
+    rest, has = _without_resources(("main/a.bin", "main/resources.bin"))
+    assert rest == frozenset({"main/a.bin"}) and has
+    assert _without_resources(("main/a.bin",)) == (frozenset({"main/a.bin"}), False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from mlcache_audit.vocab import Severity
 
@@ -23,11 +24,13 @@ MPSGRAPH_SCRATCH = "com.apple.MetalPerformanceShadersGraph"  # in tmp/ or $TMPDI
 _BUILD = re.compile(r"^(\d{2})([A-Z])(\d{1,5})([a-z]?)$")
 
 
+@lru_cache(maxsize=4096)  # a container has a few builds, asked about once per entry
 def is_build(name: str) -> bool:
     """`21F79`, `23A5297i`, `24G517`: an Apple OS build string (not `unknown`, not a hash)."""
     return bool(_BUILD.match(name))
 
 
+@lru_cache(maxsize=4096)
 def build_order(build: str) -> tuple:
     """Sort key of an Apple OS build, as Apple numbers them: major number, train letter, then the
     build number, a beta (4-digit number with a letter suffix) before the release of its train.

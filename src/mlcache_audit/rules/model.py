@@ -113,8 +113,11 @@ WHY_RESPECIALIZE = (
 
 
 def cache_of(a: Artifact) -> str:
-    parts = a.path.split("/")
-    return "/".join(parts[: parts.index(E5_CACHE) + 1])
+    """The path of the E5RT cache `a` lies in (up to its first path component named so)."""
+    cut = f"/{a.path}/".find(f"/{E5_CACHE}/")
+    if cut < 0:
+        raise ValueError(f"not in a {E5_CACHE}: {a.path}")
+    return a.path[:cut + len(E5_CACHE)]
 
 
 def remedies_for(producers) -> str:

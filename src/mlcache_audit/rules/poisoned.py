@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 
 from mlcache_audit.domain import COREAI_SPECIALIZATION, SOURCE_MODEL, SPECIALIZATION, remedy_of
 from mlcache_audit.rules.model import Finding, cache_of, link, make_finding
 from mlcache_audit.scan import Artifact
+
+
+@lru_cache(maxsize=1024)  # a cache's entries repeat a few layouts thousands of times
+def _without_resources(layout: tuple[str, ...]) -> tuple[frozenset[str], bool]:
+    """The layout's names other than resources.bin files, and whether it had any."""
+    rest = frozenset(n for n in layout if not n.endswith("resources.bin"))
+    return rest, len(rest) < len(set(layout))
 
 
 def poisoned_findings(artifacts: list[Artifact]) -> list[Finding]:
@@ -23,15 +31,13 @@ def poisoned_findings(artifacts: list[Artifact]) -> list[Finding]:
             by_cache[(cache_of(a), a.detail.get("build"))].append(a)
     for group in by_cache.values():
         complete = {}
-        for a in group:
-            layout = set(a.detail.get("layout", ()))
-            res = {n for n in layout if n.endswith("resources.bin")}
-            if res:
-                complete.setdefault(frozenset(layout - res), a)
-        for a in group:
-            layout = frozenset(a.detail.get("layout", ()))
-            whole = complete.get(layout)
-            if whole is not None and not any(n.endswith("resources.bin") for n in layout):
+        sides = [(a, *_without_resources(tuple(a.detail.get("layout", ())))) for a in group]
+        for a, rest, has_resources in sides:
+            if has_resources:
+                complete.setdefault(rest, a)
+        for a, rest, has_resources in sides:
+            whole = None if has_resources else complete.get(rest)
+            if whole is not None:
                 poisoned.append(a)
                 links[a.path] = link("its resources.bin is missing; an entry of the same layout has one",
                                      {"unit": f"artifact:{a.path}", "build": a.detail.get("build")},

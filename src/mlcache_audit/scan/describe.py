@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from mlcache_audit import models
 from mlcache_audit.domain import (
@@ -92,10 +93,10 @@ def describe(container: Container, a: Artifact, names: set[str], key: str | None
                     model_cache.put_model(key, a.model, notes)
     elif a.kind in (SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION):
         # The inner names carry the function, input shape and compute path (main_480x272/main_ane).
-        a.detail["layout"] = sorted(a.layout)
+        layout, contents = _layout_of(frozenset(a.layout))
+        a.detail["layout"] = layout
         if a.kind == SPECIALIZATION:
-            a.detail["contents"] = _entry_contents(a.layout) if a.layout or not a.detail.get("interrupted_writes") \
-                else "interrupted"
+            a.detail["contents"] = contents if a.layout or not a.detail.get("interrupted_writes") else "interrupted"
             if a.detail["contents"] == "empty":
                 a.notes.append("no bytes: folders emptied by a purge (APFS keeps them); not corruption")
         a.layout = NO_LAYOUT  # its names are in detail["layout"] now: the set goes
@@ -116,7 +117,14 @@ def _bundle_summary(container: Container, a: Artifact, names: set[str]) -> tuple
     return summary, notes
 
 
-def _entry_contents(names: set[str]) -> str:
+@lru_cache(maxsize=1024)
+def _layout_of(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
+    """An entry's layout names in order (one shared tuple per layout: a cache's entries repeat a few
+    layouts thousands of times) and what it holds."""
+    return tuple(sorted(names)), _entry_contents(names)
+
+
+def _entry_contents(names: frozenset[str] | set[str]) -> str:
     """bundle (a specialization of its own), pointer (model.milhash, .e5, model.anehash,
     universal.bundle: it points at one held elsewhere), or empty (emptied by a purge); an entry
     holding only an interrupted write is `interrupted` (set by the caller)."""
