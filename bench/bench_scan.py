@@ -7,7 +7,9 @@ tmp/ (6 MB each, the bytes that must be hashed to prove they are copies), hundre
 specialization entries of many small files, and a Documents folder of user files, at about 40,000,
 160,000 and 320,000 files; and a duplicate-heavy live folder (a thousand identical 6 MB copies,
 about 6 GB). Each tree is written, its page cache warmed, then every command runs `--runs` times in
-turn; the tables show medians and peak RSS (measured in a wrapper process per run).
+turn; the tables show medians and peak RSS (measured in a wrapper process per run), and beside
+them what Python itself needs on the same tree (`python_floor`: a bare walk, and reading and
+hashing the copies in tmp/), so a miss can be told from a floor.
 
 Targets (issue 13, tightened by issue 25), checked here, never by timed unit tests; the script exits
 1 on a miss:
@@ -32,10 +34,12 @@ import json
 import os
 import random
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -121,6 +125,52 @@ def warm(root: Path) -> None:
                 pass
 
 
+def python_floor(root: Path, runs: int) -> tuple[float, float]:
+    """What Python itself needs on this tree, medians in this process: (a bare walk, every name
+    listed and lstat-ed with no other work, in one process; reading and xxh3-hashing every file of
+    tmp/, the copies any duplicate finder must read in full, on two threads). Shown beside the
+    targets so a miss can be told from a floor: the walk split over two CPUs at best halves."""
+    import mmap
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import xxhash
+
+    def walk() -> None:
+        stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+        while stack:
+            fd = stack.pop()
+            for name in sorted(os.listdir(fd)):
+                if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    stack.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
+            os.close(fd)
+
+    local = threading.local()
+
+    def digest(path: str) -> str:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = mmap.mmap(-1, 1 << 20)
+        h, view = xxhash.xxh3_128(), memoryview(buf)
+        with open(path, "rb", buffering=0) as fh:
+            while got := fh.readinto(buf):
+                h.update(view[:got])
+        view.release()
+        return h.hexdigest()
+
+    copies = [e.path for e in _files(root / "tmp")]
+    walks, hashes = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        walk()
+        walks.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(digest, copies))
+        hashes.append(time.perf_counter() - t)
+    return statistics.median(walks), statistics.median(hashes)
+
+
 def ensure_jdupes() -> bool:
     if shutil.which("jdupes"):
         return True
@@ -162,8 +212,10 @@ def run_tree(root: Path, runs: int, *, second: bool, jdupes: bool) -> dict:
         if jdupes:
             rows["jdupes"].append(measure(["jdupes", "-r", "-q", str(root)]))
         rows["du"].append(measure(["du", "-sb", str(root)]))
-    return {k: {"wall": statistics.median(r["wall"] for r in v), "rss_mb": max(r["rss_mb"] for r in v)}
-            for k, v in rows.items() if v}
+    out = {k: {"wall": statistics.median(r["wall"] for r in v), "rss_mb": max(r["rss_mb"] for r in v)}
+           for k, v in rows.items() if v}
+    out["floor"] = python_floor(root, runs)
+    return out
 
 
 def main() -> int:
@@ -178,7 +230,8 @@ def main() -> int:
     jdupes = ensure_jdupes()
     print(f"{os.cpu_count()} CPUs; median of {args.runs} runs; warm page cache; one run, side by side\n")
     print("| tree | files | GB | mlcache first scan s | jdupes -r s | du -sb s | mlcache / jdupes | mlcache / du "
-          "| mlcache peak MB | jdupes peak MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| mlcache peak MB | jdupes peak MB | Python walk s | Python hash s |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     missed = []
     for size in [s for s in args.sizes.split(",") if s]:
         root = base / f"tree-{size}"
@@ -190,7 +243,8 @@ def main() -> int:
         cells = [size, str(files), f"{total / 1e9:.2f}", f"{first['wall']:.2f}",
                  f"{jd['wall']:.2f}" if jd else "-", f"{du['wall']:.2f}",
                  f"{first['wall'] / jd['wall']:.2f}x" if jd else "-", f"{first['wall'] / du['wall']:.1f}x",
-                 f"{first['rss_mb']:.0f}", f"{jd['rss_mb']:.0f}" if jd else "-"]
+                 f"{first['rss_mb']:.0f}", f"{jd['rss_mb']:.0f}" if jd else "-",
+                 f"{r['floor'][0]:.2f}", f"{r['floor'][1]:.2f}"]
         print("| " + " | ".join(cells) + " |", flush=True)
         if jd and size in ("40k", "160k") and first["wall"] > 0.3 * jd["wall"]:
             missed.append(f"{size}: first scan {first['wall']:.2f} s is over 0.3x jdupes ({jd['wall']:.2f} s)")
