@@ -117,11 +117,20 @@ def _bundle_summary(container: Container, a: Artifact, names: set[str]) -> tuple
     return summary, notes
 
 
-@lru_cache(maxsize=1024)
-def _layout_of(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
-    """An entry's layout names in order (one shared tuple per layout: a cache's entries repeat a few
-    layouts thousands of times) and what it holds."""
+def _layout_work(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
+    """An entry's layout names in order, and what it holds."""
     return tuple(sorted(names)), _entry_contents(names)
+
+
+MEMO_MAX_NAMES = 256  # real entries hold a few to tens of layout names; a larger one is not kept after
+_layout_memo = lru_cache(maxsize=1024)(_layout_work)
+
+
+def _layout_of(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
+    """`_layout_work`, worked out once per layout (one shared tuple: a cache's entries repeat a few
+    layouts thousands of times). The memo keeps at most 1,024 layouts of at most MEMO_MAX_NAMES
+    names, so a long run (watch) over hostile entries cannot grow it."""
+    return _layout_memo(names) if len(names) <= MEMO_MAX_NAMES else _layout_work(names)
 
 
 def _entry_contents(names: frozenset[str] | set[str]) -> str:
