@@ -261,9 +261,10 @@ def walk_wholes(jobs: list[tuple], plan_state: bool = False) -> list[Part]:
     from mlcache_audit.scan.walk import walk_folder
 
     parts = []
-    for store, root in jobs:
-        part = walk_folder(store, root, [], plan_state=plan_state)
-        for a in part.artifacts:  # hashers do not cross processes: send their digests
-            a.finish_structure()
-        parts.append(part)
+    with collector_paused():  # for the whole task: re-enabled between containers, it scanned their parts again
+        for store, root in jobs:
+            part = walk_folder(store, root, [], plan_state=plan_state)
+            for a in part.artifacts:  # hashers do not cross processes: send their digests
+                a.finish_structure()
+            parts.append(part)
     return parts
