@@ -127,14 +127,13 @@ def warm(root: Path) -> None:
 
 def python_floor(root: Path, runs: int) -> tuple[float, float]:
     """What Python itself needs on this tree, medians in this process: (a bare walk, every name
-    listed and lstat-ed with no other work, in one process; reading and xxh3-hashing every file of
-    tmp/, the copies any duplicate finder must read in full, on two threads). Shown beside the
-    targets so a miss can be told from a floor: the walk split over two CPUs at best halves."""
-    import mmap
-    import threading
+    listed and lstat-ed with no other work, in one process; reading and hashing every file of tmp/,
+    the copies any duplicate finder must read in full, with fingerprint's own loop on two threads).
+    Shown beside the targets so a miss can be told from a floor: a walk split over two CPUs at
+    best halves."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import xxhash
+    from mlcache_audit.fingerprint import _hash_handle
 
     def walk() -> None:
         stack = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
@@ -145,18 +144,9 @@ def python_floor(root: Path, runs: int) -> tuple[float, float]:
                     stack.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd))
             os.close(fd)
 
-    local = threading.local()
-
-    def digest(path: str) -> str:
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = mmap.mmap(-1, 1 << 20)
-        h, view = xxhash.xxh3_128(), memoryview(buf)
+    def digest(path: str) -> None:  # mlcache's own read-and-hash loop, without the scan around it
         with open(path, "rb", buffering=0) as fh:
-            while got := fh.readinto(buf):
-                h.update(view[:got])
-        view.release()
-        return h.hexdigest()
+            _hash_handle(fh)
 
     copies = [e.path for e in _files(root / "tmp")]
     walks, hashes = [], []

@@ -203,14 +203,15 @@ def test_poisoned_memo_tells_a_layout_with_resources_from_one_without():
 
 def test_layout_memos_keep_only_layouts_as_small_as_real_ones():
     """A hostile entry of many names is worked out, never kept: a long run (watch) cannot grow the memos."""
-    from mlcache_audit.rules.poisoned import _split_memo, _without_resources
-    from mlcache_audit.scan.describe import MEMO_MAX_NAMES, _layout_memo, _layout_of
+    from mlcache_audit.rules.poisoned import _without_resources
+    from mlcache_audit.scan.describe import _layout_of
+    from mlcache_audit.scan.model import LAYOUT_MEMO_NAMES
 
-    big = frozenset(f"main/p{i}.bin" for i in range(MEMO_MAX_NAMES + 1))
-    before = _layout_memo.cache_info().currsize, _split_memo.cache_info().currsize
+    big = frozenset(f"main/p{i}.bin" for i in range(LAYOUT_MEMO_NAMES + 1))
+    before = _layout_of.memo.cache_info().currsize, _without_resources.memo.cache_info().currsize
     layout, contents = _layout_of(big)
     assert layout == tuple(sorted(big)) and contents == "bundle"
     assert _without_resources(layout) == (big, False)
-    assert (_layout_memo.cache_info().currsize, _split_memo.cache_info().currsize) == before
+    assert (_layout_of.memo.cache_info().currsize, _without_resources.memo.cache_info().currsize) == before
     small = frozenset({"main/a.bin", "main/resources.bin"})
     assert _layout_of(small) is _layout_of(frozenset(small))  # one shared result per layout

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import lru_cache
 
 from mlcache_audit.domain import COREAI_SPECIALIZATION, SOURCE_MODEL, SPECIALIZATION, remedy_of
 from mlcache_audit.rules.model import Finding, cache_of, link, make_finding
 from mlcache_audit.scan import Artifact
-from mlcache_audit.scan.describe import MEMO_MAX_NAMES
+from mlcache_audit.scan.model import layout_memo
 
 
-def _split_resources(layout: tuple[str, ...]) -> tuple[frozenset[str], bool]:
+@layout_memo
+def _without_resources(layout: tuple[str, ...]) -> tuple[frozenset[str], bool]:
+    """The layout's names other than resources.bin files, and whether it had any."""
     rest = frozenset(n for n in layout if not n.endswith("resources.bin"))
     return rest, len(rest) < len(set(layout))
-
-
-_split_memo = lru_cache(maxsize=1024)(_split_resources)
-
-
-def _without_resources(layout: tuple[str, ...]) -> tuple[frozenset[str], bool]:
-    """The layout's names other than resources.bin files, and whether it had any: worked out once
-    per layout (a cache's entries repeat a few), kept only for layouts as small as real ones."""
-    return _split_memo(layout) if len(layout) <= MEMO_MAX_NAMES else _split_resources(layout)
 
 
 def poisoned_findings(artifacts: list[Artifact]) -> list[Finding]:

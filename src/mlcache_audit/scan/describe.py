@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 from mlcache_audit import models
 from mlcache_audit.domain import (
@@ -18,7 +17,7 @@ from mlcache_audit.domain import (
 )
 from mlcache_audit.scan.classify import HEX64
 from mlcache_audit.scan.identity import artifact_identity
-from mlcache_audit.scan.model import NO_LAYOUT, Artifact
+from mlcache_audit.scan.model import NO_LAYOUT, Artifact, layout_memo
 from mlcache_audit.sources.base import Container
 
 # Files of an E5RT pointer entry (no bundle of its own): FIELD-EVIDENCE.md, "Entry contents vary".
@@ -117,23 +116,13 @@ def _bundle_summary(container: Container, a: Artifact, names: set[str]) -> tuple
     return summary, notes
 
 
-def _layout_work(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
-    """An entry's layout names in order, and what it holds."""
+@layout_memo
+def _layout_of(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
+    """An entry's layout names in order (one shared tuple per layout), and what it holds."""
     return tuple(sorted(names)), _entry_contents(names)
 
 
-MEMO_MAX_NAMES = 256  # real entries hold a few to tens of layout names; a larger one is not kept after
-_layout_memo = lru_cache(maxsize=1024)(_layout_work)
-
-
-def _layout_of(names: frozenset[str]) -> tuple[tuple[str, ...], str]:
-    """`_layout_work`, worked out once per layout (one shared tuple: a cache's entries repeat a few
-    layouts thousands of times). The memo keeps at most 1,024 layouts of at most MEMO_MAX_NAMES
-    names, so a long run (watch) over hostile entries cannot grow it."""
-    return _layout_memo(names) if len(names) <= MEMO_MAX_NAMES else _layout_work(names)
-
-
-def _entry_contents(names: frozenset[str] | set[str]) -> str:
+def _entry_contents(names: frozenset[str]) -> str:
     """bundle (a specialization of its own), pointer (model.milhash, .e5, model.anehash,
     universal.bundle: it points at one held elsewhere), or empty (emptied by a purge); an entry
     holding only an interrupted write is `interrupted` (set by the caller)."""

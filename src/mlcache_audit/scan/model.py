@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from mlcache_audit.domain import (
@@ -24,6 +25,22 @@ if TYPE_CHECKING:  # state.py is imported only when a plan records states (clean
 
 CACHE_KINDS = frozenset((SPECIALIZATION, SPECIALIZATION_PARTIAL, COREAI_SPECIALIZATION))
 NO_LAYOUT: frozenset[str] = frozenset()  # every other artifact's layout (an empty set is 216 bytes)
+LAYOUT_MEMO_NAMES = 256  # real entries hold a few to tens of layout names
+
+
+def layout_memo(fn):
+    """`fn(layout)` worked out once per layout (a cache's entries repeat a few layouts thousands of
+    times; callers share its one result). At most 1,024 layouts of at most LAYOUT_MEMO_NAMES names
+    are kept, so a long run (watch) over hostile entries of many names cannot grow the memo; a
+    larger layout is worked out each time. `.memo` is the bounded cache."""
+    memo = lru_cache(maxsize=1024)(fn)
+
+    def of(layout):
+        return memo(layout) if len(layout) <= LAYOUT_MEMO_NAMES else fn(layout)
+
+    of.memo = memo
+    of.__doc__ = fn.__doc__
+    return of
 
 
 
