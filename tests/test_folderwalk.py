@@ -22,7 +22,7 @@ from mlcache_audit.domain import (
     MPSGRAPH_SCRATCH,
 )
 from mlcache_audit.scan.account import walk_entries
-from mlcache_audit.scan.classify import classify_entry, quiet_folder
+from mlcache_audit.scan.classify import any_may_start, classify_entry, file_may_start, quiet_folder
 from mlcache_audit.scan.model import area_of
 from mlcache_audit.scan.walk import walk_folder
 from mlcache_audit.sources import open_containers
@@ -35,7 +35,8 @@ from test_hostile_faults import names as byte_names
 def _artifact(a) -> tuple:
     a.finish_structure()  # the walks leave it running when its top could not be walked (scan_container finishes it)
     structure = a.structure
-    return (a.kind, a.path, a.is_dir, a.producer, a.bytes, a.files, a.oldest_mtime, a.newest_mtime, a.detail,
+    return (a.kind, a.path, a.is_dir, a.producer, a.bytes, a.disk_bytes, a.unkept_times, a.files, a.oldest_mtime,
+            a.newest_mtime, a.detail,
             a.notes, [(e.path, e.type, e.size, e.mtime_ns, e.inode, e.nlink, e.ctime_ns, e.name) for e in a.members],
             a.top.path if a.top else None, structure, sorted(a.layout))
 
@@ -134,11 +135,61 @@ file_names = st.sampled_from(["a.bin", "m.mlmodel", "Caches", "Preferences", "ve
 def test_quiet_folders_start_artifacts_only_from_mlmodel_files(folder, name):
     rel = "/".join(folder)
     area = quiet_folder(rel)
-    if area is None or name.endswith(".mlmodel"):
+    if area is None or file_may_start(name):
         return
     e = Entry(f"{rel}/{name}", FILE, 1, base=name)
     assert classify_entry(e, None) is None
     assert area_of(e.path) == area
+
+
+@settings(max_examples=300, deadline=None)
+@given(names=st.lists(file_names | st.sampled_from(["w.safetensors", "m.gguf", "a.xnnpack_cache_1", "b.xnnpack_cache",
+                                                    "m_1_mldrift_program_cache.bin", "x.mlmodel"]), max_size=6))
+def test_a_folder_says_no_file_may_start_only_when_none_may(names):
+    """The walk skips file_may_start for a folder whose joined names have none of its marks: that
+    must never skip a name that may start an artifact."""
+    if any(file_may_start(n) for n in names):
+        assert any_may_start("/".join(names))
+
+
+runs = st.lists(st.tuples(st.sampled_from(["file", "file", "file", "dir", "link", "hardlink", "odd"]),
+                          st.integers(0, 5000), st.integers(-2, 4_000_000_000)), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(entry_run=runs, docs_run=runs)
+def test_run_sums_equal_the_entry_walk_with_mixed_times_and_kinds(entry_run, docs_run):
+    """The inner loop sums a folder's plain files in a run and settles them into their artifact (or
+    area) before any other kind of entry and at the folder's end: sizes, blocks, kept and unkept
+    times, oldest and newest mtime (before 1970 too) stay exactly what the per-entry walk adds up."""
+    base = Path(tempfile.mkdtemp())
+    try:
+        root = hostile_corpus._container(base / "app")
+        entry = root / "Library/Caches/com.example.hostile" / E5_CACHE / "23A344" / ("AB" * 32)
+        docs = root / "Documents" / "album"
+        for where, run in ((entry, entry_run), (docs, docs_run)):
+            where.mkdir(parents=True)
+            for i, (kind, size, mtime) in enumerate(run):
+                p = where / (f"f{i:02d}.bin" if kind != "odd" else f"caf\xe9{i}.bin")
+                if kind == "dir":
+                    p.mkdir()
+                    (p / "inner.bin").write_bytes(b"i" * (size % 7))
+                elif kind == "link":
+                    p.symlink_to("f00.bin")
+                    continue
+                elif kind == "hardlink" and (where / "f00.bin").is_file():
+                    os.link(where / "f00.bin", p)
+                    continue
+                else:
+                    p.write_bytes(b"x" * size)
+                if kind != "dir" and mtime >= 0:  # else: mtime within the unkept window of its ctime
+                    os.utime(p, ns=(mtime * 1_000_000_000 + 7, mtime * 1_000_000_000 + 7))
+                elif kind != "dir" and mtime == -2:
+                    os.utime(p, ns=(-86_400_000_000_123, -86_400_000_000_123))
+        assert assert_same_walks(root) == 1
+    finally:
+        remove_iteratively(base)
+        os.rmdir(base)
 
 
 @settings(max_examples=20, deadline=None)

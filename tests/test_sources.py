@@ -201,3 +201,44 @@ def test_walk_progress_counts_every_entry(built):
     seen = []
     entries = c.entries(seen.append)
     assert sum(seen) == len(entries) and len(seen) >= 1
+
+
+def test_kept_handles_open_from_the_nearest_folder_and_never_cross_a_swapped_symlink(tmp_path):
+    """FolderHandles keeps the most recently used folders and opens a folder below one of them from
+    it; a folder swapped for a symlink is refused on the next open through it, while a handle kept
+    from before still names the folder it was opened on."""
+    from mlcache_audit import fsio
+
+    deep = tmp_path / "a" / "b" / "c"
+    deep.mkdir(parents=True)
+    (deep / "f.bin").write_bytes(b"f")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_bytes(b"s")
+    h = fsio.FolderHandles(os.open(tmp_path, fsio.DIRFLAGS), size=2)
+    try:
+        assert os.listdir(h.get(["a", "b"])) == ["c"]
+        assert h.opened == 2
+        assert os.listdir(h.get(["a", "b", "c"])) == ["f.bin"]
+        assert h.opened == 3  # from the kept a/b: one more level, not three
+        h.get(["a"])  # a third folder: the least recently used (a/b) is let go
+        assert len(h._kept) == 2  # noqa: SLF001
+        os.rename(tmp_path / "a" / "b", tmp_path / "moved")
+        os.symlink(tmp_path / "outside", tmp_path / "a" / "b")
+        assert os.listdir(h.get(["a", "b", "c"])) == ["f.bin"]  # kept: the folder it was opened on
+        with pytest.raises(OSError):
+            h.get(["a", "b"])  # not kept: opened from a, refused at the symlink
+    finally:
+        h.close()
+
+
+def test_the_container_search_keeps_no_handle_open(built):
+    """open_containers keeps folder handles only while it searches: every one is closed after, and
+    the store it hands back opens each folder from its base again."""
+    import psutil
+
+    proc = psutil.Process()
+    before = proc.num_fds()
+    cs = open_containers(str(built["simulator"]))
+    assert len(cs) >= 2
+    assert proc.num_fds() == before
+    assert all(c.store._handles is None for c in cs)  # noqa: SLF001

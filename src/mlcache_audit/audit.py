@@ -105,6 +105,9 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
     cache = HashCache() if hash_cache and any(c.store.kind == StoreKind.FOLDER and c.form != Form.BACKUP
                                               for c in containers) else None
     run = RunHashes(cache=cache, max_bytes=max_hash_bytes)
+    from mlcache_audit.watch import launches_reader
+
+    launches = launches_reader()
     audits = []
     try:
         with collector_paused(), walking(containers, plan_state) as parts_of:
@@ -112,7 +115,7 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
                 scan = scan_container(c, progress=progress, model_cache=cache, plan_state=plan_state,
                                       parts=parts_of(c))
                 fp = fingerprint(scan, run, progress=(lambda n: progress(Stage.HASHED, n)) if progress else None)
-                dx = diagnose(scan, fp, gather_evidence(scan))
+                dx = diagnose(scan, fp, gather_evidence(scan, launches_of=launches))
                 audits.append(ContainerAudit(scan, fp, dx, (), *reclaimable_on_disk(scan, dx)))
     finally:
         if cache is not None:

@@ -123,35 +123,41 @@ def lies_inside(named_root: str, path: str) -> bool:
 
 
 class FolderHandles:
-    """Folders below one root handle, each opened no-follow from it and kept while its entries are
-    acted on: siblings share their parent's handle instead of re-opening the chain from the root
-    for each (a plan's actions come sorted, so siblings are next to each other). A handle names the
-    folder it was opened on, so reusing it never crosses a symlink swapped in since."""
+    """Folders below one root handle, each opened no-follow from the nearest folder kept (or the
+    root) and kept while it is used: siblings share their parent's handle instead of re-opening the
+    chain from the root for each (a plan's actions come sorted, so siblings are next to each other),
+    and a folder below one kept is opened from it. The `size` most recently used are kept. A
+    handle names the folder it was opened on, so reusing it never crosses a symlink swapped in since."""
 
-    def __init__(self, root_fd: int):
-        self.root_fd = root_fd
-        self._parts: tuple[str, ...] | None = None
-        self._fd: int | None = None
+    def __init__(self, root_fd: int, size: int = 1):
+        self.root_fd, self.size = root_fd, size
+        self._kept: dict[tuple[str, ...], int] = {}  # least recently used first
         self.opened = 0  # folders opened: what the reuse saves is measured in tests
 
     def get(self, parts: list[str]) -> int:
-        """The handle of `parts` below the root (borrowed: the caller does not close it). OSError as
-        open_chain_at raises it (ELOOP or ENOTDIR for a symlink on the way, ENOENT for a gone folder)."""
+        """The handle of `parts` below the root (borrowed: the caller does not close it, and it stays
+        valid until the next call). OSError as open_chain_at raises it (ELOOP or ENOTDIR for a
+        symlink on the way, ENOENT for a gone folder)."""
         key = tuple(parts)
-        if key != self._parts or self._fd is None:
-            self._drop()
-            self._fd = open_chain_at(os.dup(self.root_fd), parts)
-            self._parts = key
-            self.opened += 1 + len(parts)
-        return self._fd
-
-    def _drop(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd, self._parts = None, None
+        fd = self._kept.pop(key, None)
+        if fd is None:
+            n = len(key) - 1
+            while n > 0 and key[:n] not in self._kept:
+                n -= 1
+            if n <= 0:
+                n, start = 0, self.root_fd
+            else:
+                start = self._kept[key[:n]]
+            fd = open_chain_at(os.dup(start), list(key[n:]))
+            self.opened += len(key) - n
+            while len(self._kept) >= self.size:
+                os.close(self._kept.pop(next(iter(self._kept))))
+        self._kept[key] = fd
+        return fd
 
     def close(self) -> None:
-        self._drop()
+        while self._kept:
+            os.close(self._kept.popitem()[1])
         os.close(self.root_fd)
 
 

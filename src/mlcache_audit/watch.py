@@ -93,6 +93,16 @@ def record_launch(added_keys: list[tuple[str, str]], state_dir: Path | None = No
     return None
 
 
+def launches_reader(state_dir: Path | None = None) -> Callable[[str | None], dict[str, int]]:
+    """`launches_of` for one audit of many containers: where the state folder is, and whether
+    `watch` ever ran here, is worked out once (an audit writes no history; 600 clients of a home
+    asked it 600 times)."""
+    state = state_dir or default_state_dir()
+    if not (state / "watch").is_dir():
+        return lambda client: {}
+    return lambda client: launches_of(client, state)
+
+
 def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, int]:
     """path -> launch number (1, 2, ...) from a client's watch history; {} when there is none.
     A damaged line is passed over: this is evidence, read defensively."""

@@ -35,7 +35,14 @@ from mlcache_audit import fsio
 from mlcache_audit.domain import MODEL_KINDS, SPECIALIZATION
 from mlcache_audit.gcpause import collector_paused
 from mlcache_audit.scan.account import add_member, counted_size, start_artifact
-from mlcache_audit.scan.classify import HEX_ANY, classify_entry, file_may_start, nests, quiet_folder
+from mlcache_audit.scan.classify import (
+    HEX_ANY,
+    any_may_start,
+    classify_entry,
+    file_may_start,
+    nests,
+    quiet_folder,
+)
 from mlcache_audit.scan.model import CACHE_KINDS, UNKEPT_NS, Artifact, Part, area_of
 from mlcache_audit.sources.base import DIR, FILE, Entry
 from mlcache_audit.sources.folder import FolderStore, walk_notes
@@ -46,11 +53,34 @@ _S_ISDIR = stat.S_ISDIR
 _S_ISLNK = stat.S_ISLNK
 
 
+_INF = float("inf")
+
+
+def _settle(art: Artifact | None, area: str | None, other: dict[str, int], nbytes: int, nfiles: int, blocks: int,
+            unkept: int, lo: float, hi: float, total: int, files: int, total_disk: int) -> tuple[int, int, int]:
+    """A run of plain files of one folder, summed by the inner loop, into their artifact (with
+    their oldest and newest mtime) or, outside every artifact, their area; the walk's new totals."""
+    disk = blocks * 512
+    if art is None:
+        other[area] += nbytes
+    else:
+        art.bytes += nbytes
+        art.files += nfiles
+        art.disk_bytes += disk
+        art.private_disk += disk  # one link each
+        art.unkept_times += unkept
+        if art.oldest_mtime is None or lo < art.oldest_mtime:
+            art.oldest_mtime = lo
+        if art.newest_mtime is None or hi > art.newest_mtime:
+            art.newest_mtime = hi
+    return total + nbytes, files + nfiles, total_disk + disk
+
+
 class _Folder:
     """One open folder of the walk: its sorted names, where the next one is, and what it lies in."""
 
-    __slots__ = ("fd", "rel", "names", "i", "plain", "art", "art_rel", "line_rel", "layout_rel", "area", "pending",
-                 "chain")
+    __slots__ = ("fd", "rel", "names", "i", "plain", "art", "art_rel", "line_rel", "layout_rel", "area", "may_start",
+                 "pending", "chain")
 
     def __init__(self, fd: int, rel: str, names: list[str], art: Artifact | None, art_rel: str,
                  chain: tuple = ()):
@@ -67,6 +97,8 @@ class _Folder:
         self.layout_rel = HEX_ANY.sub("<hex>", art_rel) + "/" if art is not None and art_rel else ""
         # Outside every artifact: the area of every plain file here, or None when each needs classify_entry.
         self.area = quiet_folder(rel) if art is None else None
+        # In a quiet folder: may any file here start an artifact (else none needs file_may_start)?
+        self.may_start = self.area is None or any_may_start(joined)
         self.pending: list[str] = []  # structure lines of `art` not yet hashed (fed in tree order)
 
     def flush(self) -> None:
@@ -139,6 +171,13 @@ class FolderWalk:
                 layout = art is not None and art.kind in CACHE_KINDS  # its files fold into its layout
                 pend, line_rel, chain = f.pending.append, f.line_rel, f.chain
                 forms = layouts.setdefault(f.layout_rel, {}) if layout else None
+                lay_add = art.layout.add if layout else None
+                keep = art.members.append if model else None
+                may_start = f.may_start
+                # This run's plain files are summed here and settled into `art` (or the area) as the run ends:
+                # sums, minimum and maximum do not depend on order, and the per-entry steps read none of them.
+                r_bytes = r_files = r_blocks = r_unkept = 0
+                lo, hi = _INF, -_INF
                 child = None
                 start = i
                 while i < len(names):  # this folder's names up to its next subfolder
@@ -162,33 +201,26 @@ class FolderWalk:
                                 form = forms.get(name)
                                 if form is None:
                                     form = forms[name] = f.layout_rel + hex_sub("<hex>", name)
-                                art.layout.add(form)
+                                lay_add(form)
                             elif model:
-                                art.members.append(Entry(f"{f.rel}/{name}", FILE, size, st.st_mtime, st.st_ino,
-                                                         st.st_dev, 1, st.st_mtime_ns, None, st.st_ctime_ns, name,
-                                                         st.st_blocks * 512))
+                                keep(Entry(f"{f.rel}/{name}", FILE, size, st.st_mtime, st.st_ino, st.st_dev, 1,
+                                           st.st_mtime_ns, None, st.st_ctime_ns, name, st.st_blocks * 512))
                             mtime = st.st_mtime
                             days[int(mtime // 86400)] += size
-                            blocks = st.st_blocks * 512
-                            art.disk_bytes += blocks
-                            art.private_disk += blocks
-                            total_disk += blocks
-                            art.bytes += size
-                            art.files += 1
+                            r_bytes += size
+                            r_files += 1
+                            r_blocks += st.st_blocks
                             if -unkept <= st.st_mtime_ns - st.st_ctime_ns <= unkept:
-                                art.unkept_times += 1
-                            if art.oldest_mtime is None or mtime < art.oldest_mtime:
-                                art.oldest_mtime = mtime
-                            if art.newest_mtime is None or mtime > art.newest_mtime:
-                                art.newest_mtime = mtime
-                            files += 1
-                            total += size
+                                r_unkept += 1
+                            if mtime < lo:
+                                lo = mtime
+                            if mtime > hi:
+                                hi = mtime
                             continue
-                        if area is not None and art is None and not file_may_start(name):
-                            other[area] += size
-                            files += 1
-                            total += size
-                            total_disk += st.st_blocks * 512
+                        if area is not None and not (may_start and file_may_start(name)):
+                            r_bytes += size
+                            r_files += 1
+                            r_blocks += st.st_blocks
                             continue
                     # Everything else takes the per-entry steps of scan._walk_part.
                     path = f"{f.rel}/{name}" if f.rel else name
@@ -252,6 +284,9 @@ class FolderWalk:
                             below += ((new, ""),)
                     child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel, below)
                     break
+                if r_files:
+                    total, files, total_disk = _settle(art, area, other, r_bytes, r_files, r_blocks, r_unkept, lo, hi,
+                                                       total, files, total_disk)
                 f.i = i
                 walked += i - start
                 if progress is not None and walked >= 1000:

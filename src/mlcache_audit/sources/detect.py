@@ -6,6 +6,7 @@ import os
 import posixpath
 import re
 import stat
+from contextlib import nullcontext
 from pathlib import Path
 
 from mlcache_audit import fsio
@@ -66,6 +67,14 @@ def open_containers(path: str | os.PathLike, *, bundle_id: str | None = None,
         store = ArchiveStore(p, kind, max_members=max_archive_members, max_bytes=max_archive_bytes)
     else:
         raise NotAContainer(f"{path} is neither a folder nor a file")
+    with store.handles_kept() if store.kind == StoreKind.FOLDER else nullcontext():
+        return _search(store, path, p, bundle_id=bundle_id, max_archive_members=max_archive_members,
+                       max_archive_bytes=max_archive_bytes, max_containers=max_containers)
+
+
+def _search(store, path: str | os.PathLike, p: Path, *, bundle_id: str | None, max_archive_members: int,
+            max_archive_bytes: int, max_containers: int) -> list[Container]:
+    """open_containers' search of an opened store (`path` as given, `p` its real path)."""
     finder = _Finder(store, max_containers)
     found = finder.find("", 0)
     if finder.stopped:

@@ -7,6 +7,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -22,6 +23,7 @@ class FolderStore:
     """Files under `base`; every path handed in or out is relative to it and `/`-separated."""
 
     kind = "folder"
+    _handles: fsio.FolderHandles | None = None  # within handles_kept() only
 
     def __init__(self, base: Path):
         self.base = base
@@ -31,8 +33,31 @@ class FolderStore:
     def real(self, rel: str) -> str:
         return os.path.join(self.base, *rel.split("/")) if rel else str(self.base)
 
+    @contextmanager
+    def handles_kept(self, size: int = 64) -> Iterator[None]:
+        """Within: each folder is opened from the nearest one opened before (kept, no-follow), not
+        along the whole chain from the base: the container search lists the folders of the same
+        chains again and again (a simulator tree's app folders lie 8 levels down). Closed on exit."""
+        if self._handles is not None:
+            yield
+            return
+        try:
+            root = os.open(str(self.base), fsio.DIRFLAGS)
+        except OSError:  # each listing then fails as it would, and says so
+            yield
+            return
+        self._handles = fsio.FolderHandles(root, size)
+        try:
+            yield
+        finally:
+            handles, self._handles = self._handles, None
+            handles.close()
+
     def _open_dir(self, rel: str) -> int:
-        return fsio.open_dir_chain(str(self.base), rel.split("/") if rel else [])
+        parts = rel.split("/") if rel else []
+        if self._handles is not None:
+            return os.dup(self._handles.get(parts))
+        return fsio.open_dir_chain(str(self.base), parts)
 
     def list_dir(self, rel: str) -> dict[str, bool] | None:
         try:
@@ -102,7 +127,7 @@ class FolderStore:
         """`make(path, name, lstat, target)`: the Entry a walk of `rel` records for a name, noting
         what is odd about it (a symlink and where it points, a special file, a name that is not
         plain text) into `notes`."""
-        top_real = os.path.realpath(self.real(rel))
+        top_real = []  # the walk's top as a real path, worked out at its first symlink (most walks have none)
 
         def make(path: str, name: str, st: os.stat_result, target: str | None) -> Entry:
             mode = st.st_mode
@@ -114,7 +139,10 @@ class FolderStore:
                 e.base = name
                 if e.type == SYMLINK:
                     inside = path[len(prefix) + 1:] if prefix else path
-                    _note_symlink(self.real(posixpath.join(rel, inside) if rel else inside), path, target, top_real, notes)
+                    if not top_real:
+                        top_real.append(os.path.realpath(self.real(rel)))
+                    _note_symlink(self.real(posixpath.join(rel, inside) if rel else inside), path, target, top_real[0],
+                                  notes)
                 elif e.type == OTHER:
                     notes.append(f"special file skipped ({fsio.file_type(mode)}): {display_path(path)}")
             if not (name.isascii() and name.isprintable()):
