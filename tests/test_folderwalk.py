@@ -152,6 +152,21 @@ def test_a_folder_says_no_file_may_start_only_when_none_may(names):
         assert any_may_start("/".join(names))
 
 
+times = st.floats(-1e12, 1e13, allow_nan=False) | st.integers(-20_000, 120_000).map(float).map(lambda d: d * 86400.0)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(x=times, y=times | times.map(lambda t: t - 1e-6) | times.map(lambda t: t + 1e-6))
+def test_a_day_range_holds_exactly_the_times_of_its_day(x, y):
+    """The walk keeps a run's bytes by day while mtimes stay in [d * 86400, d * 86400 + 86400) for the
+    day d = int(x // 86400) of the run's first file: a time lies in that range exactly when it is of
+    that day, so the days are those of int(mtime // 86400), file by file (before 1970 too)."""
+    d = int(x // 86400)
+    lo = d * 86400.0
+    assert lo <= x < lo + 86400.0
+    assert (lo <= y < lo + 86400.0) == (int(y // 86400) == d)
+
+
 runs = st.lists(st.tuples(st.sampled_from(["file", "file", "file", "dir", "link", "hardlink", "odd"]),
                           st.integers(0, 5000), st.integers(-2, 4_000_000_000)), min_size=1, max_size=12)
 

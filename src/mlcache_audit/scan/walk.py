@@ -178,6 +178,9 @@ class FolderWalk:
                 # sums, minimum and maximum do not depend on order, and the per-entry steps read none of them.
                 r_bytes = r_files = r_blocks = r_unkept = 0
                 lo, hi = _INF, -_INF
+                # The run's bytes by day, kept while its mtimes stay in one day [d_lo, d_hi) (as int(mtime //
+                # 86400) says; a file outside it closes that day's bytes into `days` and opens its own).
+                d_key, d_bytes, d_lo, d_hi = None, 0, 1.0, 0.0
                 child = None
                 start = i
                 while i < len(names):  # this folder's names up to its next subfolder
@@ -206,7 +209,14 @@ class FolderWalk:
                                 keep(Entry(f"{f.rel}/{name}", FILE, size, st.st_mtime, st.st_ino, st.st_dev, 1,
                                            st.st_mtime_ns, None, st.st_ctime_ns, name, st.st_blocks * 512))
                             mtime = st.st_mtime
-                            days[int(mtime // 86400)] += size
+                            if d_lo <= mtime < d_hi:
+                                d_bytes += size
+                            else:
+                                if d_key is not None:
+                                    days[d_key] += d_bytes
+                                d_key, d_bytes = int(mtime // 86400), size
+                                d_lo = d_key * 86400.0
+                                d_hi = d_lo + 86400.0
                             r_bytes += size
                             r_files += 1
                             r_blocks += st.st_blocks
@@ -284,6 +294,8 @@ class FolderWalk:
                             below += ((new, ""),)
                     child = _Folder(sub, path, fsio.sorted_names(sub, path, on_error), inner, inner_rel, below)
                     break
+                if d_key is not None:
+                    days[d_key] += d_bytes
                 if r_files:
                     total, files, total_disk = _settle(art, area, other, r_bytes, r_files, r_blocks, r_unkept, lo, hi,
                                                        total, files, total_disk)
