@@ -211,3 +211,21 @@ def test_an_interrupt_while_containers_are_walked_in_workers_ends_every_worker(b
         assert parts_of(containers[0]) is not None
         raise KeyboardInterrupt
     assert not [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 31, 32, 33, 100, 600, 5000])
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_shrinking_tasks_keep_every_container_once_in_order_and_end_small(count, workers):
+    """Many containers go to the workers as tasks that shrink: large first, small last, so at the
+    end neither worker waits long and few containers are left to report after the walk."""
+    from mlcache_audit.scan.split import shrinking_tasks
+
+    items = list(range(count))
+    tasks = shrinking_tasks(items, workers)
+    assert [i for t in tasks for i in t] == items
+    sizes = [len(t) for t in tasks]
+    assert all(a >= b for a, b in zip(sizes, sizes[1:], strict=False))  # never growing
+    assert all(s >= 2 for s in sizes[:-1]) and sizes[-1] >= 1
+    assert sizes[-1] <= 2 and sizes[0] <= max(2, count // (4 * workers))
+    if count >= 600:
+        assert len(tasks) <= 12 * workers * 4  # not one task per container: each costs a round trip

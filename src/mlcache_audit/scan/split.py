@@ -211,6 +211,20 @@ def walk_group(store, root: str, parent: str, names: list[str]) -> Part:
     return part
 
 
+def shrinking_tasks(items: list, n: int, least: int = 2) -> list[list]:
+    """`items` in order, cut into tasks of an eighth of what is left per worker pair (at least
+    `least`): the workers start on large tasks and end on small ones, so at the end neither waits
+    long for the other, and this process, which reports each container as its task comes back, has
+    few left to report when the last one does. Tasks of one size (37 containers of a home's 600)
+    left 74 to report after the walk: 0.056 s."""
+    tasks, i = [], 0
+    while i < len(items):
+        size = max(least, (len(items) - i) // (4 * n))
+        tasks.append(items[i:i + size])
+        i += size
+    return tasks
+
+
 PARALLEL_MIN_CONTAINERS = 32  # a home's simulators: each too small to split, together worth two CPUs
 
 
@@ -233,8 +247,7 @@ def walking(containers: list[Container], plan_state: bool) -> Iterator[Callable[
     if context is None:
         yield lambda c: None
         return
-    size = max(1, len(whole) // (8 * n))  # handed out as workers free up
-    groups = [whole[i:i + size] for i in range(0, len(whole), size)]
+    groups = shrinking_tasks(whole, n)  # handed out as workers free up
     with contextlib.ExitStack() as stack:  # an exception in the caller's loop ends every worker
         try:
             pool = stack.enter_context(workers.process_pool(n, context=context, share=1))
