@@ -34,10 +34,11 @@ class FolderStore:
         return os.path.join(self.base, *rel.split("/")) if rel else str(self.base)
 
     @contextmanager
-    def handles_kept(self, size: int = 64) -> Iterator[None]:
+    def handles_kept(self, size: int = 32) -> Iterator[None]:
         """Within: each folder is opened from the nearest one opened before (kept, no-follow), not
         along the whole chain from the base: the container search lists the folders of the same
-        chains again and again (a simulator tree's app folders lie 8 levels down). Closed on exit."""
+        chains again and again (a simulator tree's app folders lie 8 levels down). At most `size` are kept
+        (a search nested in another keeps its own: well under macOS's 256 fds). Closed on exit."""
         if self._handles is not None:
             yield
             return
