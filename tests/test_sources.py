@@ -242,3 +242,25 @@ def test_the_container_search_keeps_no_handle_open(built):
     assert len(cs) >= 2
     assert proc.num_fds() == before
     assert all(c.store._handles is None for c in cs)  # noqa: SLF001
+
+
+def test_kept_handles_serve_only_the_thread_that_keeps_them(tmp_path):
+    """FolderHandles is not thread-safe: while one thread searches with handles kept, a listing from
+    another thread (a hash thread, say) opens its folder from the base as before."""
+    import threading
+
+    from mlcache_audit.sources.folder import FolderStore
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    store = FolderStore(tmp_path)
+    with store.handles_kept():
+        assert store.list_dir("a") == {"b": True}
+        opened = store._handles.opened  # noqa: SLF001
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(store.list_dir("a/b")))
+        t.start()
+        t.join()
+        assert seen == [{}]
+        assert store._handles.opened == opened  # noqa: SLF001
+        assert store.list_dir("a/b") == {}
+        assert store._handles.opened == opened + 1  # noqa: SLF001

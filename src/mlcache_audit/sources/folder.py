@@ -6,6 +6,7 @@ import errno
 import os
 import posixpath
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import chain
@@ -47,7 +48,7 @@ class FolderStore:
         except OSError:  # each listing then fails as it would, and says so
             yield
             return
-        self._handles = fsio.FolderHandles(root, size)
+        self._handles, self._handles_thread = fsio.FolderHandles(root, size), threading.get_ident()
         try:
             yield
         finally:
@@ -56,7 +57,7 @@ class FolderStore:
 
     def _open_dir(self, rel: str) -> int:
         parts = rel.split("/") if rel else []
-        if self._handles is not None:
+        if self._handles is not None and threading.get_ident() == self._handles_thread:  # not thread-safe: its own only
             return os.dup(self._handles.get(parts))
         return fsio.open_dir_chain(str(self.base), parts)
 
