@@ -229,3 +229,46 @@ def test_shrinking_tasks_keep_every_container_once_in_order_and_end_small(count,
     assert sizes[-1] <= 2 and sizes[0] <= max(2, count // (4 * workers))
     if count >= 600:
         assert len(tasks) <= 12 * workers * 4  # not one task per container: each costs a round trip
+
+
+def test_a_build_folder_of_odd_entries_splits_into_the_same_document(tmp_path, monkeypatch):
+    """The split hands each folder of a specialization cache's build folder to a worker as the
+    listing says, without a stat or a classification of its own: a non-hex folder, an interrupted
+    write, a plain file beside them and a folder that is no build still give exactly the document
+    of one walk (the worker finds what each is)."""
+    import hostile_corpus
+    import mlcache_audit.scan as scan_mod
+    import mlcache_audit.scan.split as split_mod
+    from mlcache_audit import commands
+    from mlcache_audit.domain import E5_CACHE
+
+    root = hostile_corpus._container(tmp_path / "app")
+    hostile_corpus._leak(root, 2)
+    cache = root / "Library/Caches/com.example.hostile" / E5_CACHE
+    for build in ("23A344", "24B100", "unknown"):
+        for name in ("AB" * 32, "CD" * 32, "not-hex", "EF" * 32 + ".tmp.123_4.bundle"):
+            (cache / build / name / "H16G.bundle").mkdir(parents=True)
+            (cache / build / name / "H16G.bundle" / "seg.bin").write_bytes(b"s" * (len(name) + len(build)))
+        (cache / build / "stray.bin").write_bytes(b"x" * 5)
+    opts = commands.SourceOptions(hash_cache=False)
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 1)
+    one = commands.scan(str(root), opts).document
+    monkeypatch.setattr(split_mod, "WALK_WORKERS", 2)
+    monkeypatch.setattr(split_mod, "PARALLEL_MIN_TASKS", 1)
+    forked = []
+    real = scan_mod.parallel_parts
+    monkeypatch.setattr(scan_mod, "parallel_parts", lambda c: forked.append(real(c)) or forked[-1])
+    many = commands.scan(str(root), opts).document
+    assert forked and forked[0] is not None, "the walk was not split"
+    _, tasks = split_mod.split_tasks(open_containers_of(root))
+    # Four folders in each of the two builds; the folder that is no build is one artifact, one task.
+    assert sum(t.startswith(f"Library/Caches/com.example.hostile/{E5_CACHE}/") for t in tasks) == 9
+    assert one["containers"][0]["artifacts"] == many["containers"][0]["artifacts"]
+    for k in ("total_bytes", "file_count", "bytes_by_kind", "other_bytes_by_area", "timeline", "notes", "findings"):
+        assert one["containers"][0][k] == many["containers"][0][k], k
+
+
+def open_containers_of(root):
+    from mlcache_audit.sources import open_containers
+
+    return open_containers(str(root))[0]

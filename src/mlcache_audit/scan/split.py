@@ -161,8 +161,14 @@ def split_tasks(container: Container, listed: dict[str, int] | None = None) -> t
                 if listed is not None:
                     listed[rel] = len(items)
                 continue
-            for name, _, _ in items:
+            # A build folder's entries: each folder is a task as the listing says (its worker stats it,
+            # finds what it is and opens it no-follow, as walk_group does), with no stat or classify here.
+            entries = bool(rel) and rel.rpartition("/")[0].rpartition("/")[2] == E5_CACHE
+            for name, is_dir, _ in items:
                 child = f"{rel}/{name}" if rel else name
+                if entries and is_dir:
+                    tasks.append(child)
+                    continue
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 e = entry_from_stat(child, st)
                 if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
