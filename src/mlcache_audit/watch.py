@@ -99,21 +99,24 @@ def launches_reader(state_dir: Path | None = None) -> Callable[[str | None], dic
     asked it 600 times)."""
     state = state_dir or default_state_dir()
     if not (state / "watch").is_dir():
-        return lambda client: {}
-    return lambda client: launches_of(client, state)
+        return lambda client: {}  # `watch` never ran here: no history to read (nor hashlib to import)
+    return lambda client: _history(client, state)
 
 
 def launches_of(client: str | None, state_dir: Path | None = None) -> dict[str, int]:
-    """path -> launch number (1, 2, ...) from a client's watch history; {} when there is none.
-    A damaged line is passed over: this is evidence, read defensively."""
+    """path -> launch number (1, 2, ...) from a client's watch history; {} when there is none."""
+    return launches_reader(state_dir)(client)
+
+
+def _history(client: str | None, state: Path) -> dict[str, int]:
+    """launches_of in a state folder whose watch/ exists. A damaged line is passed over: this is
+    evidence, read defensively."""
     if not client:
         return {}
     from mlcache_audit import fsio
 
-    if not ((state_dir or default_state_dir()) / "watch").is_dir():
-        return {}  # `watch` never ran here: no history to read (nor hashlib to import)
     try:
-        raw = fsio.read_regular(str(history_file(client, state_dir)), 64 * 1024**2)
+        raw = fsio.read_regular(str(history_file(client, state)), 64 * 1024**2)
     except OSError:
         return {}
     out: dict[str, int] = {}

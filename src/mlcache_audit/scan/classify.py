@@ -80,19 +80,19 @@ _XNNPACK = re.compile(r"\.xnnpack_cache(?:_[^/]*)?$|_mldrift_program_cache\.bin$
 _WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 
 
-_MAY_START_MARKS = (".mlmodel", *_WEIGHT_SUFFIXES, ".xnnpack_cache", "_mldrift_program_cache.bin")
+_MAY_START_ENDINGS = (".mlmodel", *_WEIGHT_SUFFIXES, "_mldrift_program_cache.bin")
+_MAY_START_INSIDE = ".xnnpack_cache"
 
 
 def file_may_start(name: str) -> bool:
     """Can a regular file of this name start an artifact in a quiet folder (see quiet_folder)?"""
-    return name.endswith((".mlmodel", *_WEIGHT_SUFFIXES)) or ".xnnpack_cache" in name \
-        or name.endswith("_mldrift_program_cache.bin")
+    return name.endswith(_MAY_START_ENDINGS) or _MAY_START_INSIDE in name
 
 
 def any_may_start(names: str) -> bool:
     """Can any file of a folder start an artifact (`names`: its names joined by "/")? False means
     file_may_start is False for every one: each of its cases needs one of these marks in the name."""
-    return any(mark in names for mark in _MAY_START_MARKS)
+    return any(mark in names for mark in (*_MAY_START_ENDINGS, _MAY_START_INSIDE))
 
 
 def nests(parent: Artifact, name: str) -> bool:

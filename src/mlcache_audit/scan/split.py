@@ -120,6 +120,11 @@ def _worth_forking(store, root: str, tasks: list[str], listed: dict[str, int] | 
 MAX_SPLIT_DEPTH = 8
 
 
+def build_folder(rel: str) -> bool:
+    """Is `rel` a folder right inside a specialization cache (an OS build's, whose entries are artifacts)?"""
+    return rel.rpartition("/")[0].rpartition("/")[2] == E5_CACHE
+
+
 def split_tasks(container: Container, listed: dict[str, int] | None = None) -> tuple[list[Entry], list[str]]:
     """(entries walked here: the folders the split passes through and the files beside them;
     folders walked by workers, each with its whole subtree), all relative to the container root.
@@ -140,8 +145,7 @@ def split_tasks(container: Container, listed: dict[str, int] | None = None) -> t
             return True
         if depth >= MAX_SPLIT_DEPTH:
             return False
-        parent = rel.rpartition("/")[0].rpartition("/")[2]
-        return parent == E5_CACHE or (0 < dirs <= 4)  # a build folder's entries, or a chain of few folders
+        return build_folder(rel) or (0 < dirs <= 4)  # a build folder's entries, or a chain of few folders
 
     queue = [("", 0)]
     while queue:
@@ -163,7 +167,7 @@ def split_tasks(container: Container, listed: dict[str, int] | None = None) -> t
                 continue
             # A build folder's entries: each folder is a task as the listing says (its worker stats it,
             # finds what it is and opens it no-follow, as walk_group does), with no stat or classify here.
-            entries = bool(rel) and rel.rpartition("/")[0].rpartition("/")[2] == E5_CACHE
+            entries = build_folder(rel)
             for name, is_dir, _ in items:
                 child = f"{rel}/{name}" if rel else name
                 if entries and is_dir:
