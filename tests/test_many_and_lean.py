@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import run, scan_json
 
@@ -272,3 +274,55 @@ def open_containers_of(root):
     from mlcache_audit.sources import open_containers
 
     return open_containers(str(root))[0]
+
+
+_json_docs = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=4) | st.integers(-3, 3), inner, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=_json_docs, chunk=st.sampled_from([1, 7, 1 << 20]))
+def test_a_document_written_in_pieces_is_the_document_encoded_whole(doc, chunk):
+    """JSON output is written as it is encoded, in pieces (no text of the whole document is held):
+    their concatenation is byte for byte the one-shot encoding, for any document (non-str keys,
+    NaN and infinities, escapes, nesting below the streamed levels) and any chunk size."""
+    import mlcache_audit.report.json as rj
+
+    old, rj.STREAM_CHUNK = rj.STREAM_CHUNK, chunk
+    try:
+        assert "".join(rj.encoded_chunks(doc)) == rj.encoded(doc)
+    finally:
+        rj.STREAM_CHUNK = old
+
+
+@pytest.mark.parametrize("key", ["simulator", "home"])
+def test_a_scan_keeps_each_containers_document_and_lets_its_audit_go(built, key, tmp_path, monkeypatch):
+    """scan keeps each container's document as the container is done, not its audit (the walk's
+    artifacts, fingerprints, findings): no audit of a container already documented is still alive
+    when the next is, and the document is the one made from the whole audit kept to the end, the
+    hash cache's note on the first container included."""
+    import weakref
+
+    from mlcache_audit import audit as audit_mod
+    from mlcache_audit import commands
+    from mlcache_audit.report.json import container_document, scan_document
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MLCACHE_CACHE_DIR", str(blocker / "cache"))  # the cache cannot open: a note on the first
+    refs, alive = [], []
+
+    def keep(ca):
+        alive.append(sum(r() is not None for r in refs))
+        refs.append(weakref.ref(ca))
+        return container_document(ca)
+
+    kept = audit_mod.audit_path(str(built[key]), plan_state=False, keep=keep)
+    assert len(refs) >= 2 and alive == [0] * len(refs)
+    whole = audit_mod.audit_path(str(built[key]), plan_state=False)
+    assert whole.containers[0].notes, "the hash cache opened: its note is not tried"
+    assert scan_document(kept, documents=kept.containers) == scan_document(whole)
+    assert commands.scan(str(built[key])).document == scan_document(whole)

@@ -48,13 +48,14 @@ class AuditResult:
     system: list[dict] = field(default_factory=list)  # places shown, never cleaned (the system ANE cache)
     held: dict | None = None  # with discovery: deleted files running processes hold open there (held.py)
     plan_state: bool = True  # made with what a plan needs (the state below each artifact)
+    # Each container's ContainerAudit, or what `keep` made of it (audit_containers): its document.
 
 
 def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = True,
                max_archive_members: int = DEFAULT_MAX_MEMBERS, max_archive_bytes: int = DEFAULT_MAX_BYTES,
                max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES, progress: Callable[[str, int], None] | None = None,
                plan_state: bool = True, max_containers: int = DEFAULT_MAX_CONTAINERS,
-               exclude: frozenset[str] = frozenset()) -> AuditResult:
+               exclude: frozenset[str] = frozenset(), keep: Callable | None = None) -> AuditResult:
     """Scan every container at `path` and explain what grew. `plan_state=False` skips what only a
     plan needs (the state of everything below each artifact), for scan, snapshot and check.
     Containers whose identity is in `exclude` are counted by another PATH of the run: left out."""
@@ -65,12 +66,13 @@ def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = Tr
 
         containers = [c for c in containers if identity_text(c) not in exclude]
     return audit_containers(str(path), containers, hash_cache=hash_cache, max_hash_bytes=max_hash_bytes,
-                            progress=progress, plan_state=plan_state)
+                            progress=progress, plan_state=plan_state, keep=keep)
 
 
 def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool = True,
                      max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
-                     progress: Callable[[str, int], None] | None = None, plan_state: bool = True) -> AuditResult:
+                     progress: Callable[[str, int], None] | None = None, plan_state: bool = True,
+                     keep: Callable | None = None) -> AuditResult:
     """Scan every client discovery finds in `places` (sources.discover)."""
     from mlcache_audit import held
     from mlcache_audit.sources.discover import discover
@@ -79,7 +81,7 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
     lsof = held.start()  # runs while the walk does
     try:
         result = audit_containers(str(places.home), found.containers, hash_cache=hash_cache,
-                                  max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state)
+                                  max_hash_bytes=max_hash_bytes, progress=progress, plan_state=plan_state, keep=keep)
     except BaseException:
         if not isinstance(lsof, str):
             lsof.kill()
@@ -96,8 +98,12 @@ def audit_discovered(places, *, bundle_id: str | None = None, hash_cache: bool =
 
 def audit_containers(path: str, containers: list[Container], *, hash_cache: bool = True,
                      max_hash_bytes: int = DEFAULT_MAX_HASH_BYTES,
-                     progress: Callable[[str, int], None] | None = None, plan_state: bool = True) -> AuditResult:
-    """Scan, fingerprint and diagnose the given containers, sharing one hash run."""
+                     progress: Callable[[str, int], None] | None = None, plan_state: bool = True,
+                     keep: Callable[[ContainerAudit], object] | None = None) -> AuditResult:
+    """Scan, fingerprint and diagnose the given containers, sharing one hash run. With `keep`, what
+    it makes of each ContainerAudit (a scan's document of it) is kept in its place as each is done,
+    and the audit itself let go: a home's 600 containers are not all held in both forms at the end.
+    The first is kept last, once the run knows whether its note (the hash cache's) is owed."""
     from mlcache_audit.outputs import GUARD
 
     GUARD.add_roots([c.real_root for c in containers if c.store.kind == StoreKind.FOLDER])
@@ -117,11 +123,15 @@ def audit_containers(path: str, containers: list[Container], *, hash_cache: bool
                 fp = fingerprint(scan, run, progress=(lambda n: progress(Stage.HASHED, n)) if progress else None)
                 dx = diagnose(scan, fp, gather_evidence(scan, launches_of=launches))
                 audits.append(ContainerAudit(scan, fp, dx, (), *reclaimable_on_disk(scan, dx)))
+                if keep is not None and len(audits) > 1:
+                    audits[-1] = keep(audits[-1])
     finally:
         if cache is not None:
             cache.close()
     if cache is not None and cache.disabled_reason and audits:  # said once, on the first container
         audits[0] = replace(audits[0], notes=(cache.disabled_reason,))
+    if keep is not None and audits:
+        audits[0] = keep(audits[0])
     return AuditResult(path, audits, run, plan_state=plan_state)
 
 

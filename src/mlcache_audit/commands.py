@@ -34,8 +34,9 @@ class SourceOptions:
     exclude: frozenset[str] = frozenset()  # identities of containers another PATH of this run counts
 
 
-def _audit(path: str | None, source: SourceOptions, progress: Progress, plan_state: bool = False):
-    """The containers at PATH, or with no PATH every client discovered on this Mac (or in --home)."""
+def _audit(path: str | None, source: SourceOptions, progress: Progress, plan_state: bool = False, keep=None):
+    """The containers at PATH, or with no PATH every client discovered on this Mac (or in --home);
+    with `keep`, what it makes of each container's audit (audit.audit_containers)."""
     from mlcache_audit.audit import audit_discovered, audit_path
 
     if path is None:
@@ -43,11 +44,11 @@ def _audit(path: str | None, source: SourceOptions, progress: Progress, plan_sta
 
         return audit_discovered(default_places(source.home, source.tmpdir), bundle_id=source.bundle_id,
                                 hash_cache=source.hash_cache, max_hash_bytes=source.max_hash_bytes, progress=progress,
-                                plan_state=plan_state)
+                                plan_state=plan_state, keep=keep)
     return audit_path(path, bundle_id=source.bundle_id, hash_cache=source.hash_cache,
                       max_archive_members=source.max_archive_members, max_archive_bytes=source.max_archive_bytes,
                       max_hash_bytes=source.max_hash_bytes, progress=progress, plan_state=plan_state,
-                      max_containers=source.max_containers, exclude=source.exclude)
+                      max_containers=source.max_containers, exclude=source.exclude, keep=keep)
 
 
 # -- scan -----------------------------------------------------------------------------------------
@@ -58,11 +59,11 @@ class ScanOutcome:
 
 def scan(path: str | None, source: SourceOptions = SourceOptions(), progress: Progress = None) -> ScanOutcome:
     from mlcache_audit.gcpause import collector_paused
-    from mlcache_audit.report.json import scan_document
+    from mlcache_audit.report.json import container_document, scan_document
 
-    result = _audit(path, source, progress)
+    result = _audit(path, source, progress, keep=container_document)  # each container's document, as it is done
     with collector_paused():  # a document of many artifacts: dicts without cycles
-        return ScanOutcome(scan_document(result))
+        return ScanOutcome(scan_document(result, documents=result.containers))
 
 
 def _scan_document(path: str, source: SourceOptions, progress: Progress = None) -> dict:

@@ -229,12 +229,18 @@ class Sink:
             pass
 
 
-def write_output(path, text: str, mode: str = "w", end: str = "") -> None:
-    """Write a document mlcache was asked to produce (see open_output and Sink), then `end`."""
+def write_output(path, text, mode: str = "w", end: str = "") -> None:
+    """Write a document mlcache was asked to produce (see open_output and Sink), then `end`. `text`
+    is a str, or its pieces in order (report.json.encoded_chunks)."""
     sink = Sink(path, mode)
-    sink.write(text)
-    if end:
-        sink.write(end)
+    try:
+        for piece in (text,) if isinstance(text, str) else text:
+            sink.write(piece)
+        if end:
+            sink.write(end)
+    except BaseException:
+        sink.abandon()
+        raise
     sink.close()
 
 

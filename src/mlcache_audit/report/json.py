@@ -32,16 +32,57 @@ def encoded(doc: dict) -> str:
     return json.dumps(doc, ensure_ascii=True, check_circular=False)  # built fresh: no cycles
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=True, check_circular=False)
+STREAM_DEPTH = 3  # dicts and lists down to a scan's artifacts (doc, containers, container, artifacts)
+STREAM_CHUNK = 1 << 20
+
+
+def encoded_pieces(doc, depth: int = 0):
+    """`encoded(doc)` in pieces, in order, whose concatenation is exactly it: the dicts and lists of
+    the top `STREAM_DEPTH` levels are written out here, each value below them by the C encoder, so
+    the text of the whole document (10.7 MB for a home's 600 containers) is never held at once."""
+    if depth < STREAM_DEPTH and isinstance(doc, dict) and len(doc) > 1 and all(type(k) is str for k in doc):
+        sep = "{"
+        for key, value in doc.items():
+            yield sep + _ENCODER.encode(key) + ": "
+            yield from encoded_pieces(value, depth + 1)
+            sep = ", "
+        yield "}"
+    elif depth < STREAM_DEPTH and isinstance(doc, list) and len(doc) > 1:
+        sep = "["
+        for value in doc:
+            yield sep
+            yield from encoded_pieces(value, depth + 1)
+            sep = ", "
+        yield "]"
+    else:
+        yield _ENCODER.encode(doc)
+
+
+def encoded_chunks(doc):
+    """`encoded_pieces(doc)` joined into chunks of about a MiB: few writes, and none of the whole."""
+    held, size = [], 0
+    for piece in encoded_pieces(doc):
+        held.append(piece)
+        size += len(piece)
+        if size >= STREAM_CHUNK:
+            yield "".join(held)
+            held, size = [], 0
+    if held:
+        yield "".join(held)
+
+
 # -- scan -----------------------------------------------------------------------------------------
-def scan_document(audit) -> dict:
-    """`mlcache.scan/3` from an AuditResult."""
+def scan_document(audit, documents: list[dict] | None = None) -> dict:
+    """`mlcache.scan/3` from an AuditResult, with its containers' `documents` when the audit kept
+    those (container_document of each) in place of their audits."""
     stats = audit.hashes.stats
     extra = {"discovery": audit.discovery, "system": audit.system, "held_open": audit.held} if audit.discovery else {}
     return {
         "schema": SCAN_SCHEMA,
         "path": readable(audit.path),
         **extra,
-        "containers": [container_document(c) for c in audit.containers],
+        "containers": documents if documents is not None else [container_document(c) for c in audit.containers],
         "hashing": {
             "files_hashed": stats.files_hashed, "bytes_hashed": stats.bytes_hashed,
             "partial_reads": stats.partial_reads, "cache_hits": stats.cache_hits,
