@@ -17,6 +17,9 @@ Every floor is measured on the same tree in the same run; "scan" is `mlcache sca
   (checked flat: stricter than the issue's "plus what the output holds");
 - the parallelism budget holds: sampled every 2 ms while it runs, no more processes below mlcache's
   own are alive at once than the CPUs it may run on (`scan A B C --jobs 4`, a split walk, `--home`).
+Beside (not instead of) those floors, the apply rows show the floor with a bare walk of the targets
+added (what any re-check right before acting reads), and the `.tar` row Python's bare read of its
+headers, so a miss can be told from a floor.
 `unzip` and `jdupes` are installed with apt-get when missing and this runs as root, else their rows
 are skipped naming the package. Peak RSS is measured in a wrapper process per run (bench_scan.py's).
 """
