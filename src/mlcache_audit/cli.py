@@ -244,9 +244,7 @@ def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document
 
     if not outcome.confirmed:
         return
-    # The plan's document only where it is shown: JSON of a run that acted is the outcome alone
-    # (15,000 targets' plan entries cost time and the peak for nothing).
-    plan = outcome.plan.to_dict() if plan_document or fmt != "json" else None
+    plan = outcome.plan.to_dict() if plan_document or fmt != "json" else None  # JSON of a run that acted: none
     emit(term, "clean", fmt, apply_document(outcome.result), output=output,
          **({"json_doc": plan if plan_document else None} if fmt == "json" else {"plan": plan, "why": why}))
     if not outcome.result.complete:
