@@ -284,18 +284,21 @@ _json_docs = st.recursive(
 
 
 @settings(max_examples=400, deadline=None)
-@given(doc=_json_docs, chunk=st.sampled_from([1, 7, 1 << 20]))
-def test_a_document_written_in_pieces_is_the_document_encoded_whole(doc, chunk):
+@given(doc=_json_docs, chunk=st.sampled_from([1, 7, 1 << 20]), run=st.sampled_from([1, 2, 256]),
+       depth=st.sampled_from([1, 2, 4]))
+def test_a_document_written_in_pieces_is_the_document_encoded_whole(doc, chunk, run, depth):
     """JSON output is written as it is encoded, in pieces (no text of the whole document is held):
     their concatenation is byte for byte the one-shot encoding, for any document (non-str keys,
-    NaN and infinities, escapes, nesting below the streamed levels) and any chunk size."""
+    NaN and infinities, escapes, nesting below the streamed levels), chunk size, run of elements
+    encoded in one call, and number of levels written out."""
     import mlcache_audit.report.json as rj
 
-    old, rj.STREAM_CHUNK = rj.STREAM_CHUNK, chunk
+    old = rj.STREAM_CHUNK, rj.STREAM_RUN, rj.STREAM_DEPTH
+    rj.STREAM_CHUNK, rj.STREAM_RUN, rj.STREAM_DEPTH = chunk, run, depth
     try:
         assert "".join(rj.encoded_chunks(doc)) == rj.encoded(doc)
     finally:
-        rj.STREAM_CHUNK = old
+        rj.STREAM_CHUNK, rj.STREAM_RUN, rj.STREAM_DEPTH = old
 
 
 @pytest.mark.parametrize("key", ["simulator", "home"])

@@ -42,13 +42,12 @@ class ContainerAudit:
 @dataclass(frozen=True)
 class AuditResult:
     path: str
-    containers: list[ContainerAudit]
+    containers: list  # each one's ContainerAudit, or what audit_containers' `keep` made of it (a document)
     hashes: RunHashes
     discovery: dict | None = None  # {"home", "tmpdir"} when the containers were discovered
     system: list[dict] = field(default_factory=list)  # places shown, never cleaned (the system ANE cache)
     held: dict | None = None  # with discovery: deleted files running processes hold open there (held.py)
     plan_state: bool = True  # made with what a plan needs (the state below each artifact)
-    # Each container's ContainerAudit, or what `keep` made of it (audit_containers): its document.
 
 
 def audit_path(path: str, *, bundle_id: str | None = None, hash_cache: bool = True,

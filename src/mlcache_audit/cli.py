@@ -246,7 +246,7 @@ def _render_clean(term, outcome, fmt: str, output: Path | None, *, plan_document
         return
     plan = outcome.plan.to_dict() if plan_document or fmt != "json" else None  # JSON of a run that acted: none
     emit(term, "clean", fmt, apply_document(outcome.result), output=output,
-         **({"json_doc": plan if plan_document else None} if fmt == "json" else {"plan": plan, "why": why}))
+         **({"json_doc": plan} if fmt == "json" else {"plan": plan, "why": why}))
     if not outcome.result.complete:
         raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))
 

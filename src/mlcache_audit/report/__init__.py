@@ -32,16 +32,16 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
 
         buffer = io.StringIO()
         draw(Terminal(buffer, term.stderr, color=False), doc, **extra)
-        rendered = buffer.getvalue()
+        rendered = (buffer.getvalue(),)
     elif fmt == "json":  # in pieces, as encoded: the text of a large document is never held whole
         from mlcache_audit.report.json import encoded_chunks
 
         rendered, end = encoded_chunks(json_doc if json_doc is not None else doc), "\n"
     else:
         module = importlib.import_module(f"mlcache_audit.report.{fmt}")
-        rendered = getattr(module, f"{what}_{fmt}")(doc, **extra)
-    if output is None:
-        for piece in (rendered,) if isinstance(rendered, str) else rendered:
+        rendered = (getattr(module, f"{what}_{fmt}")(doc, **extra),)
+    if output is None:  # every format as pieces, in order (JSON's as it is encoded)
+        for piece in rendered:
             term.write(piece)
         if end:
             term.write(end)
