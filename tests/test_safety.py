@@ -74,3 +74,13 @@ def test_any_json_is_a_plan_or_a_clear_refusal(doc):
     assert isinstance(plan, Plan)
     with pytest.raises(PlanInvalid):
         Plan.from_dict({**plan.to_dict(), "schema": "mlcache.plan/2"})
+
+
+@given(st.one_of(st.text(max_size=60), st.text(alphabet="ab./\\:_MACOSXé\0", max_size=24),
+                 st.lists(st.sampled_from(["a", ".", "..", "._x", "", "__MACOSX", "c:", "x\\y", "é"]), max_size=6)
+                 .map("/".join)))
+def test_the_fast_member_name_check_agrees_with_the_full_cleaning(raw):
+    """A name taken as it is by the fast check is exactly what the full cleaning gives."""
+    from mlcache_audit.sources import archive
+
+    assert archive.clean_member_name(raw) == archive._cleaned(raw)

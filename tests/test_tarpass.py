@@ -2,16 +2,17 @@
 
 import io
 import tarfile
+import zlib
 
 import build_fixtures as bf
 import pytest
 import xxhash
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mlcache_audit.audit import audit_containers
 from mlcache_audit.errors import CorruptInput
-from mlcache_audit.sources import tarpass
+from mlcache_audit.sources import tarpass, tarstream
 from mlcache_audit.sources.archive import ArchiveStore
 from mlcache_audit.sources.detect import open_containers
 
@@ -51,10 +52,9 @@ def ours(blob: bytes, compression: str, hash_files: bool = True):
     stream = io.BytesIO(blob)
     if compression:
         import bz2
-        import gzip
         import lzma
 
-        stream = gzip.GzipFile(fileobj=stream) if compression == "gz" else \
+        stream = tarstream.Gunzip(stream) if compression == "gz" else \
             {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[compression](stream)
     tp = tarpass.TarPass(stream, seekable=not compression, hash_files=hash_files, wanted=lambda name, size: True)
     got = list(tp)
@@ -216,3 +216,65 @@ def test_a_pax_record_that_is_not_one_is_damage(record):
         t.addfile(tarfile.TarInfo("a"), io.BytesIO(b""))
     with pytest.raises(tarpass.Damaged):
         list(tarpass.TarPass(io.BytesIO(out.getvalue()), seekable=True, hash_files=False))
+
+
+def _inflated(reader) -> tuple[bytes, bool]:
+    """(what a reader gives, whether it ended on an error), read in CHUNK steps."""
+    out = []
+    try:
+        while chunk := reader.read(tarpass.CHUNK):
+            out.append(chunk)
+    except (OSError, EOFError, zlib.error):
+        return b"".join(out), True
+    return b"".join(out), False
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=5000), st.integers(0, 9), st.booleans()), min_size=1, max_size=4),
+       st.sampled_from([b"", b"garbage", b"\x1f", b"\x1f\x8b\x08"]), st.integers(0, 40), st.booleans())
+def test_gunzip_reads_what_gzipfile_reads(members, tail, cut, big):
+    """Members one after another (NUL padding between them), anything after them, a cut anywhere:
+    the index pass's reader gives the bytes GzipFile gives, and fails where GzipFile fails."""
+    import gzip
+
+    blob = b"".join(gzip.compress((data * 400) if big else data, mtime=0) + b"\0" * pad
+                    for data, pad, _ in members) + tail
+    if cut and members[0][2]:
+        blob = blob[:max(1, len(blob) - cut)]
+    expected, failed = _inflated(gzip.GzipFile(fileobj=io.BytesIO(blob)))
+    got, ours_failed = _inflated(tarstream.Gunzip(io.BytesIO(blob)))
+    assert ours_failed == failed
+    assert got == expected if not failed else expected.startswith(got) or got.startswith(expected)
+
+
+@given(st.binary(min_size=8, max_size=12))
+@example(b"\x1c0000644\0")  # str.strip strips the ASCII separators, bytes.strip does not
+@example(b"0000644\x1c")
+@example(b" 644 \0\0\0\0")
+@example(b"\x85644\0\0\0\0\0")
+@example(b"\0\0\0\0\0\0\0\0")
+@example(b"00\00644 \0")
+def test_a_header_number_is_read_as_tarfile_reads_it(field):
+    """The fast reading of an octal field (digits, then NULs or spaces) gives tarfile's number or
+    is refused where tarfile refuses it."""
+    try:
+        expected = tarfile.nti(field)
+    except tarfile.InvalidHeaderError:
+        expected = None
+    try:
+        got = tarpass._number(field)
+    except tarpass.Damaged:
+        got = None
+    assert got == expected
+
+
+def test_a_tar_cut_after_a_members_pax_record_is_damaged_not_ended():
+    """A pax record describes the member after it: an archive that ends there (at a block's edge,
+    or at the end-of-archive blocks) lost that member, and says so (found by the cut test)."""
+    blob = build([("app/a.txt", tarfile.REGTYPE, b"abc", 0), ("\x80", tarfile.REGTYPE, b"", 0)], tarfile.PAX_FORMAT)
+    _, whole = ours(blob, "")
+    second = whole[1].offset - 512 - 1024  # where its pax header starts
+    for cut in (blob[:second + 1024], blob[:second + 1024] + bytes(1024)):
+        tp, got = ours(cut, "")
+        assert [m.name for m in got] == ["app/a.txt"]
+        assert tp.damage and "before its member" in tp.damage

@@ -6,6 +6,7 @@ later read of a member not kept from that pass opens a stream again and moves fo
 
 from __future__ import annotations
 
+import sys
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -55,20 +56,75 @@ def open_stream(path: Path, compression: str | None, *, ahead: bool = False) -> 
     import gzip
     import lzma
 
-    opener = {"gz": lambda f: gzip.GzipFile(fileobj=f), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
-    stream = opener[compression](raw)
     if ahead:
-        return _Ahead(stream, raw, (OSError, EOFError, zlib.error, lzma.LZMAError))  # type: ignore[return-value]
-    return _Closing(stream, raw)  # type: ignore[return-value]
+        # gzip inflated by zlib in steps of CHUNK (not GzipFile's 8 KiB ones: each step takes the GIL back)
+        opener = {"gz": Gunzip, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+        return _Ahead(opener[compression](raw), raw,  # type: ignore[return-value]
+                      (OSError, EOFError, zlib.error, lzma.LZMAError))
+    opener = {"gz": lambda f: gzip.GzipFile(fileobj=f), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+    return _Closing(opener[compression](raw), raw)  # type: ignore[return-value]
+
+
+class Gunzip:
+    """A gzip file's bytes, read as GzipFile reads them, inflated by zlib CHUNK bytes a call.
+
+    As GzipFile: members one after another, NUL bytes between them skipped, each member's CRC-32 and
+    length checked (zlib does, with the gzip wrapper), anything else after a member an error
+    (zlib.error), a file that ends inside a member EOFError. Unlike GzipFile, whose reads inflate
+    8 KiB of input at a time, one call inflates up to CHUNK bytes of output: on the index pass's own
+    thread each call is one release and one take of the GIL, not dozens (sources/tarstream._Ahead)."""
+
+    RAW = 1 << 20  # compressed bytes read at a time
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._d = zlib.decompressobj(31)  # 16 + 15: the gzip wrapper only
+        self._in = b""
+        self._started = False  # bytes of the current member have been fed (so an end here is a cut)
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to CHUNK inflated bytes (whatever `n` asks), b"" at the end."""
+        while True:
+            if not self._in:
+                self._in = self._raw.read(self.RAW)
+                if not self._in:
+                    if self._started:
+                        raise EOFError("the gzip stream ends inside a member")
+                    return b""
+            if not self._started:  # between members: NUL padding is skipped, as GzipFile does
+                self._in = self._in.lstrip(b"\0")
+                if not self._in:
+                    continue
+                self._started = True
+            out = self._d.decompress(self._in, CHUNK)
+            self._in = self._d.unconsumed_tail
+            if self._d.eof:  # this member is whole and checked: what follows starts the next
+                self._in = self._d.unused_data
+                self._d = zlib.decompressobj(31)
+                self._started = False
+            if out:
+                return out
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class _Ahead(_Closing):
     """A decompressing stream read on a thread of its own, at most DEPTH chunks ahead of its reader
     (4 MiB): zlib, bz2 and lzma let go of the GIL while they inflate, so on two CPUs inflating and
     parsing overlap (inflating is about a fifth of indexing a .tar.gz, measured). What inflating
-    raises is raised to the reader as `Damaged`, in order; closing stops and joins the thread."""
+    raises is raised to the reader as `Damaged`, in order; closing stops and joins the thread.
+
+    While it runs, the interpreter's switch interval is at most SWITCH (0.2 ms, not 5): the parsing
+    thread holds the GIL almost always, and each time the inflating thread wants it back (after every
+    inflate and every read) it waited up to the interval, so the parser ran dry. The interval counts
+    only while the other thread asks for the GIL (when the queue is full, it does not). Measured on
+    the 40,000-member .tar.gz, the pass alone, best of 8:
+    0.63 s at 5 ms and at 1 ms, 0.53 s at 0.2 ms, 0.60 s inflating on the parser's own thread; with
+    GzipFile (8 KiB of input a step) the parser waited 0.23 s for bytes at 5 ms, with Gunzip 0.005 s."""
 
     DEPTH = 4
+    SWITCH = 0.0002
 
     def __init__(self, stream, raw, errors: tuple):  # (not _Closing's: reads come from the queue)
         import queue
@@ -80,6 +136,7 @@ class _Ahead(_Closing):
         self._stop = threading.Event()
         self._ended = False
         self._thread = threading.Thread(target=self._run, name="mlcache-inflate", daemon=True)
+        _switch_shorter(self.SWITCH)
         self._thread.start()
 
     def _run(self) -> None:
@@ -116,9 +173,28 @@ class _Ahead(_Closing):
         return item
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
+        _switch_back()
         super().close()
+
+
+_switch = {"held": 0, "before": 0.0}  # the interval before the first of the passes still running
+
+
+def _switch_shorter(interval: float) -> None:
+    if _switch["held"] == 0:
+        _switch["before"] = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, _switch["before"]))
+    _switch["held"] += 1
+
+
+def _switch_back() -> None:
+    _switch["held"] -= 1
+    if _switch["held"] == 0:
+        sys.setswitchinterval(_switch["before"])
 
 
 class Window:
