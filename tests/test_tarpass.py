@@ -278,3 +278,28 @@ def test_a_tar_cut_after_a_members_pax_record_is_damaged_not_ended():
         tp, got = ours(cut, "")
         assert [m.name for m in got] == ["app/a.txt"]
         assert tp.damage and "before its member" in tp.damage
+
+
+def test_the_switch_interval_is_shortened_only_while_an_inflating_pass_runs(tmp_path):
+    """The index pass of a .tar.gz shortens the interpreter's switch interval while its thread
+    inflates, and gives it back when the pass ends, whole, damaged or interrupted."""
+    import sys
+
+    from mlcache_audit.errors import CorruptInput
+
+    before = sys.getswitchinterval()
+    blob = build([("app/tmp/a.bin", tarfile.REGTYPE, bytes(3000), 0)], tarfile.PAX_FORMAT, "gz")
+    good, cut = tmp_path / "a.tar.gz", tmp_path / "cut.tar.gz"
+    good.write_bytes(blob)
+    cut.write_bytes(blob[:len(blob) // 2])
+    seen = []
+    with tarstream.open_stream(good, "gz", ahead=True) as stream:
+        seen.append(sys.getswitchinterval())
+        list(tarpass.TarPass(stream, seekable=False, hash_files=True))
+    assert seen == [pytest.approx(min(before, tarstream._Ahead.SWITCH))] and sys.getswitchinterval() == before
+    ArchiveStore(good, "tar")
+    with pytest.raises(CorruptInput):
+        ArchiveStore(cut, "tar")
+    with pytest.raises(KeyboardInterrupt), tarstream.open_stream(good, "gz", ahead=True):
+        raise KeyboardInterrupt
+    assert sys.getswitchinterval() == before

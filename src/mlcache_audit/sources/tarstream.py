@@ -1,7 +1,8 @@
 """A tar's bytes as streams: which compression, inflating ahead on a thread, a member's window.
 
-The reading side of sources/tarpass.py: the index pass reads `open_stream(..., ahead=True)`; a
-later read of a member not kept from that pass opens a stream again and moves forwards to it.
+The reading side of sources/tarpass.py: the index pass reads `open_stream(..., ahead=True)` (a
+.tar.gz through `Gunzip`, on a thread of its own: `_Ahead`); a later read of a member not kept from
+that pass opens a stream again (through GzipFile) and moves forwards to it.
 """
 
 from __future__ import annotations
@@ -136,8 +137,8 @@ class _Ahead(_Closing):
         self._stop = threading.Event()
         self._ended = False
         self._thread = threading.Thread(target=self._run, name="mlcache-inflate", daemon=True)
-        _switch_shorter(self.SWITCH)
         self._thread.start()
+        _switch_shorter(self.SWITCH)  # (after the start: a thread that cannot start leaves it as it was)
 
     def _run(self) -> None:
         try:
