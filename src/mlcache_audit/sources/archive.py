@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import stat
 import tarfile
 import unicodedata
@@ -36,7 +37,12 @@ class _Member:
 def is_archive(path: Path) -> str | None:
     """'zip' or 'tar' by content (not by name), else None. Read through a handle opened without
     blocking or following a final symlink and checked to be a regular file (fsio.open_regular), so
-    a FIFO or a device named `x.zip` is never read."""
+    a FIFO or a device named `x.zip` is never read.
+
+    tarfile's own test lets more than TarError out of a damaged compressed file (a gzip stream cut
+    before its first header is EOFError): such a file is a cut archive, 'tar', so its reader says
+    where it is damaged; any other error reading it is None (tests/test_archive_sniff.py cuts and
+    changes every form)."""
     try:
         fh = fsio.open_regular_file(str(path))
     except OSError:
@@ -48,7 +54,9 @@ def is_archive(path: Path) -> str | None:
             fh.seek(0)
             if tarfile.is_tarfile(fh):
                 return "tar"
-        except (OSError, tarfile.TarError):
+        except EOFError:
+            return "tar"
+        except READ_ERRORS + (lzma.LZMAError, ValueError):
             return None
     return None
 
