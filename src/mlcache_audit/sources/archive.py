@@ -22,8 +22,10 @@ from mlcache_audit.sources import tarpass, tarstream, zipdir
 from mlcache_audit.sources.base import DIR, FILE, Entry, display_path
 from mlcache_audit.sources.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_MEMBERS
 
-# UnicodeDecodeError: zipfile decodes a local header's name as UTF-8 when its flag says so.
-READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError, UnicodeDecodeError)
+# UnicodeDecodeError: zipfile decodes a local header's name as UTF-8 when its flag says so; LZMAError:
+# a damaged .xz, or a zip member packed with LZMA, raises lzma's own error, not zipfile's.
+READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError, UnicodeDecodeError,
+               lzma.LZMAError)
 
 
 @dataclass(slots=True)
@@ -56,7 +58,7 @@ def is_archive(path: Path) -> str | None:
                 return "tar"
         except EOFError:
             return "tar"
-        except READ_ERRORS + (lzma.LZMAError, ValueError):
+        except READ_ERRORS + (ValueError,):
             return None
     return None
 
