@@ -10,10 +10,11 @@ import pickle
 import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hostile_corpus
@@ -124,8 +125,6 @@ def _lying_zip(path: Path, declared: int, held: int) -> None:
 @settings(max_examples=25, deadline=None)
 @given(declared=st.integers(1, 40), held=st.integers(1, 400), cap=st.integers(1, 200))
 def test_a_zip_is_capped_by_what_its_directory_holds_not_what_it_declares(declared, held, cap):
-    import tempfile
-
     from mlcache_audit.errors import ArchiveLimitExceeded
     from mlcache_audit.sources.archive import ArchiveStore
 
@@ -170,6 +169,35 @@ def test_a_second_run_on_the_same_container_waits_its_turn(tmp_path, monkeypatch
         holder.kill()
         holder.wait()
     assert run("apply", plan_file, "--yes").exit_code == 0  # the OS dropped the lock with its holder
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(note=st.one_of(st.binary(max_size=4096), st.sampled_from([b"[" * 4096, b'{"pid":' * 600, b'{"pid": "x"}',
+                                                                  b'{"pid": 1e400, "started": 1}', b"[]", b"null",
+                                                                  b'{"pid": "' + b"9" * 5000 + b'"}'])))
+def test_a_held_lock_with_any_note_is_one_line_naming_the_holder_or_pid_unknown(note, tmp_path):
+    """The note in a held lock file is read only to name its holder: whatever it holds (a file of
+    mlcache's state anyone may have edited), the second run is ContainerBusy, never an internal error."""
+    import fcntl
+
+    from mlcache_audit.errors import ContainerBusy
+    from mlcache_audit.identity import ContainerKey
+    from mlcache_audit.locks import holding
+
+    state = Path(tempfile.mkdtemp(dir=tmp_path))
+    key = ContainerKey(1, 2)
+    with holding(state, [key], "test"):
+        pass
+    (lock,) = (state / "locks").glob("*.lock")
+    lock.write_bytes(note)
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ContainerBusy) as busy, holding(state, [key], "test"):
+            pass
+        assert "another mlcache run (" in str(busy.value) and "\n" not in str(busy.value)
+    finally:
+        os.close(fd)
 
 
 def test_an_unwritable_state_folder_refuses_before_acting(tmp_path, monkeypatch):

@@ -83,5 +83,5 @@ def _holder(fd: int) -> str:
     try:
         doc = json.loads(os.pread(fd, 4096, 0) or b"{}")
         return f"pid {int(doc['pid'])}, started {str(doc['started'])[:19].replace('T', ' ')} UTC"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "pid unknown"
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
+        return "pid unknown"  # anyone may have edited the note: 1e400 is inf to int(), [[[... too deep"
