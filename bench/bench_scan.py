@@ -220,6 +220,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated trees")
     args = ap.parse_args()
     base = args.dir or Path(tempfile.mkdtemp(prefix="mlcache-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
     jdupes = ensure_jdupes()
     print(f"{os.cpu_count()} CPUs; median of {args.runs} runs; warm page cache; one run, side by side\n")
     print("| tree | files | GB | mlcache first scan s | jdupes -r s | du -sb s | mlcache / jdupes | mlcache / du "

@@ -271,10 +271,12 @@ def ensure(tool: str, package: str) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--dir", type=Path)
+    ap.add_argument("--dir", type=Path, help="where to make the work folder (made if missing; default: a temp folder)")
     ap.add_argument("--quick", action="store_true", help="a tenth of every size (a smoke run; targets not checked)")
     args = ap.parse_args()
     mlcache = mlcache_command()
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="mlcache-stages-", dir=args.dir))
     scale = 10 if args.quick else 1
     misses, rows = [], []
