@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import build_fixtures as bf
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +26,7 @@ from mlcache_audit.sources.detect import open_containers
 
 SPEC = "Library/Caches/com.example.cut/com.apple.e5rt.e5bundlecache/23A344/" + "AB" * 32
 COPY = "tmp/{}-10532-B1E9028BEA58AEEA.mlmodelc/"
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-models" / "parkinson_wave.mlmodelc"
+REAL = bf.PARKINSON  # the real compiled bundle, shipped in fixtures/models
 PARTS = ("coremldata.bin", "metadata.json", "model.espresso.net", "model.espresso.shape")  # not the weights: cut
 # points then fall among the headers and the files a scan reads, not in 950 KB of one member
 FILES = {
