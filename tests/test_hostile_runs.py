@@ -174,7 +174,8 @@ def test_a_second_run_on_the_same_container_waits_its_turn(tmp_path, monkeypatch
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(note=st.one_of(st.binary(max_size=4096), st.sampled_from([b"[" * 4096, b'{"pid":' * 600, b'{"pid": "x"}',
                                                                   b'{"pid": 1e400, "started": 1}', b"[]", b"null",
-                                                                  b'{"pid": "' + b"9" * 5000 + b'"}'])))
+                                                                  b'{"pid": "' + b"9" * 5000 + b'"}',
+                                                                  b'{"pid": 5, "started": "2026\\n\\u001b[2J::error::x"}'])))
 def test_a_held_lock_with_any_note_is_one_line_naming_the_holder_or_pid_unknown(note, tmp_path):
     """The note in a held lock file is read only to name its holder: whatever it holds (a file of
     mlcache's state anyone may have edited), the second run is ContainerBusy, never an internal error."""

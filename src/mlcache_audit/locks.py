@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mlcache_audit import fsio
-from mlcache_audit.errors import ContainerBusy, StateNotWritable
+from mlcache_audit.docfields import Fields, load_json
+from mlcache_audit.errors import ContainerBusy, DocumentInvalid, StateNotWritable
 from mlcache_audit.identity import ContainerKey
 
 
@@ -80,8 +81,14 @@ def holding(state_dir: Path, keys: list[ContainerKey], what: str) -> Iterator[No
 
 
 def _holder(fd: int) -> str:
+    """Who holds the lock, from the note it wrote, read as any document is (docfields: anyone may have
+    edited a file of the state folder): "pid unknown" when the note is missing or not one mlcache
+    writes, and the start time made printable, so the message stays one line."""
+    f = Fields("the lock's note")
     try:
-        doc = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"pid {int(doc['pid'])}, started {str(doc['started'])[:19].replace('T', ' ')} UTC"
-    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
-        return "pid unknown"  # anyone may have edited the note: 1e400 is inf to int(), [[[... too deep"
+        doc = f.obj(load_json(os.pread(fd, 4096, 0) or b"{}", "the lock's note"), "the note")
+        pid = f.integer(doc, "pid", "the note", low=1, high=2**31 - 1)
+        started = f.text(doc, "started", "the note")[:19].replace("T", " ")
+    except (OSError, DocumentInvalid):
+        return "pid unknown"
+    return f"pid {pid}, started {fsio.printable(started)} UTC"
