@@ -108,10 +108,35 @@ class _Masked:
         with _sigint_blocked():
             return self._pool.submit(fn, *args, **kwargs)
 
-    def map(self, fn, *iterables):
-        with _sigint_blocked():
-            futures = [self._pool.submit(fn, *args) for args in zip(*iterables, strict=False)]
-        return (f.result() for f in futures)
+    def map(self, fn, *iterables, ahead: int | None = None):
+        """Results in order. With `ahead`, at most that many tasks are submitted and not yet taken:
+        a task is handed out as the caller takes a result, so results the caller has not asked for
+        stay bounded (workers walking a home's 600 containers faster than this process reports
+        them held every container's walk at once: peak memory grew with the home)."""
+        if ahead is None:
+            with _sigint_blocked():
+                futures = [self._pool.submit(fn, *args) for args in zip(*iterables, strict=False)]
+            return (f.result() for f in futures)
+        return self._bounded(fn, zip(*iterables, strict=False), max(1, ahead))
+
+    def _bounded(self, fn, jobs, ahead: int):
+        import collections
+        import itertools
+
+        futures: collections.deque = collections.deque()
+
+        def fill() -> None:
+            with _sigint_blocked():
+                futures.extend(self._pool.submit(fn, *args) for args in itertools.islice(jobs, ahead - len(futures)))
+
+        def results():
+            while futures:
+                first = futures.popleft()
+                fill()  # before waiting: the workers never idle while this process takes a result
+                yield first.result()
+
+        fill()  # now, as map does: the workers start before the first result is asked for
+        return results()
 
 
 def end_children(timeout: float = 3.0) -> None:

@@ -221,21 +221,23 @@ def walk_group(store, root: str, parent: str, names: list[str]) -> Part:
     return part
 
 
-def shrinking_tasks(items: list, n: int, least: int = 2) -> list[list]:
+def shrinking_tasks(items: list, n: int, least: int = 2, most: int = 12) -> list[list]:
     """`items` in order, cut into tasks of an eighth of what is left per worker pair (at least
-    `least`): the workers start on large tasks and end on small ones, so at the end neither waits
-    long for the other, and this process, which reports each container as its task comes back, has
-    few left to report when the last one does. Tasks of one size (37 containers of a home's 600)
-    left 74 to report after the walk: 0.056 s."""
+    `least`, at most `most`): the workers start on large tasks and end on small ones, so at the end
+    neither waits long for the other, and this process, which reports each container as its task
+    comes back, has few left to report when the last one does. Tasks of one size (37 containers of
+    a home's 600) left 74 to report after the walk: 0.056 s. `most` bounds what one result holds
+    (with walking's look-ahead, what the walk holds at once does not grow with the home)."""
     tasks, i = [], 0
     while i < len(items):
-        size = max(least, (len(items) - i) // (4 * n))
+        size = max(least, min(most, (len(items) - i) // (4 * n)))
         tasks.append(items[i:i + size])
         i += size
     return tasks
 
 
 PARALLEL_MIN_CONTAINERS = 32  # a home's simulators: each too small to split, together worth two CPUs
+LOOK_AHEAD = 2  # tasks a worker may have walked or queued ahead of this process's report, each
 
 
 @contextlib.contextmanager
@@ -261,7 +263,8 @@ def walking(containers: list[Container], plan_state: bool) -> Iterator[Callable[
     with contextlib.ExitStack() as stack:  # an exception in the caller's loop ends every worker
         try:
             pool = stack.enter_context(workers.process_pool(n, context=context, share=1))
-            results = pool.map(walk_wholes, [[(c.store, c.root) for c in g] for g in groups], [plan_state] * len(groups))
+            results = pool.map(walk_wholes, [[(c.store, c.root) for c in g] for g in groups], [plan_state] * len(groups),
+                               ahead=LOOK_AHEAD * n)
         except (OSError, RuntimeError):  # no processes to be had: each is walked here instead
             results = None
         done: dict[int, list[Part]] = {}
