@@ -53,10 +53,17 @@ def _summary(part) -> tuple:
 
 def assert_finished(part, label: str) -> None:
     """Each walk lets an artifact's running hashes go as it leaves it (about 1.4 KB of C memory an
-    artifact, 21 MB at 15,000 cache entries): none is left running once the walk returns."""
+    artifact, 21 MB at 15,000 cache entries): none is left running once the walk returns. Nor a
+    cache entry's layout as a set of its own: entries of one layout share one frozenset of it."""
+    from mlcache_audit.scan.model import LAYOUT_MEMO_NAMES
+
+    first: dict = {}
     for a in part.artifacts:
         assert a.hasher is None, (label, a.path, "structure hash left running")
         assert a.state is None or a.state._h is None, (label, a.path, "plan state left running")  # noqa: SLF001
+        assert type(a.layout) is frozenset, (label, a.path, "layout left a set of its own")
+        if len(a.layout) <= LAYOUT_MEMO_NAMES:
+            assert first.setdefault(a.layout, a.layout) is a.layout, (label, a.path, "an equal layout not shared")
 
 
 def assert_same_walks(path: Path) -> int:
