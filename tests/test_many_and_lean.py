@@ -319,20 +319,35 @@ _json_docs = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(doc=_json_docs, chunk=st.sampled_from([1, 7, 1 << 20]), run=st.sampled_from([1, 2, 256]),
-       depth=st.sampled_from([1, 2, 4]))
-def test_a_document_written_in_pieces_is_the_document_encoded_whole(doc, chunk, run, depth):
+       depth=st.sampled_from([1, 2, 4, 6]), runs_from=st.integers(0, 4), few=st.sampled_from([0, 1, 2, 8]))
+def test_a_document_written_in_pieces_is_the_document_encoded_whole(doc, chunk, run, depth, runs_from, few):
     """JSON output is written as it is encoded, in pieces (no text of the whole document is held):
     their concatenation is byte for byte the one-shot encoding, for any document (non-str keys,
     NaN and infinities, escapes, nesting below the streamed levels), chunk size, run of elements
-    encoded in one call, and number of levels written out."""
+    encoded in one call, number of levels written out, level from which long lists go in runs, and
+    length of list still written out element by element."""
     import mlcache_audit.report.json as rj
 
-    old = rj.STREAM_CHUNK, rj.STREAM_RUN, rj.STREAM_DEPTH
-    rj.STREAM_CHUNK, rj.STREAM_RUN, rj.STREAM_DEPTH = chunk, run, depth
+    names = ("STREAM_CHUNK", "STREAM_RUN", "STREAM_DEPTH", "STREAM_RUNS_FROM", "STREAM_FEW")
+    old = [getattr(rj, n) for n in names]
+    for n, v in zip(names, (chunk, run, depth, runs_from, few), strict=True):
+        setattr(rj, n, v)
     try:
         assert "".join(rj.encoded_chunks(doc)) == rj.encoded(doc)
     finally:
-        rj.STREAM_CHUNK, rj.STREAM_RUN, rj.STREAM_DEPTH = old
+        for n, v in zip(names, old, strict=True):
+            setattr(rj, n, v)
+
+
+def test_a_long_list_deep_in_a_few_findings_is_written_in_runs():
+    """The 15,000 links of the one finding of a stale build: no piece holds more than a run of them."""
+    import mlcache_audit.report.json as rj
+
+    link = {"path": "Library/Caches/x/" + "A" * 64, "evidence": ["os_build", "22G90"]}
+    doc = {"schema": "s", "containers": [{"artifacts": [], "findings": [{"rule": "r", "links": [link] * 5000}]}]}
+    pieces = list(rj.encoded_pieces(doc))
+    assert "".join(pieces) == rj.encoded(doc)
+    assert max(map(len, pieces)) <= rj.STREAM_RUN * (len(rj.encoded(link)) + 2)
 
 
 @pytest.mark.parametrize("key", ["simulator", "home"])

@@ -33,15 +33,24 @@ def encoded(doc: dict) -> str:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, check_circular=False)
-STREAM_DEPTH = 4  # levels written out here: a scan document, its containers, a container, its artifacts
+# Levels written out here: a scan document, its containers, a container, its lists (artifacts,
+# findings), a finding, its lists (the paths and links of every entry it names).
+STREAM_DEPTH = 6
+STREAM_RUNS_FROM = 3  # from this level on a long list goes in runs; above it (containers) element by element
+STREAM_FEW = 8  # a list of at most this many is written out element by element at any level (a few findings)
 STREAM_CHUNK = 1 << 20
-STREAM_RUN = 256  # elements of the last level encoded in one call
+STREAM_RUN = 256  # elements of a long list encoded in one call
 
 
 def encoded_pieces(doc, depth: int = 0):
     """`encoded(doc)` in pieces, in order, whose concatenation is exactly it: the dicts and lists of
     the top `STREAM_DEPTH` levels are written out here, each value below them by the C encoder, so
-    the text of the whole document (10.7 MB for a home's 600 containers) is never held at once."""
+    the text of the whole document (10.7 MB for a home's 600 containers) is never held at once.
+    A long list from the container's own lists down (its 15,000 artifacts; a finding's 15,000 links)
+    goes in runs of STREAM_RUN elements, one C call each; one call per artifact doubled the time.
+    A container's few findings are written out one by one, down to their lists: the one finding
+    that named 15,000 stale entries was 11 MB of text encoded in one call, and that call held its
+    pieces and their join at once (37 MB more at the peak of a 15,000-entry scan, measured)."""
     if depth < STREAM_DEPTH and isinstance(doc, dict) and doc and all(type(k) is str for k in doc):
         sep = "{"
         for key, value in doc.items():
@@ -49,13 +58,12 @@ def encoded_pieces(doc, depth: int = 0):
             yield from encoded_pieces(value, depth + 1)
             sep = ", "
         yield "}"
-    elif depth == STREAM_DEPTH - 1 and isinstance(doc, list) and doc:
-        # The last level written out here (a container's artifacts): runs of elements, one C call
-        # each ("[a, b]" without its brackets is "a, b"); one call per artifact doubled the time.
-        for i in range(0, len(doc), STREAM_RUN):
-            yield ("[" if i == 0 else ", ") + _ENCODER.encode(doc[i:i + STREAM_RUN])[1:-1]
-        yield "]"
     elif depth < STREAM_DEPTH and isinstance(doc, list) and doc:
+        if depth >= STREAM_RUNS_FROM and len(doc) > STREAM_FEW:  # "[a, b]" without its brackets is "a, b"
+            for i in range(0, len(doc), STREAM_RUN):
+                yield ("[" if i == 0 else ", ") + _ENCODER.encode(doc[i:i + STREAM_RUN])[1:-1]
+            yield "]"
+            return
         sep = "["
         for value in doc:
             yield sep
