@@ -378,3 +378,23 @@ def test_a_scan_keeps_each_containers_document_and_lets_its_audit_go(built, key,
     assert whole.containers[0].notes, "the hash cache opened: its note is not tried"
     assert scan_document(kept, documents=kept.containers) == scan_document(whole)
     assert commands.scan(str(built[key])).document == scan_document(whole)
+
+
+def test_jsonl_lines_come_in_pieces_here_and_as_their_text_from_a_worker(built, monkeypatch):
+    """A path's JSON Lines are written as they are encoded (no line of a large container is held
+    whole), and pickled back from a worker they are that same text, not the document."""
+    import pickle
+
+    import mlcache_audit.report.json as rj
+    from mlcache_audit import commands
+
+    monkeypatch.setattr(rj, "STREAM_CHUNK", 64)
+    lines = commands._scan_lines_of(str(built["simulator"]), commands.SourceOptions(hash_cache=False))  # noqa: SLF001
+    pieces = list(lines)
+    text = "".join(pieces)
+    assert len(pieces) > 2 * text.count("\n") and all(len(p) < len(text) / 4 for p in pieces)
+    docs = [json.loads(line) for line in text.splitlines()]
+    assert len(docs) >= 2 and all(d["schema"] == rj.SCAN_CONTAINER_SCHEMA for d in docs)
+    sent = pickle.loads(pickle.dumps(lines))
+    assert type(sent) is str and sent == text
+    assert len(pickle.dumps(lines)) < len(text) + 200  # the text alone crosses

@@ -93,15 +93,6 @@ def _batch_errors(term, doc: dict) -> None:
         raise click.exceptions.Exit(int(ExitCode.BAD_INPUT))
 
 
-def _noting_errors(lines, failed: list):
-    import json
-
-    for line in lines:
-        if '"mlcache.scan-error/1"' in line[:60]:
-            failed.append(json.loads(line))
-        yield line
-
-
 def color_choice(option: str | None, environ) -> bool | None:
     """--color beats NO_COLOR, which beats FORCE_COLOR, which beats terminal detection (None)."""
     if option is not None:
@@ -167,7 +158,7 @@ def scan(paths: tuple[str, ...], jobs: int, fmt: str, top: int, why: bool, outpu
     term = _terminal()
     if fmt == "jsonl":  # streamed: one line per container as each path finishes, nothing kept
         failed = []
-        stream(term, _noting_errors(commands.scan_lines(paths, source, jobs=jobs), failed), output)
+        stream(term, commands.scan_lines(paths, source, jobs=jobs, failed=failed), output)
         return _batch_errors(term, {"errors": failed})
     with term.progress(f"Scanning {', '.join(paths) or 'this Mac'}") as progress:
         doc = commands.scan_many(paths, source, jobs=jobs, progress=progress).document if paths else \

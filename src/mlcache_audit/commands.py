@@ -75,28 +75,38 @@ def _snapshot_document(path: str, source: SourceOptions, progress: Progress = No
     return snapshot(path, source, progress)
 
 
-def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1):
-    """`scan --format jsonl`: one line per container, as each path finishes (none: this Mac); a PATH
-    of several that cannot be read is one `mlcache.scan-error/1` line, and the rest go on."""
+def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,
+               failed: list | None = None):
+    """`scan --format jsonl`: the text of one line per container, in pieces, as each path finishes
+    (none: this Mac); a PATH of several that cannot be read is one `mlcache.scan-error/1` line, its
+    document also put in `failed`, and the rest go on."""
     from mlcache_audit.report.json import error_line
 
     if not paths:
-        yield from (lines for _, lines in each_path((None,), _scan_lines_of, source))
+        for _, lines in each_path((None,), _scan_lines_of, source):
+            yield from lines
         return
     from mlcache_audit.workers import clamp_jobs
 
     kept, options, _ = fold_overlaps(paths, source)
     for _, lines in each_path(kept, _scan_lines_of, options, jobs=clamp_jobs(jobs)[0]):
-        yield error_line(lines.to_dict()) if isinstance(lines, PathFailure) else lines
+        if isinstance(lines, PathFailure):
+            if failed is not None:
+                failed.append(lines.to_dict())
+            yield error_line(lines.to_dict())
+        elif isinstance(lines, str):  # a worker's lines, sent back as their text
+            yield lines
+        else:
+            yield from lines
 
 
-def _scan_lines_of(path: str | None, source: SourceOptions, progress: Progress = None) -> str:
-    """One path's finished JSON Lines, made where it was scanned (a worker sends back text, not a
-    document the parent would unpack and encode again)."""
-    from mlcache_audit.report.json import container_lines
+def _scan_lines_of(path: str | None, source: SourceOptions, progress: Progress = None):
+    """One path's finished JSON Lines (report.json.ContainerLines), made where it was scanned: in a
+    worker they are encoded there and sent back as text."""
+    from mlcache_audit.report.json import ContainerLines
 
     doc = _scan_document(path, source, progress)
-    return container_lines(path if path is not None else doc["path"], doc)
+    return ContainerLines(path if path is not None else doc["path"], doc)
 
 
 def scan_many(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), *, jobs: int = 1,

@@ -53,8 +53,9 @@ def emit(term, what: str, fmt: str, doc: dict, *, output=None, json_doc: dict | 
 
 
 def stream(term, lines, output=None) -> None:
-    """Write lines as they come (JSON Lines of `scan --format jsonl` or `watch --format json`, or
-    watch's text), flushed one by one, so nothing waits for the end and nothing is kept."""
+    """Write text as it comes (JSON Lines of `scan --format jsonl`, a long line in pieces as it is
+    encoded, or `watch --format json`, or watch's text), each piece flushed, so nothing waits for
+    the end and nothing is kept."""
     from mlcache_audit.docfields import Sink
 
     sink = None

@@ -124,9 +124,25 @@ def merge_scan_documents(docs: list[tuple[str, dict]], *, errors: list[dict] = (
             "hashing": {**hashing, "cache": cache}, **extra}
 
 
-def container_lines(path: str, doc: dict) -> str:
-    """`--format jsonl`: one line per container of one path's document, each a whole document."""
-    return "".join(dumps({"schema": SCAN_CONTAINER_SCHEMA, "source_path": path, **c}) for c in doc["containers"])
+class ContainerLines:
+    """`--format jsonl`: the lines of one path's document, a line per container, each a whole
+    document. Iterated, they come as they are encoded, in pieces (a line is never held whole: a
+    15,000-entry container's line is 23 MB, and held with its encoding it took 129 MB at the peak);
+    pickled back from a worker, they become their text (a str), not the document the parent would
+    unpack and encode again."""
+
+    __slots__ = ("path", "doc")
+
+    def __init__(self, path: str, doc: dict):
+        self.path, self.doc = path, doc
+
+    def __iter__(self):
+        for c in self.doc["containers"]:
+            yield from encoded_chunks({"schema": SCAN_CONTAINER_SCHEMA, "source_path": self.path, **c})
+            yield "\n"
+
+    def __reduce__(self):
+        return str, ("".join(self),)
 
 
 def error_line(error: dict) -> str:
