@@ -91,9 +91,10 @@ def scan_lines(paths: tuple[str, ...], source: SourceOptions = SourceOptions(), 
     kept, options, _ = fold_overlaps(paths, source)
     for _, lines in each_path(kept, _scan_lines_of, options, jobs=clamp_jobs(jobs)[0]):
         if isinstance(lines, PathFailure):
+            error = lines.to_dict()
             if failed is not None:
-                failed.append(lines.to_dict())
-            yield error_line(lines.to_dict())
+                failed.append(error)
+            yield error_line(error)
         elif isinstance(lines, str):  # a worker's lines, sent back as their text
             yield lines
         else:

@@ -28,21 +28,6 @@ NO_LAYOUT: frozenset[str] = frozenset()  # every other artifact's layout (an emp
 LAYOUT_MEMO_NAMES = 256  # real entries hold a few to tens of layout names
 
 
-@lru_cache(maxsize=1024)
-def _first_of(layout: frozenset[str]) -> frozenset[str]:
-    return layout
-
-
-def shared_layout(names: set[str]) -> frozenset[str]:
-    """An entry's layout names as the first frozenset of them seen (bounded as layout_memo is). A
-    cache's entries repeat a few layouts thousands of times, and each held a set of its own from
-    the walk to describe: 2 KB an entry of 40 files, 3 MB more at the peak of a 1,500-entry scan."""
-    if not names:
-        return NO_LAYOUT
-    frozen = frozenset(names)
-    return _first_of(frozen) if len(frozen) <= LAYOUT_MEMO_NAMES else frozen
-
-
 def layout_memo(fn):
     """`fn(layout)` worked out once per layout (a cache's entries repeat a few layouts thousands of
     times; callers share its one result). At most 1,024 layouts of at most LAYOUT_MEMO_NAMES names
@@ -58,6 +43,16 @@ def layout_memo(fn):
     return of
 
 
+@layout_memo
+def _first_of(layout: frozenset[str]) -> frozenset[str]:
+    return layout
+
+
+def shared_layout(names: set[str]) -> frozenset[str]:
+    """An entry's layout names as the first frozenset of them seen (bounded by layout_memo). A
+    cache's entries repeat a few layouts thousands of times, and each held a set of its own from
+    the walk to describe: 2 KB an entry of 40 files, 3 MB more at the peak of a 1,500-entry scan."""
+    return _first_of(frozenset(names)) if names else NO_LAYOUT
 
 
 def disk_freed(artifacts) -> int:
